@@ -1,0 +1,376 @@
+//! The C ABI: `<coframe.h>` is generated from this module by cbindgen.
+//!
+//! Thin by rule: each function checks its pointers, calls the Rust core in
+//! `crate::coro` or `crate::sched`, and turns the result into an `int`.
+//! No panic crosses this boundary: `guard` aborts with a message instead,
+//! because a panic here means the library's own invariants broke.
+#![allow(non_camel_case_types)]
+
+use core::ffi::{c_char, c_int, c_void};
+use core::ptr;
+
+use crate::coro::{self, Promise, Token};
+use crate::error::Error;
+use crate::sched::{Config, Runtime};
+
+/// Library version, also in `COFRAME_VERSION_*`.
+pub const COFRAME_VERSION_MAJOR: u32 = 0;
+pub const COFRAME_VERSION_MINOR: u32 = 1;
+pub const COFRAME_VERSION_PATCH: u32 = 0;
+
+/// Success.
+pub const CORO_OK: c_int = 0;
+/// A NULL or zeroed handle, a bad flag or argument.
+pub const CORO_EINVAL: c_int = -1;
+/// The handle's reference was already consumed, or its frame is gone.
+pub const CORO_ESTALE: c_int = -2;
+/// Not allowed here, e.g. `coro_suspend` outside a coroutine.
+pub const CORO_ESTATE: c_int = -3;
+/// The coroutine was cancelled.
+pub const CORO_ECANCELED: c_int = -4;
+/// The deadline passed.
+pub const CORO_ETIMEDOUT: c_int = -5;
+/// Out of memory, stacks or frame slots.
+pub const CORO_ENOMEM: c_int = -6;
+/// A blocking lock noted with `coro_lock_note_acquire` is held.
+pub const CORO_ELOCKHELD: c_int = -7;
+/// The runtime is shutting down.
+pub const CORO_ESHUTDOWN: c_int = -8;
+/// The operating system failed; `errno` says why.
+pub const CORO_EIO: c_int = -9;
+
+/// Spawn flag: cancellation makes the pending or next suspension return
+/// `CORO_ECANCELED` to the body instead of never returning (libdill's model).
+pub const CORO_SPAWN_CANCEL_RETURNS: u32 = 1;
+/// Spawn flag: the coroutine touches no thread-local state across
+/// suspensions, so an idle worker may steal it.
+pub const CORO_SPAWN_MIGRATABLE: u32 = 2;
+
+/// A runtime: workers, their queues, stacks. Opaque.
+pub struct coro_runtime {
+    inner: std::sync::Arc<Runtime>,
+}
+
+/// The async reference: consumed by `coro_await`, `coro_cancel_async` or
+/// `coro_detach`. Slot index and generation; a zeroed value is invalid.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct coro_promise {
+    pub id: u64,
+}
+
+/// The suspend reference: consumed by `coro_resume` or `coro_cancel_suspend`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct coro_token {
+    pub id: u64,
+}
+
+/// Runtime settings. Zero in any field means the default.
+#[repr(C)]
+pub struct coro_config {
+    /// `sizeof(coro_config)`: lets the struct grow.
+    pub struct_size: u32,
+    /// Worker threads; 0: one per available CPU.
+    pub workers: u32,
+    /// Usable stack bytes per coroutine; 0: 64 KiB. A guard page lies below.
+    pub stack_size: usize,
+}
+
+/// A coroutine's body. `env` points at the frame's own copy of the bytes
+/// given to `coro_spawn`; the return value is what `coro_await` yields.
+pub type coro_entry = Option<unsafe extern "C" fn(env: *mut c_void) -> *mut c_void>;
+/// Releases what the environment captured; runs once, after the defers.
+pub type coro_env_drop = Option<unsafe extern "C" fn(env: *mut c_void)>;
+/// Runs after a coroutine has switched out, with the token of that suspension.
+pub type coro_on_suspend = Option<unsafe extern "C" fn(token: coro_token, arg: *mut c_void)>;
+/// A deferred cleanup.
+pub type coro_defer_fn = Option<unsafe extern "C" fn(arg: *mut c_void)>;
+
+// The codes above are literals so cbindgen can print them; these checks
+// keep them equal to `Error::code`.
+const _: () = {
+    assert!(CORO_EINVAL == Error::Invalid.code());
+    assert!(CORO_ESTALE == Error::Stale.code());
+    assert!(CORO_ESTATE == Error::State.code());
+    assert!(CORO_ECANCELED == Error::Canceled.code());
+    assert!(CORO_ETIMEDOUT == Error::TimedOut.code());
+    assert!(CORO_ENOMEM == Error::NoMem.code());
+    assert!(CORO_ELOCKHELD == Error::LockHeld.code());
+    assert!(CORO_ESHUTDOWN == Error::Shutdown.code());
+    assert!(CORO_EIO == Error::Io.code());
+    assert!(CORO_SPAWN_CANCEL_RETURNS == coro::SPAWN_CANCEL_RETURNS);
+    assert!(CORO_SPAWN_MIGRATABLE == coro::SPAWN_MIGRATABLE);
+};
+
+fn status(r: crate::error::Result<()>) -> c_int {
+    match r {
+        Ok(()) => CORO_OK,
+        Err(e) => e.code(),
+    }
+}
+
+/// Runs `f`, aborting the process if it panics: a panic must not unwind into C.
+fn guard<R>(f: impl FnOnce() -> R) -> R {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(_) => {
+            crate::util::die("coframe: internal panic at the C boundary; aborting");
+        }
+    }
+}
+
+/// Creates a runtime and starts its workers. `cfg` may be NULL.
+///
+/// Errors: `CORO_EINVAL` (NULL `out`, `struct_size` too small),
+/// `CORO_ENOMEM`, `CORO_EIO` (a thread could not be started).
+#[no_mangle]
+pub unsafe extern "C" fn coro_runtime_new(
+    cfg: *const coro_config,
+    out: *mut *mut coro_runtime,
+) -> c_int {
+    guard(|| {
+        if out.is_null() {
+            return CORO_EINVAL;
+        }
+        let config = if cfg.is_null() {
+            Config::default()
+        } else {
+            // SAFETY: the caller passes a valid pointer; struct_size is read
+            // first so an older, shorter struct is not over-read.
+            let size = unsafe { ptr::addr_of!((*cfg).struct_size).read() } as usize;
+            if size < core::mem::size_of::<coro_config>() {
+                return CORO_EINVAL;
+            }
+            // SAFETY: as above, and the struct is at least as large as ours.
+            let cfg = unsafe { &*cfg };
+            Config {
+                workers: cfg.workers as usize,
+                stack_size: cfg.stack_size,
+            }
+        };
+        match Runtime::new(config) {
+            Ok(rt) => {
+                let boxed = Box::new(coro_runtime { inner: rt });
+                // SAFETY: `out` is non-null and the caller gives it to us to write.
+                unsafe { out.write(Box::into_raw(boxed)) };
+                CORO_OK
+            }
+            Err(e) => e.code(),
+        }
+    })
+}
+
+/// Cancels every live coroutine (running their defers), joins the workers
+/// and frees the runtime. Handles of its coroutines answer `CORO_ESTALE`
+/// afterwards. Must not be called from one of the runtime's own coroutines.
+///
+/// Errors: `CORO_EINVAL` (NULL), `CORO_ESTATE` (called on a worker thread).
+#[no_mangle]
+pub unsafe extern "C" fn coro_runtime_shutdown(rt: *mut coro_runtime) -> c_int {
+    guard(|| {
+        if rt.is_null() {
+            return CORO_EINVAL;
+        }
+        // SAFETY: `rt` came from `coro_runtime_new` and is given back once.
+        let rt_ref = unsafe { &*rt };
+        if let Err(e) = rt_ref.inner.shutdown() {
+            return e.code();
+        }
+        // SAFETY: as above; nothing uses the box after this.
+        drop(unsafe { Box::from_raw(rt) });
+        CORO_OK
+    })
+}
+
+/// Starts a coroutine on `rt`. `env_size` bytes at `env` are copied into
+/// the frame and live exactly as long as it; `drop` (may be NULL) runs once
+/// on that copy, after the defers. `flags`: `CORO_SPAWN_*`.
+///
+/// Errors: `CORO_EINVAL` (NULL `rt`, `entry` or `out`; NULL `env` with a
+/// non-zero size; unknown flags), `CORO_ENOMEM`, `CORO_ESHUTDOWN`.
+#[no_mangle]
+pub unsafe extern "C" fn coro_spawn(
+    rt: *mut coro_runtime,
+    entry: coro_entry,
+    env: *const c_void,
+    env_size: usize,
+    drop: coro_env_drop,
+    flags: u32,
+    out: *mut coro_promise,
+) -> c_int {
+    guard(|| {
+        let Some(entry) = entry else {
+            return CORO_EINVAL;
+        };
+        if rt.is_null() || out.is_null() || (env.is_null() && env_size != 0) {
+            return CORO_EINVAL;
+        }
+        let env = if env_size == 0 {
+            &[][..]
+        } else {
+            // SAFETY: the caller says `env` points at `env_size` readable bytes.
+            unsafe { core::slice::from_raw_parts(env.cast::<u8>(), env_size) }
+        };
+        // SAFETY: `rt` came from `coro_runtime_new` and is not shut down yet.
+        let rt = unsafe { &(*rt).inner };
+        match coro::spawn(rt, entry, env, drop, flags) {
+            Ok(p) => {
+                // SAFETY: `out` is non-null.
+                unsafe { out.write(coro_promise { id: p.0 }) };
+                CORO_OK
+            }
+            Err(e) => e.code(),
+        }
+    })
+}
+
+/// Suspends the calling coroutine. After it has switched out,
+/// `on_suspend(token, arg)` runs on the worker; whoever gets the token
+/// resumes or cancels it. Returns 0 when resumed.
+///
+/// Errors: `CORO_ESTATE` (not in a coroutine), `CORO_EINVAL` (NULL
+/// callback), `CORO_ELOCKHELD`, `CORO_ECANCELED` (with
+/// `CORO_SPAWN_CANCEL_RETURNS`, once cancelled).
+#[no_mangle]
+pub extern "C" fn coro_suspend(on_suspend: coro_on_suspend, arg: *mut c_void) -> c_int {
+    guard(|| {
+        let Some(cb) = on_suspend else {
+            return CORO_EINVAL;
+        };
+        status(coro::suspend_with(cb, arg))
+    })
+}
+
+/// Consumes a suspend reference and schedules the coroutine on its worker.
+/// On a cancelled coroutine it only drops the reference and returns 0.
+///
+/// Errors: `CORO_EINVAL` (zeroed token), `CORO_ESTALE` (already consumed).
+#[no_mangle]
+pub extern "C" fn coro_resume(token: coro_token) -> c_int {
+    guard(|| status(coro::resume(Token(token.id))))
+}
+
+/// Consumes a suspend reference and cancels the coroutine (its defers run
+/// now unless it was spawned with `CORO_SPAWN_CANCEL_RETURNS`).
+///
+/// Errors: `CORO_EINVAL`, `CORO_ESTALE`.
+#[no_mangle]
+pub extern "C" fn coro_cancel_suspend(token: coro_token) -> c_int {
+    guard(|| status(coro::cancel_suspend(Token(token.id))))
+}
+
+/// Consumes the async reference and waits for the coroutine to finish: in
+/// a coroutine it suspends, elsewhere it blocks the thread. `*result`
+/// (may be NULL) gets the entry's return value.
+///
+/// Errors: `CORO_EINVAL`, `CORO_ESTALE` (already consumed),
+/// `CORO_ECANCELED` (the coroutine, or the awaiting one, was cancelled).
+#[no_mangle]
+pub unsafe extern "C" fn coro_await(p: coro_promise, result: *mut *mut c_void) -> c_int {
+    guard(|| match coro::await_promise(Promise(p.id)) {
+        Ok(r) => {
+            if !result.is_null() {
+                // SAFETY: non-null `result` is writable by the caller's contract.
+                unsafe { result.write(r) };
+            }
+            CORO_OK
+        }
+        Err(e) => e.code(),
+    })
+}
+
+/// Consumes the async reference and cancels the coroutine. If it is
+/// suspended its defers run before this returns; if it is running, it acts
+/// at its next suspension point.
+///
+/// Errors: `CORO_EINVAL`, `CORO_ESTALE`.
+#[no_mangle]
+pub extern "C" fn coro_cancel_async(p: coro_promise) -> c_int {
+    guard(|| status(coro::cancel_async(Promise(p.id))))
+}
+
+/// Consumes the async reference without cancelling: the coroutine runs on
+/// and its frame is freed by its last reference.
+///
+/// Errors: `CORO_EINVAL`, `CORO_ESTALE`.
+#[no_mangle]
+pub extern "C" fn coro_detach(p: coro_promise) -> c_int {
+    guard(|| status(coro::detach(Promise(p.id))))
+}
+
+/// Lets the other runnable coroutines of this worker run.
+///
+/// Errors: `CORO_ESTATE` (not in a coroutine), `CORO_ELOCKHELD`,
+/// `CORO_ECANCELED` (cancel-returns mode, once cancelled).
+#[no_mangle]
+pub extern "C" fn coro_yield() -> c_int {
+    guard(|| status(coro::yield_now()))
+}
+
+/// Registers `fn(arg)` to run when the coroutine completes or is cancelled,
+/// in LIFO order with the other defers.
+///
+/// Errors: `CORO_ESTATE` (not in a coroutine), `CORO_EINVAL` (NULL fn),
+/// `CORO_ENOMEM`.
+#[no_mangle]
+pub extern "C" fn coro_defer(f: coro_defer_fn, arg: *mut c_void) -> c_int {
+    guard(|| {
+        let Some(f) = f else { return CORO_EINVAL };
+        status(coro::defer(f, arg, false))
+    })
+}
+
+/// Like `coro_defer`, but runs only if the coroutine is cancelled.
+///
+/// Errors: as `coro_defer`.
+#[no_mangle]
+pub extern "C" fn coro_errdefer(f: coro_defer_fn, arg: *mut c_void) -> c_int {
+    guard(|| {
+        let Some(f) = f else { return CORO_EINVAL };
+        status(coro::defer(f, arg, true))
+    })
+}
+
+/// Notes that the calling coroutine took a blocking lock (CP.52): until the
+/// matching release, its suspensions fail with `CORO_ELOCKHELD`. `what`
+/// (may be NULL) names the lock in the report. Outside a coroutine: no-op.
+#[no_mangle]
+pub extern "C" fn coro_lock_note_acquire(what: *const c_char) -> c_int {
+    guard(|| status(coro::lock_note(what, true)))
+}
+
+/// Notes the release of a lock noted with `coro_lock_note_acquire`.
+///
+/// Errors: `CORO_ESTATE` (no lock noted).
+#[no_mangle]
+pub extern "C" fn coro_lock_note_release(what: *const c_char) -> c_int {
+    guard(|| status(coro::lock_note(what, false)))
+}
+
+/// The running coroutine's id (its promise's value); 0 outside a coroutine.
+#[no_mangle]
+pub extern "C" fn coro_self_id() -> u64 {
+    guard(coro::self_id)
+}
+
+/// Frames alive in this process (all runtimes): allocated and not yet freed.
+/// For leak checks in tests and examples.
+#[no_mangle]
+pub extern "C" fn coro_live_frames() -> u64 {
+    guard(coro::live_frames)
+}
+
+/// A static, NUL-terminated description of a status code.
+#[no_mangle]
+pub extern "C" fn coro_strerror(code: c_int) -> *const c_char {
+    let msg = if code == CORO_OK {
+        "success\0"
+    } else {
+        match Error::from_code(code) {
+            Some(e) => e.message(),
+            None => "unknown coframe status code\0",
+        }
+    };
+    msg.as_ptr().cast()
+}
