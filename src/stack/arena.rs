@@ -1,0 +1,131 @@
+//! An arena: one mapping carved into `[guard page][usable stack]` slots.
+//!
+//! The arena only owns the memory and the per-slot owner ids; which slots
+//! are handed out is the pool's business (`pool.rs`), and a handed-out slot
+//! is a `Stack` (`stack.rs`), which keeps its arena alive through an `Arc`.
+
+use core::ptr::NonNull;
+use std::sync::atomic::AtomicU64;
+
+use super::{registry, sys};
+use crate::error::{Error, Result};
+
+pub(super) struct Arena {
+    /// First byte of the mapping (the guard page of slot 0).
+    base: NonNull<u8>,
+    /// Bytes per slot: one guard page plus `usable`.
+    slot_size: usize,
+    /// Usable bytes per slot, a page multiple.
+    usable: usize,
+    /// Which coroutine runs on each slot, for the overflow message. The
+    /// registry holds a raw pointer to this array while the arena is live.
+    owners: Box<[AtomicU64]>,
+    /// Our entry in the registry.
+    entry: usize,
+    /// The pool that carved this arena, so a stack given to the wrong pool
+    /// is caught.
+    pool_id: u64,
+}
+
+// SAFETY: the arena is plain memory plus atomics. Who may touch which slot
+// is decided by ownership of the `Stack` that holds it, not by the thread
+// that holds the arena.
+unsafe impl Send for Arena {}
+// SAFETY: as above; shared access only reads the immutable fields and the
+// owner atomics.
+unsafe impl Sync for Arena {}
+
+impl Arena {
+    /// Maps an arena of `slots` slots of `page + usable` bytes and publishes
+    /// it to the fault handler. No slot has its guard yet (see
+    /// [`Arena::install_guard`]); nothing is committed.
+    ///
+    /// Errors: `NoMem` when the mapping fails or the registry is full;
+    /// `Invalid` when the size overflows.
+    pub(super) fn new(slots: usize, usable: usize, pool_id: u64) -> Result<Arena> {
+        let page = sys::page_size();
+        debug_assert!(slots > 0 && usable % page == 0);
+        let slot_size = usable.checked_add(page).ok_or(Error::Invalid)?;
+        let len = slot_size.checked_mul(slots).ok_or(Error::Invalid)?;
+        let base = sys::map(len)?;
+        let owners: Box<[AtomicU64]> = (0..slots).map(|_| AtomicU64::new(0)).collect();
+        let info = registry::ArenaInfo {
+            base: base.as_ptr() as usize,
+            len,
+            slot_size,
+            usable,
+            owners: owners.as_ptr(),
+        };
+        let entry = match registry::register(&info) {
+            Ok(entry) => entry,
+            Err(e) => {
+                // SAFETY: mapped above, never handed out.
+                unsafe { sys::unmap(base, len) };
+                return Err(e);
+            }
+        };
+        Ok(Arena {
+            base,
+            slot_size,
+            usable,
+            owners,
+            entry,
+            pool_id,
+        })
+    }
+
+    pub(super) fn slots(&self) -> usize {
+        self.owners.len()
+    }
+
+    pub(super) fn usable(&self) -> usize {
+        self.usable
+    }
+
+    pub(super) fn pool_id(&self) -> u64 {
+        self.pool_id
+    }
+
+    /// The first byte of slot `slot`: its guard page, the stack's `limit()`.
+    pub(super) fn slot_start(&self, slot: usize) -> NonNull<u8> {
+        assert!(slot < self.slots());
+        // SAFETY: slot < slots, so the offset stays inside the mapping.
+        unsafe { self.base.add(slot * self.slot_size) }
+    }
+
+    /// One past the last byte of slot `slot`: the top of its stack.
+    pub(super) fn slot_end(&self, slot: usize) -> NonNull<u8> {
+        assert!(slot < self.slots());
+        // SAFETY: slot < slots, so the offset is at most the mapping's end.
+        unsafe { self.base.add((slot + 1) * self.slot_size) }
+    }
+
+    /// Turns the first page of slot `slot` into its guard.
+    ///
+    /// Errors: `NoMem` (see `sys::install_guard`).
+    ///
+    /// # Safety
+    ///
+    /// Call once per slot, before the slot is used as a stack.
+    pub(super) unsafe fn install_guard(&self, slot: usize) -> Result<()> {
+        // SAFETY: the page is the slot's first, page-aligned, inside our
+        // mapping, and unused (caller's contract).
+        unsafe { sys::install_guard(self.slot_start(slot)) }
+    }
+
+    /// The owner id cell of slot `slot`.
+    pub(super) fn owner(&self, slot: usize) -> &AtomicU64 {
+        &self.owners[slot]
+    }
+}
+
+impl Drop for Arena {
+    fn drop(&mut self) {
+        // Retire the registry entry before the memory and the owner array go,
+        // so the handler never reads either after they are freed.
+        registry::unregister(self.entry);
+        // SAFETY: every Stack holds an Arc of its arena, so when the arena
+        // drops no stack of it exists any more.
+        unsafe { sys::unmap(self.base, self.slot_size * self.slots()) };
+    }
+}

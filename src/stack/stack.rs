@@ -1,0 +1,193 @@
+//! One coroutine stack: a slot of an arena, lent out by a `StackPool`.
+//!
+//! ```text
+//!  high addresses
+//!  +---------------------------+ <- top: end of the slot (page-aligned)
+//!  | reserved by reserve_top() |    the frame's copy of the environment
+//!  +---------------------------+ <- base(): top - reserved, 16-byte aligned
+//!  |                           |
+//!  |  usable stack, grows down |
+//!  |                           |
+//!  +---------------------------+ <- limit() + one page
+//!  |  guard page               |    any access faults (overflow report)
+//!  +---------------------------+ <- limit(): start of the slot
+//!  low addresses
+//! ```
+
+use core::fmt;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use corosensei::stack::valgrind::ValgrindStackRegistration;
+use corosensei::stack::StackPointer;
+
+use super::arena::Arena;
+use super::{sys, MIN_FREE_STACK};
+use crate::error::{Error, Result};
+
+/// A guarded coroutine stack from a [`StackPool`](super::StackPool).
+///
+/// Give it back with [`StackPool::put`](super::StackPool::put). Dropping it
+/// instead is safe but leaks the slot: it is not reused, and its arena stays
+/// mapped until the pool and every other stack of that arena are gone.
+///
+/// A `Stack` is `Send` (a coroutine may be created on one thread and run on
+/// another) and `Sync` (`set_owner` is one atomic store), but not `Clone`:
+/// two coroutines on one stack would overwrite each other.
+///
+/// ```
+/// fn send_sync<T: Send + Sync>() {}
+/// send_sync::<coframe::stack::Stack>();
+/// ```
+///
+/// ```compile_fail
+/// fn clone<T: Clone>() {}
+/// clone::<coframe::stack::Stack>();
+/// ```
+pub struct Stack {
+    /// Keeps the memory mapped while this stack exists (rule 6 in `mod.rs`).
+    arena: Arc<Arena>,
+    /// Our slot in `arena`.
+    slot: usize,
+    /// Bytes handed out by `reserve_top`, a multiple of 16.
+    reserved: usize,
+    /// Tells valgrind this range is a stack, so switching to it is not
+    /// reported as a wild stack-pointer move. Registered once, when the slot
+    /// is carved; kept while the stack sits in the pool.
+    _valgrind: ValgrindStackRegistration,
+}
+
+impl Stack {
+    /// Makes slot `slot` of `arena` a stack: installs its guard and
+    /// registers it with valgrind.
+    ///
+    /// Errors: `NoMem` when the guard cannot be installed.
+    ///
+    /// # Safety
+    ///
+    /// Call once per slot: the slot must never have been carved before.
+    pub(super) unsafe fn carve(arena: Arc<Arena>, slot: usize) -> Result<Stack> {
+        // SAFETY: a fresh slot (caller's contract).
+        unsafe { arena.install_guard(slot)? };
+        let start = arena.slot_start(slot);
+        let len = arena.slot_end(slot).as_ptr() as usize - start.as_ptr() as usize;
+        Ok(Stack {
+            _valgrind: ValgrindStackRegistration::new(start.as_ptr(), len),
+            arena,
+            slot,
+            reserved: 0,
+        })
+    }
+
+    /// Usable bytes below the top, guard excluded, reservations included.
+    pub fn usable_size(&self) -> usize {
+        self.arena.usable()
+    }
+
+    /// Reserves `bytes` (rounded up to 16) at the top of the stack for the
+    /// caller and returns a pointer to them; `base()` moves down below them.
+    /// Successive calls reserve successive blocks, each below the previous
+    /// one. The bytes are zero or left over from the stack's previous user;
+    /// they stay valid as long as the stack is not given back.
+    ///
+    /// Errors: `Invalid` when less than [`MIN_FREE_STACK`] bytes of stack
+    /// would remain below.
+    pub fn reserve_top(&mut self, bytes: usize) -> Result<*mut u8> {
+        let rounded = bytes.checked_add(15).ok_or(Error::Invalid)? & !15;
+        let reserved = self.reserved.checked_add(rounded).ok_or(Error::Invalid)?;
+        if reserved > self.usable_size().saturating_sub(MIN_FREE_STACK) {
+            return Err(Error::Invalid);
+        }
+        self.reserved = reserved;
+        // SAFETY: reserved <= usable, so the pointer stays inside our slot.
+        Ok(unsafe { self.arena.slot_end(self.slot).as_ptr().sub(reserved) })
+    }
+
+    /// Records which coroutine runs on this stack, for the overflow report
+    /// (0: none). One relaxed store.
+    #[inline]
+    pub fn set_owner(&self, coroutine_id: u64) {
+        self.arena
+            .owner(self.slot)
+            .store(coroutine_id, Ordering::Relaxed);
+    }
+
+    /// The id given to the last `set_owner` (0 after `put`).
+    pub fn owner(&self) -> u64 {
+        self.arena.owner(self.slot).load(Ordering::Relaxed)
+    }
+
+    /// Forgets the reservations and the owner; `put` calls this.
+    pub(super) fn reset(&mut self) {
+        self.reserved = 0;
+        self.set_owner(0);
+    }
+
+    /// Releases the usable pages except the top one (rule 4 in `mod.rs`).
+    pub(super) fn trim(&mut self) {
+        let page = sys::page_size();
+        let start = self.arena.slot_start(self.slot);
+        // Skip the guard (it stays a guard either way, FACTS, but its state
+        // is not ours to reset) and keep the top page, which the next
+        // coroutine touches first.
+        let len = self.usable_size() - page;
+        // SAFETY: the range is page-aligned, inside our slot, and we own the
+        // slot with nothing on it (`&mut self` in the pool).
+        unsafe { sys::trim(start.add(page), len) };
+    }
+
+    /// The arena this stack belongs to (for the pool's checks).
+    pub(super) fn arena(&self) -> &Arc<Arena> {
+        &self.arena
+    }
+}
+
+// SAFETY: the slot has a guard page below it (installed at carve, before the
+// Stack exists) and at least MIN_STACK_SIZE - MIN_FREE_STACK >= 8 KiB usable
+// below base(), more than corosensei's MIN_STACK_SIZE (4 KiB). base() and
+// limit() are 16-byte aligned: the slot bounds are page-aligned and
+// `reserved` is a multiple of 16. The memory stays mapped while `self` lives
+// (it holds the arena).
+unsafe impl corosensei::stack::Stack for Stack {
+    #[inline]
+    fn base(&self) -> StackPointer {
+        let top = self.arena.slot_end(self.slot).as_ptr() as usize;
+        StackPointer::new(top - self.reserved).expect("stack top is never 0")
+    }
+
+    #[inline]
+    fn limit(&self) -> StackPointer {
+        StackPointer::new(self.arena.slot_start(self.slot).as_ptr() as usize)
+            .expect("mapping is never at 0")
+    }
+
+    #[cfg(windows)]
+    fn teb_fields(&self) -> corosensei::stack::StackTebFields {
+        let page = sys::page_size();
+        corosensei::stack::StackTebFields {
+            StackBase: self.base().get(),
+            StackLimit: self.limit().get() + page,
+            DeallocationStack: self.limit().get(),
+            GuaranteedStackBytes: 0,
+        }
+    }
+
+    #[cfg(windows)]
+    fn update_teb_fields(&mut self, _stack_limit: usize, _guaranteed_stack_bytes: usize) {
+        // The whole slot is committed up front (no PAGE_GUARD growth), so
+        // nothing the OS changes here needs keeping.
+    }
+}
+
+impl fmt::Debug for Stack {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use corosensei::stack::Stack as _;
+        f.debug_struct("Stack")
+            .field("limit", &format_args!("{:#x}", self.limit().get()))
+            .field("base", &format_args!("{:#x}", self.base().get()))
+            .field("usable", &self.usable_size())
+            .field("reserved", &self.reserved)
+            .field("owner", &self.owner())
+            .finish()
+    }
+}
