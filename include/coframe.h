@@ -151,6 +151,10 @@ extern "C" {
 /**
  * Creates a runtime and starts its workers. `cfg` may be NULL.
  *
+ * # Safety
+ * `cfg` is NULL or points at a `coro_config` of `struct_size` bytes;
+ * `out` is NULL or writable.
+ *
  * Errors: `CORO_EINVAL` (NULL `out`, `struct_size` too small),
  * `CORO_ENOMEM`, `CORO_EIO` (a thread could not be started).
  */
@@ -161,6 +165,9 @@ int coro_runtime_new(const struct coro_config *cfg, struct coro_runtime **out);
  * and frees the runtime. Handles of its coroutines answer `CORO_ESTALE`
  * afterwards. Must not be called from one of the runtime's own coroutines.
  *
+ * # Safety
+ * `rt` is NULL or a runtime from `coro_runtime_new` not yet shut down.
+ *
  * Errors: `CORO_EINVAL` (NULL), `CORO_ESTATE` (called on a worker thread).
  */
 int coro_runtime_shutdown(struct coro_runtime *rt);
@@ -169,6 +176,11 @@ int coro_runtime_shutdown(struct coro_runtime *rt);
  * Starts a coroutine on `rt`. `env_size` bytes at `env` are copied into
  * the frame and live exactly as long as it; `drop` (may be NULL) runs once
  * on that copy, after the defers. `flags`: `CORO_SPAWN_*`.
+ *
+ * # Safety
+ * `rt` is a live runtime; `env` points at `env_size` readable bytes;
+ * `entry` and `drop` are safe to call on the frame's copy; `out` is
+ * NULL or writable.
  *
  * Errors: `CORO_EINVAL` (NULL `rt`, `entry` or `out`; NULL `env` with a
  * non-zero size; unknown flags), `CORO_ENOMEM`, `CORO_ESHUTDOWN`.
@@ -212,6 +224,9 @@ int coro_cancel_suspend(struct coro_token token);
  * Consumes the async reference and waits for the coroutine to finish: in
  * a coroutine it suspends, elsewhere it blocks the thread. `*result`
  * (may be NULL) gets the entry's return value.
+ *
+ * # Safety
+ * `result` is NULL or writable.
  *
  * Errors: `CORO_EINVAL`, `CORO_ESTALE` (already consumed),
  * `CORO_ECANCELED` (the coroutine, or the awaiting one, was cancelled).

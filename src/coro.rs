@@ -1,62 +1,413 @@
-//! The operations of DESIGN section 8, in Rust. (skeleton: not built yet)
+//! The operations of DESIGN section 8, in Rust; `src/ffi` wraps each one.
+//!
+//! Each operation validates its handle inside the state word's transition
+//! (rule 6 in `frame/mod.rs`) and then does what the transition's outcome
+//! says: schedule, finalize, free, or nothing.
+
 use core::ffi::{c_char, c_void};
+use core::ptr;
+use std::sync::atomic::{AtomicU8, Ordering::*};
 use std::sync::Arc;
 
+use crate::context::{self, OnSuspend, Resumed, Switch};
 use crate::error::{Error, Result};
-use crate::sched::Runtime;
+use crate::frame::slot::{awaiter, Defer, Slot, Wait};
+pub use crate::frame::slot::{DeferFn, Entry, EnvDrop};
+use crate::frame::state::{AwaitStart, Consume, CANCELLED, CANCEL_RETURNS, DONE};
+use crate::frame::table;
+pub use crate::frame::{Promise, Token};
+use crate::sched::{self, Outcome, Runtime};
 
 pub const SPAWN_CANCEL_RETURNS: u32 = 1;
 pub const SPAWN_MIGRATABLE: u32 = 2;
+const SPAWN_FLAGS: u32 = SPAWN_CANCEL_RETURNS | SPAWN_MIGRATABLE;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Promise(pub u64);
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Token(pub u64);
-
-pub type Entry = unsafe extern "C" fn(*mut c_void) -> *mut c_void;
-pub type EnvDrop = unsafe extern "C" fn(*mut c_void);
-pub type OnSuspend = unsafe extern "C" fn(crate::ffi::coro_token, *mut c_void);
-pub type DeferFn = unsafe extern "C" fn(*mut c_void);
-
+/// Starts `entry` on a copy of `env` in a new frame of `rt`.
 pub fn spawn(
-    _rt: &Arc<Runtime>,
-    _entry: Entry,
-    _env: &[u8],
-    _drop: Option<EnvDrop>,
-    _flags: u32,
+    rt: &Arc<Runtime>,
+    entry: Entry,
+    env: &[u8],
+    drop: Option<EnvDrop>,
+    flags: u32,
 ) -> Result<Promise> {
-    Err(Error::Invalid)
+    if flags & !SPAWN_FLAGS != 0 {
+        return Err(Error::Invalid);
+    }
+    if rt.is_closing() {
+        return Err(Error::Shutdown);
+    }
+    let (index, slot) = table::alloc()?;
+    match init_frame(rt, index, slot, entry, env, drop, flags) {
+        Ok(p) => Ok(p),
+        Err(e) => {
+            table::free(index);
+            Err(e)
+        }
+    }
 }
-pub fn suspend_with(_cb: OnSuspend, _arg: *mut c_void) -> Result<()> {
-    Err(Error::State)
+
+fn init_frame(
+    rt: &Arc<Runtime>,
+    index: usize,
+    slot: &'static Slot,
+    entry: Entry,
+    env: &[u8],
+    drop: Option<EnvDrop>,
+    flags: u32,
+) -> Result<Promise> {
+    let mut stack = rt.stacks.get()?;
+    // SAFETY: a free slot is ours until `init` publishes it.
+    let body = unsafe { slot.body() };
+    // The environment goes on top of the stack when it is small enough,
+    // so a spawn costs no allocation; larger ones go to the heap.
+    let env_ptr: *mut u8 = if env.is_empty() {
+        ptr::null_mut()
+    } else if env.len() <= stack.usable_size() / 4 {
+        match stack.reserve_top(env.len()) {
+            Ok(p) => p,
+            Err(e) => {
+                rt.stacks.put(stack);
+                return Err(e);
+            }
+        }
+    } else {
+        let words = env.len().div_ceil(16);
+        if body.env_heap.try_reserve_exact(words).is_err() {
+            rt.stacks.put(stack);
+            return Err(Error::NoMem);
+        }
+        body.env_heap.resize(words, 0);
+        body.env_heap.as_mut_ptr().cast()
+    };
+    if !env.is_empty() {
+        // SAFETY: env_ptr has room for env.len() bytes and does not overlap
+        // the caller's buffer.
+        unsafe { ptr::copy_nonoverlapping(env.as_ptr(), env_ptr, env.len()) };
+    }
+    let gen = slot.state.load().gen();
+    let promise = Promise::new(index, gen);
+    stack.set_owner(promise.0);
+    // SAFETY: as above, the slot is ours.
+    // SAFETY: the slot is ours, and env_ptr lives in the frame (its stack
+    // or env_heap) until the frame is freed.
+    *unsafe { slot.context() } =
+        Some(unsafe { context::Context::new(stack, slot, entry, env_ptr.cast()) });
+    let worker = rt.pick_worker();
+    body.rt = Some(rt.clone());
+    body.worker = worker;
+    body.env = env_ptr.cast();
+    body.env_drop = drop;
+    body.id = promise.0;
+    slot.awaiter
+        .store(awaiter::mark(gen, awaiter::EMPTY), Relaxed);
+    slot.result.store(ptr::null_mut(), Relaxed);
+    slot.owner.store(rt.id(), Relaxed);
+    let published = slot.state.init(flags & SPAWN_CANCEL_RETURNS != 0);
+    debug_assert_eq!(published, gen);
+    if rt.schedule(worker, index).is_err() {
+        // Shutdown stopped the workers in between: the caller keeps its
+        // environment (no env_drop) and gets no promise.
+        body.env_drop = None;
+        sched::finalize(slot, index, Outcome::Cancelled);
+        let _ = detach(promise);
+        return Err(Error::Shutdown);
+    }
+    Ok(promise)
 }
-pub fn resume(_t: Token) -> Result<()> {
-    Err(Error::Invalid)
+
+/// Does what a transition's outcome asks of the caller.
+fn act(slot: &'static Slot, index: usize, outcome: Consume) {
+    match outcome {
+        Consume::Schedule => sched::schedule_owned(slot, index),
+        Consume::Finalize => sched::finalize(slot, index, Outcome::Cancelled),
+        Consume::Dropped => {}
+        Consume::Free => sched::free(slot, index),
+    }
 }
-pub fn cancel_suspend(_t: Token) -> Result<()> {
-    Err(Error::Invalid)
+
+fn lookup(index: usize) -> Result<&'static Slot> {
+    table::slot(index).ok_or(Error::Stale)
 }
-pub fn await_promise(_p: Promise) -> Result<*mut c_void> {
-    Err(Error::Invalid)
+
+/// The running coroutine's slot, after the checks every suspension makes.
+fn suspension_point() -> Result<&'static Slot> {
+    let slot = context::current().ok_or(Error::State)?;
+    // SAFETY: the running body owns EXEC.
+    let body = unsafe { slot.body() };
+    if body.locks > 0 {
+        report_lock_held(body.id, body.lock_what);
+        return Err(Error::LockHeld);
+    }
+    if slot.state.load().has(CANCELLED | CANCEL_RETURNS) {
+        return Err(Error::Canceled);
+    }
+    Ok(slot)
 }
-pub fn cancel_async(_p: Promise) -> Result<()> {
-    Err(Error::Invalid)
+
+fn resumed(r: Option<Resumed>) -> Result<()> {
+    match r {
+        Some(Resumed::Ok) => Ok(()),
+        Some(Resumed::Cancelled) => Err(Error::Canceled),
+        None => Err(Error::State),
+    }
 }
-pub fn detach(_p: Promise) -> Result<()> {
-    Err(Error::Invalid)
+
+/// `coro_suspend`: park, then `on_suspend(token, arg)` on the worker.
+pub fn suspend_with(
+    on_suspend: unsafe extern "C" fn(crate::ffi::coro_token, *mut c_void),
+    arg: *mut c_void,
+) -> Result<()> {
+    suspension_point()?;
+    resumed(context::switch_out(Switch::Suspend {
+        on_suspend: OnSuspend::C(on_suspend),
+        arg,
+        lib: false,
+    }))
 }
+
+/// `coro_yield`.
 pub fn yield_now() -> Result<()> {
-    Err(Error::State)
+    suspension_point()?;
+    resumed(context::switch_out(Switch::Yield))
 }
-pub fn defer(_f: DeferFn, _arg: *mut c_void, _err_only: bool) -> Result<()> {
-    Err(Error::State)
+
+/// `coro_resume`.
+pub fn resume(token: Token) -> Result<()> {
+    consume(token, false)
 }
-pub fn lock_note(_what: *const c_char, _acquire: bool) -> Result<()> {
+
+/// `coro_cancel_suspend`.
+pub fn cancel_suspend(token: Token) -> Result<()> {
+    consume(token, true)
+}
+
+fn consume(token: Token, cancel: bool) -> Result<()> {
+    let (index, seq) = token.split()?;
+    let slot = lookup(index)?;
+    let outcome = slot
+        .state
+        .consume_token(seq, cancel)
+        .map_err(|_| Error::Stale)?;
+    act(slot, index, outcome);
     Ok(())
 }
-pub fn self_id() -> u64 {
-    0
+
+/// `coro_cancel_async`.
+pub fn cancel_async(p: Promise) -> Result<()> {
+    let (index, gen) = p.split()?;
+    let slot = lookup(index)?;
+    let outcome = slot
+        .state
+        .cancel_async(gen, false)
+        .map_err(|_| Error::Stale)?;
+    act(slot, index, outcome);
+    Ok(())
 }
+
+/// A cancelled awaiter gives up the child it awaited (rule 7).
+pub(crate) fn cancel_awaited(child: Promise) {
+    let Ok((index, gen)) = child.split() else {
+        return;
+    };
+    let Ok(slot) = lookup(index) else { return };
+    if let Ok(outcome) = slot.state.cancel_async(gen, true) {
+        act(slot, index, outcome);
+    }
+}
+
+/// `coro_detach`.
+pub fn detach(p: Promise) -> Result<()> {
+    let (index, gen) = p.split()?;
+    let slot = lookup(index)?;
+    let outcome = slot.state.detach(gen).map_err(|_| Error::Stale)?;
+    act(slot, index, outcome);
+    Ok(())
+}
+
+/// `coro_await`: suspends a coroutine, blocks any other thread.
+pub fn await_promise(p: Promise) -> Result<*mut c_void> {
+    let (index, gen) = p.split()?;
+    let slot = lookup(index)?;
+    let me = context::current();
+    if let Some(me) = me {
+        // SAFETY: the running body owns EXEC.
+        let my_rt = unsafe { me.body() }.rt.as_ref().map_or(0, |r| r.id());
+        if slot.owner.load(Acquire) != my_rt {
+            return Err(if slot.state.load().gen() != gen {
+                Error::Stale
+            } else {
+                Error::Invalid
+            });
+        }
+        if let Err(e) = suspension_point() {
+            // A cancelled awaiter still consumes the promise it was given:
+            // the child is cancelled, not orphaned.
+            if e == Error::Canceled {
+                if let Ok(outcome) = slot.state.cancel_async(gen, false) {
+                    act(slot, index, outcome);
+                }
+            }
+            return Err(e);
+        }
+    } else if sched::on_worker() {
+        // Blocking a worker could deadlock the frames queued behind it.
+        return Err(Error::State);
+    }
+    let (start, value) = slot
+        .state
+        .await_start(gen, || slot.result.load(Acquire))
+        .map_err(|_| Error::Stale)?;
+    if let AwaitStart::Ready { cancelled, free } = start {
+        if free {
+            sched::free(slot, index);
+        }
+        return if cancelled {
+            Err(Error::Canceled)
+        } else {
+            Ok(value.unwrap_or(ptr::null_mut()))
+        };
+    }
+    match me {
+        Some(me) => await_in_coroutine(me, slot, index, p),
+        None => await_blocking(slot, index, gen),
+    }
+}
+
+fn await_in_coroutine(
+    me: &'static Slot,
+    child: &'static Slot,
+    index: usize,
+    p: Promise,
+) -> Result<*mut c_void> {
+    // SAFETY: the running body owns EXEC.
+    unsafe { me.body() }.wait = Wait::Await(p);
+    let r = context::switch_out(Switch::Suspend {
+        on_suspend: OnSuspend::Lib(register_awaiter),
+        arg: p.0 as usize as *mut c_void,
+        lib: true,
+    });
+    // SAFETY: resumed, so we own EXEC again.
+    unsafe { me.body() }.wait = Wait::None;
+    match r {
+        Some(Resumed::Ok) => finish_await(child, index, p.split()?.1),
+        _ => {
+            cancel_awaited(p);
+            Err(Error::Canceled)
+        }
+    }
+}
+
+/// Runs on the awaiter's worker once it has parked: gives its token to
+/// the child, or resumes itself if the child finished meanwhile.
+fn register_awaiter(token: Token, arg: *mut c_void) {
+    let Ok((index, gen)) = Promise(arg as usize as u64).split() else {
+        return;
+    };
+    let Some(child) = table::slot(index) else {
+        return;
+    };
+    match child.awaiter.compare_exchange(
+        awaiter::mark(gen, awaiter::EMPTY),
+        token.0,
+        AcqRel,
+        Acquire,
+    ) {
+        Ok(_) => {}
+        Err(v) if v == awaiter::mark(gen, awaiter::DONE) => {
+            let _ = resume(token);
+        }
+        // The child is gone: only our own cancellation can have released
+        // it, and that consumed our token too (rule 8).
+        Err(_) => {}
+    }
+}
+
+fn await_blocking(slot: &'static Slot, index: usize, gen: u32) -> Result<*mut c_void> {
+    // SAFETY: await_start gave us the AWAITING claim.
+    if unsafe { slot.publish_thread_awaiter(gen) } {
+        loop {
+            let s = slot.state.load();
+            if s.gen() != gen {
+                return Err(Error::Stale);
+            }
+            if s.has(DONE) {
+                break;
+            }
+            std::thread::park();
+        }
+    }
+    finish_await(slot, index, gen)
+}
+
+fn finish_await(slot: &'static Slot, index: usize, gen: u32) -> Result<*mut c_void> {
+    let value = slot.result.load(Acquire);
+    let (cancelled, free) = slot.state.await_finish(gen).map_err(|_| Error::Stale)?;
+    if free {
+        sched::free(slot, index);
+    }
+    if cancelled {
+        Err(Error::Canceled)
+    } else {
+        Ok(value)
+    }
+}
+
+/// `coro_defer` / `coro_errdefer`.
+pub fn defer(f: DeferFn, arg: *mut c_void, on_error_only: bool) -> Result<()> {
+    let slot = context::current().ok_or(Error::State)?;
+    // SAFETY: the running body owns EXEC.
+    let body = unsafe { slot.body() };
+    body.defers.try_reserve(1).map_err(|_| Error::NoMem)?;
+    body.defers.push(Defer {
+        f,
+        arg,
+        on_error_only,
+    });
+    Ok(())
+}
+
+/// `coro_lock_note_acquire` / `_release` (CP.52).
+pub fn lock_note(what: *const c_char, acquire: bool) -> Result<()> {
+    let Some(slot) = context::current() else {
+        return Ok(());
+    };
+    // SAFETY: the running body owns EXEC.
+    let body = unsafe { slot.body() };
+    if acquire {
+        body.locks += 1;
+        body.lock_what = what;
+    } else {
+        body.locks = body.locks.checked_sub(1).ok_or(Error::State)?;
+    }
+    Ok(())
+}
+
+fn report_lock_held(id: u64, what: *const c_char) {
+    static CHECK: AtomicU8 = AtomicU8::new(0); // 0 unknown, 1 off, 2 on
+    let mut on = CHECK.load(Relaxed);
+    if on == 0 {
+        let env = std::env::var_os("COFRAME_CHECK").is_some_and(|v| v == "1");
+        on = if cfg!(debug_assertions) || env { 2 } else { 1 };
+        CHECK.store(on, Relaxed);
+    }
+    if on == 2 {
+        let name = if what.is_null() {
+            "a lock".into()
+        } else {
+            // SAFETY: the caller passed a NUL-terminated name to lock_note.
+            unsafe { core::ffi::CStr::from_ptr(what) }.to_string_lossy()
+        };
+        eprintln!("coframe: coroutine {id} suspends while holding {name} (CP.52)");
+    }
+}
+
+/// `coro_self_id`.
+pub fn self_id() -> u64 {
+    // SAFETY: the running body owns EXEC.
+    context::current().map_or(0, |s| unsafe { s.body() }.id)
+}
+
+/// `coro_live_frames`.
 pub fn live_frames() -> u64 {
-    0
+    table::live()
 }

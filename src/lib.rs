@@ -6,14 +6,22 @@
 //! `frame` for the rules and `docs/DESIGN.md` for the contract.
 #![warn(unsafe_op_in_unsafe_fn)]
 
+// Under `--cfg loom` only the state word is built: the loom models check
+// it alone (frame/loom_state.rs).
+#[cfg(not(loom))]
 pub mod context;
+#[cfg(not(loom))]
 pub mod coro;
 pub mod error;
+#[cfg(not(loom))]
 pub mod ffi;
 pub mod frame;
 mod loom;
+#[cfg(not(loom))]
 pub mod sched;
+#[cfg(not(loom))]
 pub mod stack;
+#[cfg(not(loom))]
 mod util;
 
 pub use error::{Error, Result};

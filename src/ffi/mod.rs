@@ -122,6 +122,10 @@ fn guard<R>(f: impl FnOnce() -> R) -> R {
 
 /// Creates a runtime and starts its workers. `cfg` may be NULL.
 ///
+/// # Safety
+/// `cfg` is NULL or points at a `coro_config` of `struct_size` bytes;
+/// `out` is NULL or writable.
+///
 /// Errors: `CORO_EINVAL` (NULL `out`, `struct_size` too small),
 /// `CORO_ENOMEM`, `CORO_EIO` (a thread could not be started).
 #[no_mangle]
@@ -165,6 +169,9 @@ pub unsafe extern "C" fn coro_runtime_new(
 /// and frees the runtime. Handles of its coroutines answer `CORO_ESTALE`
 /// afterwards. Must not be called from one of the runtime's own coroutines.
 ///
+/// # Safety
+/// `rt` is NULL or a runtime from `coro_runtime_new` not yet shut down.
+///
 /// Errors: `CORO_EINVAL` (NULL), `CORO_ESTATE` (called on a worker thread).
 #[no_mangle]
 pub unsafe extern "C" fn coro_runtime_shutdown(rt: *mut coro_runtime) -> c_int {
@@ -186,6 +193,11 @@ pub unsafe extern "C" fn coro_runtime_shutdown(rt: *mut coro_runtime) -> c_int {
 /// Starts a coroutine on `rt`. `env_size` bytes at `env` are copied into
 /// the frame and live exactly as long as it; `drop` (may be NULL) runs once
 /// on that copy, after the defers. `flags`: `CORO_SPAWN_*`.
+///
+/// # Safety
+/// `rt` is a live runtime; `env` points at `env_size` readable bytes;
+/// `entry` and `drop` are safe to call on the frame's copy; `out` is
+/// NULL or writable.
 ///
 /// Errors: `CORO_EINVAL` (NULL `rt`, `entry` or `out`; NULL `env` with a
 /// non-zero size; unknown flags), `CORO_ENOMEM`, `CORO_ESHUTDOWN`.
@@ -263,6 +275,9 @@ pub extern "C" fn coro_cancel_suspend(token: coro_token) -> c_int {
 /// Consumes the async reference and waits for the coroutine to finish: in
 /// a coroutine it suspends, elsewhere it blocks the thread. `*result`
 /// (may be NULL) gets the entry's return value.
+///
+/// # Safety
+/// `result` is NULL or writable.
 ///
 /// Errors: `CORO_EINVAL`, `CORO_ESTALE` (already consumed),
 /// `CORO_ECANCELED` (the coroutine, or the awaiting one, was cancelled).

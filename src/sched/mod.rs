@@ -1,19 +1,193 @@
-//! Workers and their queues. (skeleton: not built yet)
-use crate::error::{Error, Result};
-use std::sync::Arc;
+//! The runtime: N workers, each with a local run queue that only it
+//! touches and an inbox any thread may push to.
+//!
+//! A frame is pinned to the worker chosen at spawn (round robin), because
+//! C code caches thread-local addresses (errno) across calls: every
+//! resume of the frame, from any thread, queues it on that worker.
+//!
+//! Shutdown (`Runtime::shutdown`) sweeps the frame table for this
+//! runtime's frames until none is left: it cancels each (rule 4 in
+//! `frame/mod.rs`), lets the workers finish the running ones, frees the
+//! finished ones even if references remain (they turn stale), then stops
+//! and joins the workers.
 
+mod harness;
+mod worker;
+
+pub(crate) use harness::{finalize, free, schedule_owned, Outcome};
+pub(crate) use worker::on_worker;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::*};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::frame::state::Consume;
+use crate::frame::table;
+use crate::stack::StackPool;
+
+/// Most workers one runtime may have.
+pub const MAX_WORKERS: usize = 1024;
+
+/// Runtime settings; zero means the default.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Config {
+    /// Worker threads; 0: one per available CPU.
     pub workers: usize,
+    /// Usable stack bytes per coroutine; 0: `stack::DEFAULT_STACK_SIZE`.
     pub stack_size: usize,
 }
 
-pub struct Runtime {}
+/// What other threads push to one worker.
+struct Inbox {
+    queue: Mutex<InboxQueue>,
+    wake: Condvar,
+}
+
+struct InboxQueue {
+    frames: Vec<u32>,
+    /// The worker waits on `wake` (so a push must notify).
+    sleeping: bool,
+    closed: bool,
+}
+
+pub struct Runtime {
+    id: u64,
+    inboxes: Box<[Inbox]>,
+    pub(crate) stacks: StackPool,
+    next_worker: AtomicUsize,
+    closing: AtomicBool,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+static NEXT_RUNTIME_ID: AtomicU64 = AtomicU64::new(1);
+
 impl Runtime {
-    pub fn new(_c: Config) -> Result<Arc<Runtime>> {
-        Err(Error::NoMem)
+    /// Starts a runtime's workers.
+    pub fn new(config: Config) -> Result<Arc<Runtime>> {
+        let workers = match config.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n if n > MAX_WORKERS => return Err(Error::Invalid),
+            n => n,
+        };
+        let stacks = StackPool::new(config.stack_size)?;
+        crate::stack::install_overflow_handler();
+        let inboxes = (0..workers)
+            .map(|_| Inbox {
+                queue: Mutex::new(InboxQueue {
+                    frames: Vec::new(),
+                    sleeping: false,
+                    closed: false,
+                }),
+                wake: Condvar::new(),
+            })
+            .collect();
+        let rt = Arc::new(Runtime {
+            id: NEXT_RUNTIME_ID.fetch_add(1, Relaxed),
+            inboxes,
+            stacks,
+            next_worker: AtomicUsize::new(0),
+            closing: AtomicBool::new(false),
+            threads: Mutex::new(Vec::with_capacity(workers)),
+        });
+        for index in 0..workers {
+            let worker_rt = rt.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("coframe-{index}"))
+                .spawn(move || worker::run(worker_rt, index));
+            match spawned {
+                Ok(handle) => rt.threads.lock().unwrap().push(handle),
+                Err(_) => {
+                    rt.stop_workers();
+                    return Err(Error::Io);
+                }
+            }
+        }
+        Ok(rt)
     }
-    pub fn shutdown(&self) -> Result<()> {
+
+    /// This runtime's id, stored in its frames' slots.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    pub fn workers(&self) -> usize {
+        self.inboxes.len()
+    }
+
+    pub(crate) fn is_closing(&self) -> bool {
+        self.closing.load(Acquire)
+    }
+
+    /// The worker a new frame is pinned to: round robin.
+    pub(crate) fn pick_worker(&self) -> usize {
+        self.next_worker.fetch_add(1, Relaxed) % self.inboxes.len()
+    }
+
+    /// Queues frame `index` on `worker`. The caller owns the frame's `EXEC`.
+    /// Fails only once the workers were stopped.
+    pub(crate) fn schedule(&self, worker: usize, index: usize) -> Result<()> {
+        if worker::push_local(self, worker, index) {
+            return Ok(());
+        }
+        let inbox = &self.inboxes[worker];
+        let mut q = inbox.queue.lock().unwrap_or_else(|e| e.into_inner());
+        if q.closed {
+            return Err(Error::Shutdown);
+        }
+        q.frames.push(index as u32);
+        let sleeping = q.sleeping;
+        drop(q);
+        if sleeping {
+            inbox.wake.notify_one();
+        }
         Ok(())
+    }
+
+    /// Cancels every coroutine of this runtime, runs their defers, frees
+    /// their frames and joins the workers.
+    pub fn shutdown(&self) -> Result<()> {
+        if on_worker() {
+            return Err(Error::State);
+        }
+        self.closing.store(true, SeqCst);
+        loop {
+            let mut remaining = 0usize;
+            table::for_each(|index, slot| {
+                if slot.owner.load(Acquire) != self.id {
+                    return;
+                }
+                let gen = slot.state.load().gen();
+                match slot.state.shutdown_cancel(gen) {
+                    Consume::Finalize => finalize(slot, index, Outcome::Cancelled),
+                    Consume::Schedule => schedule_owned(slot, index),
+                    Consume::Dropped | Consume::Free => {}
+                }
+                if slot.state.force_free(gen) {
+                    free(slot, index);
+                } else if slot.owner.load(Acquire) == self.id {
+                    remaining += 1;
+                }
+            });
+            if remaining == 0 {
+                break;
+            }
+            // Running frames act on the cancel at their next suspension.
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        self.stop_workers();
+        Ok(())
+    }
+
+    fn stop_workers(&self) {
+        for inbox in self.inboxes.iter() {
+            inbox.queue.lock().unwrap_or_else(|e| e.into_inner()).closed = true;
+            inbox.wake.notify_one();
+        }
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
+        for t in threads {
+            let _ = t.join();
+        }
     }
 }

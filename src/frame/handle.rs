@@ -1,0 +1,72 @@
+//! Handles as C sees them: 64-bit values, never pointers.
+//!
+//! ```text
+//! promise:  gen (32) << 32 | 0 << 31 | slot + 1 (31)
+//! token:    seq (32) << 32 | 1 << 31 | slot + 1 (31)
+//! ```
+//!
+//! Zero is never a handle (slot + 1 >= 1), so a zeroed struct is
+//! `CORO_EINVAL`; a promise passed as a token (or the reverse) is too.
+
+use crate::error::{Error, Result};
+
+const KIND_TOKEN: u64 = 1 << 31;
+const SLOT_MASK: u64 = KIND_TOKEN - 1;
+
+/// Largest slot index a handle can name.
+pub const MAX_SLOTS: usize = SLOT_MASK as usize;
+
+/// The async reference: consumed by await, cancel_async or detach.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Promise(pub u64);
+
+/// The suspend reference of one suspension: consumed by resume or
+/// cancel_suspend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Token(pub u64);
+
+impl Promise {
+    pub fn new(slot: usize, gen: u32) -> Promise {
+        Promise(((gen as u64) << 32) | (slot as u64 + 1))
+    }
+    /// `(slot, gen)`, or `Invalid` for zero and for tokens.
+    pub fn split(self) -> Result<(usize, u32)> {
+        let low = self.0 & 0xffff_ffff;
+        if low == 0 || low & KIND_TOKEN != 0 {
+            return Err(Error::Invalid);
+        }
+        Ok(((low - 1) as usize, (self.0 >> 32) as u32))
+    }
+}
+
+impl Token {
+    pub fn new(slot: usize, seq: u32) -> Token {
+        Token(((seq as u64) << 32) | KIND_TOKEN | (slot as u64 + 1))
+    }
+    /// `(slot, seq)`, or `Invalid` for zero and for promises.
+    pub fn split(self) -> Result<(usize, u32)> {
+        let low = self.0 & 0xffff_ffff;
+        if low & KIND_TOKEN == 0 || low & SLOT_MASK == 0 {
+            return Err(Error::Invalid);
+        }
+        Ok((((low & SLOT_MASK) - 1) as usize, (self.0 >> 32) as u32))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_kinds_are_distinct() {
+        let p = Promise::new(41, 0x00ab_cdef);
+        assert_eq!(p.split(), Ok((41, 0x00ab_cdef)));
+        let t = Token::new(41, u32::MAX);
+        assert_eq!(t.split(), Ok((41, u32::MAX)));
+        assert_eq!(Promise(t.0).split(), Err(Error::Invalid));
+        assert_eq!(Token(p.0).split(), Err(Error::Invalid));
+        assert_eq!(Promise(0).split(), Err(Error::Invalid));
+        assert_eq!(Token(0).split(), Err(Error::Invalid));
+        assert_eq!(Token(KIND_TOKEN).split(), Err(Error::Invalid));
+    }
+}

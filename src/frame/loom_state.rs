@@ -1,0 +1,294 @@
+//! Loom models of the state word: every interleaving of two consuming
+//! calls on one frame. Run with
+//! `RUSTFLAGS="--cfg loom" cargo test --release --lib loom_`.
+//!
+//! The body lives in a `loom::cell::UnsafeCell`, so loom itself reports any
+//! access that `EXEC` ownership failed to serialise (rule 3), and every
+//! model checks: defers ran once, the env was dropped once, the frame was
+//! freed once and not touched after, and await saw the right status.
+
+use loom::cell::UnsafeCell;
+use loom::sync::Arc;
+use loom::thread;
+
+use super::state::*;
+
+#[derive(Default)]
+struct Body {
+    defers: usize,
+    env_drops: usize,
+    body_resumed: bool,
+    freed: usize,
+}
+
+struct Frame {
+    state: State,
+    body: UnsafeCell<Body>,
+}
+
+impl Frame {
+    fn spawn(cancel_returns: bool) -> (Arc<Frame>, u32) {
+        let f = Arc::new(Frame {
+            state: State::new(),
+            body: UnsafeCell::new(Body::default()),
+        });
+        let gen = f.state.init(cancel_returns);
+        (f, gen)
+    }
+
+    fn parked(cancel_returns: bool) -> (Arc<Frame>, u32, u32) {
+        let (f, gen) = Frame::spawn(cancel_returns);
+        let Park::Parked { seq } = f.state.park(false) else {
+            unreachable!()
+        };
+        (f, gen, seq)
+    }
+
+    fn touch<R>(&self, f: impl FnOnce(&mut Body) -> R) -> R {
+        self.body.with_mut(|b| {
+            // SAFETY: loom checks the exclusivity this relies on.
+            let b = unsafe { &mut *b };
+            assert_eq!(b.freed, 0, "frame touched after it was freed");
+            f(b)
+        })
+    }
+
+    /// The EXEC owner ends the frame (harness::finalize).
+    fn finalize(&self) {
+        self.touch(|b| {
+            b.defers += 1;
+            b.env_drops += 1;
+        });
+        match self.state.complete() {
+            Complete::Kept => {}
+            Complete::Free => self.free(),
+            Complete::WakeAwaiter => {
+                if self.state.release_exec() {
+                    self.free()
+                }
+            }
+        }
+    }
+
+    /// A worker runs a scheduled frame (harness::run) to completion.
+    fn run(&self) {
+        let s = self.state.load();
+        if s.has(CANCELLED) && !s.has(CANCEL_RETURNS) {
+            return self.finalize();
+        }
+        self.touch(|b| b.body_resumed = true);
+        self.finalize();
+    }
+
+    fn free(&self) {
+        self.touch(|b| b.freed += 1);
+        // Re-open the cell: the slot is reused, not unmapped.
+        self.body.with_mut(|b| unsafe { (*b).freed = 0 });
+        self.body.with_mut(|b| unsafe { (*b).defers += 1000 });
+        self.state.release();
+    }
+
+    fn act(&self, c: Consume) {
+        match c {
+            Consume::Schedule => self.run(),
+            Consume::Finalize => self.finalize(),
+            Consume::Dropped => {}
+            Consume::Free => self.free(),
+        }
+    }
+
+    /// After every thread joined: the frame was freed exactly once and its
+    /// defers ran once (the 1000 marks the free).
+    fn check_freed_once(&self) -> Body {
+        let b = self.body.with(|b| unsafe { std::ptr::read(b) });
+        assert_eq!(b.defers, 1001, "defers once, then freed once");
+        assert_eq!(b.env_drops, 1);
+        let s = self.state.load();
+        assert_eq!(s.0 & 0xff, 0, "slot left free: {s:?}");
+        b
+    }
+}
+
+fn both_modes(f: impl Fn(bool) + Sync + Send + 'static) {
+    let f = std::sync::Arc::new(f);
+    for cr in [false, true] {
+        let f = f.clone();
+        loom::model(move || f(cr));
+    }
+}
+
+#[test]
+fn loom_suspend_vs_cancel_async() {
+    both_modes(|cr| {
+        let (f, gen) = Frame::spawn(cr);
+        let worker = {
+            let f = f.clone();
+            thread::spawn(move || match f.state.park(false) {
+                Park::Parked { seq } => Some(seq),
+                Park::Finalize => {
+                    f.finalize();
+                    None
+                }
+                Park::Requeue => {
+                    f.run();
+                    None
+                }
+            })
+        };
+        assert_eq!(f.state.cancel_async(gen, false).map(|c| f.act(c)), Ok(()));
+        if let Some(seq) = worker.join().unwrap() {
+            // The token's holder comes late; cancel-returns resumes the body.
+            let c = f.state.consume_token(seq, false).unwrap();
+            f.act(c);
+        }
+        f.check_freed_once();
+    });
+}
+
+#[test]
+fn loom_resume_vs_cancel_async() {
+    both_modes(|cr| {
+        let (f, gen, seq) = Frame::parked(cr);
+        let poller = {
+            let f = f.clone();
+            thread::spawn(move || {
+                let c = f
+                    .state
+                    .consume_token(seq, false)
+                    .expect("the token is valid once");
+                f.act(c);
+                assert_eq!(f.state.consume_token(seq, false), Err(Stale));
+            })
+        };
+        let c = f
+            .state
+            .cancel_async(gen, false)
+            .expect("the promise is valid once");
+        f.act(c);
+        poller.join().unwrap();
+        assert_eq!(f.state.cancel_async(gen, false), Err(Stale));
+        f.check_freed_once();
+    });
+}
+
+#[test]
+fn loom_resume_vs_cancel_suspend() {
+    both_modes(|cr| {
+        let (f, gen, seq) = Frame::parked(cr);
+        let resumer = {
+            let f = f.clone();
+            thread::spawn(move || f.state.consume_token(seq, false).map(|c| f.act(c)).is_ok())
+        };
+        let cancelled = f.state.consume_token(seq, true).map(|c| f.act(c)).is_ok();
+        let resumed = resumer.join().unwrap();
+        assert!(cancelled ^ resumed, "exactly one consumes the token");
+        // The promise's holder collects: await while done or after.
+        loop {
+            match f.state.await_start(gen, || ()).unwrap().0 {
+                AwaitStart::Ready { cancelled: c, free } => {
+                    assert_eq!(c, cancelled, "await reports the cancellation");
+                    if free {
+                        f.free();
+                    }
+                    break;
+                }
+                AwaitStart::Wait => {
+                    while !f.state.load().has(DONE) {
+                        thread::yield_now();
+                    }
+                    let (c, free) = f.state.await_finish(gen).unwrap();
+                    assert_eq!(c, cancelled);
+                    if free {
+                        f.free();
+                    }
+                    break;
+                }
+            }
+        }
+        let b = f.check_freed_once();
+        // Cancel-returns mode hands the cancellation to the body.
+        assert_eq!(b.body_resumed, resumed || cr);
+    });
+}
+
+#[test]
+fn loom_await_vs_cancel_suspend() {
+    both_modes(|cr| {
+        let (f, gen, seq) = Frame::parked(cr);
+        let awaiter = {
+            let f = f.clone();
+            thread::spawn(move || match f.state.await_start(gen, || ()).unwrap().0 {
+                AwaitStart::Ready { cancelled, free } => {
+                    if free {
+                        f.free();
+                    }
+                    cancelled
+                }
+                AwaitStart::Wait => {
+                    while !f.state.load().has(DONE) {
+                        thread::yield_now();
+                    }
+                    let (cancelled, free) = f.state.await_finish(gen).unwrap();
+                    if free {
+                        f.free();
+                    }
+                    cancelled
+                }
+            })
+        };
+        let c = f.state.consume_token(seq, true).unwrap();
+        f.act(c);
+        assert!(awaiter.join().unwrap(), "await returns CORO_ECANCELED");
+        f.check_freed_once();
+    });
+}
+
+#[test]
+fn loom_detach_vs_completion() {
+    both_modes(|cr| {
+        let (f, gen) = Frame::spawn(cr);
+        let worker = {
+            let f = f.clone();
+            thread::spawn(move || f.run())
+        };
+        let c = f.state.detach(gen).unwrap();
+        f.act(c);
+        worker.join().unwrap();
+        assert_eq!(f.state.detach(gen), Err(Stale));
+        let b = f.check_freed_once();
+        assert!(b.body_resumed);
+    });
+}
+
+#[test]
+fn loom_cancel_async_while_running() {
+    both_modes(|cr| {
+        let (f, gen) = Frame::spawn(cr);
+        // The body runs, reaches a suspension point (park), and, if it
+        // parked, its token's holder resumes it and it completes.
+        let worker = {
+            let f = f.clone();
+            thread::spawn(move || {
+                f.touch(|b| b.body_resumed = true);
+                match f.state.park(false) {
+                    Park::Parked { seq } => Some(seq),
+                    Park::Finalize => {
+                        f.finalize();
+                        None
+                    }
+                    Park::Requeue => {
+                        f.finalize();
+                        None
+                    }
+                }
+            })
+        };
+        let c = f.state.cancel_async(gen, false).unwrap();
+        f.act(c);
+        if let Some(seq) = worker.join().unwrap() {
+            let c = f.state.consume_token(seq, false).unwrap();
+            f.act(c);
+        }
+        f.check_freed_once();
+    });
+}

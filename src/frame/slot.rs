@@ -1,0 +1,196 @@
+//! A frame slot: the state word and the await handshake, which anyone may
+//! read, and the body, which only the `EXEC` owner touches.
+//!
+//! Slots are never unmapped (see `table`), so a stale handle can always read
+//! a slot's atomics safely; a generation mismatch turns it away.
+
+use core::cell::{Cell, UnsafeCell};
+use core::ffi::{c_char, c_void};
+use core::ptr;
+use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering::*};
+use std::sync::Arc;
+use std::thread::Thread;
+
+use super::handle::Promise;
+use super::state::State;
+use crate::context::Context;
+use crate::sched::Runtime;
+
+/// The body's return value type and callbacks, as C declares them.
+pub type Entry = unsafe extern "C" fn(*mut c_void) -> *mut c_void;
+pub type EnvDrop = unsafe extern "C" fn(*mut c_void);
+pub type DeferFn = unsafe extern "C" fn(*mut c_void);
+
+/// Values of `Slot::awaiter`, the await handshake. The high half carries
+/// the frame's generation so a late writer cannot touch a reused slot;
+/// a coroutine awaiter is stored as its token (bit 31 set), never confused
+/// with these markers.
+pub mod awaiter {
+    pub const EMPTY: u64 = 0;
+    pub const DONE: u64 = 1;
+    pub const THREAD: u64 = 2;
+    pub fn mark(gen: u32, what: u64) -> u64 {
+        ((gen as u64) << 32) | what
+    }
+}
+
+/// A deferred cleanup; `on_error_only` marks `coro_errdefer`.
+#[derive(Clone, Copy)]
+pub struct Defer {
+    pub f: DeferFn,
+    pub arg: *mut c_void,
+    pub on_error_only: bool,
+}
+
+/// The library wait a parked frame is in, so that cancelling it can undo
+/// the wait (rule 7 in `frame/mod.rs`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wait {
+    None,
+    /// Inside `coro_await` of this child.
+    Await(Promise),
+}
+
+/// What only the `EXEC` owner reads or writes.
+pub struct Body {
+    pub rt: Option<Arc<Runtime>>,
+    pub worker: usize,
+    pub env: *mut c_void,
+    /// Environments too large for the top of the stack live here.
+    pub env_heap: Vec<u128>,
+    pub env_drop: Option<EnvDrop>,
+    pub defers: Vec<Defer>,
+    pub wait: Wait,
+    /// Blocking locks noted held (CP.52), and the name of the last one.
+    pub locks: u32,
+    pub lock_what: *const c_char,
+    pub id: u64,
+}
+
+impl Body {
+    const fn new() -> Body {
+        Body {
+            rt: None,
+            worker: 0,
+            env: ptr::null_mut(),
+            env_heap: Vec::new(),
+            env_drop: None,
+            defers: Vec::new(),
+            wait: Wait::None,
+            locks: 0,
+            lock_what: ptr::null(),
+            id: 0,
+        }
+    }
+}
+
+pub struct Slot {
+    pub state: State,
+    /// The await handshake; see `awaiter`.
+    pub awaiter: AtomicU64,
+    /// The entry's return value, written before `DONE` is published.
+    pub result: AtomicPtr<c_void>,
+    /// Id of the runtime the frame belongs to; 0 while the slot is free.
+    pub owner: AtomicU64,
+    body: UnsafeCell<Body>,
+    /// The coroutine and its stack. Apart from `body` because the worker
+    /// holds it across a resume while the body itself uses `body`.
+    context: UnsafeCell<Option<Context>>,
+    /// A blocked thread's handle, written by the awaiter before it
+    /// publishes `awaiter::THREAD`, read by the completer after it swaps
+    /// that value out.
+    awaiting_thread: UnsafeCell<Option<Thread>>,
+    /// The running body's corosensei yielder, set by the body on its first
+    /// run and read by the worker before each resume (both `EXEC` owners).
+    yielder: Cell<*const ()>,
+}
+
+// SAFETY: `body` is only touched by the thread that owns `EXEC` in the
+// state word (rule 3 in frame/mod.rs), and `awaiting_thread` is handed
+// over through the `awaiter` word with release/acquire ordering.
+unsafe impl Sync for Slot {}
+
+impl Slot {
+    pub fn new() -> Slot {
+        Slot {
+            state: State::new(),
+            awaiter: AtomicU64::new(0),
+            result: AtomicPtr::new(ptr::null_mut()),
+            owner: AtomicU64::new(0),
+            body: UnsafeCell::new(Body::new()),
+            context: UnsafeCell::new(None),
+            awaiting_thread: UnsafeCell::new(None),
+            yielder: Cell::new(ptr::null()),
+        }
+    }
+
+    /// The body.
+    ///
+    /// # Safety
+    /// The caller owns `EXEC` (or holds the free slot it is initialising),
+    /// and no other reference from this call is alive.
+    #[allow(clippy::mut_from_ref)]
+    pub unsafe fn body(&self) -> &mut Body {
+        // SAFETY: exclusive by the caller's contract.
+        unsafe { &mut *self.body.get() }
+    }
+
+    /// The body's yielder (context module only; `EXEC` owner only).
+    pub fn yielder(&self) -> *const () {
+        self.yielder.get()
+    }
+
+    pub fn set_yielder(&self, y: *const ()) {
+        self.yielder.set(y);
+    }
+
+    /// The coroutine.
+    ///
+    /// # Safety
+    /// The caller owns `EXEC`, is not the body itself, and no other
+    /// reference from this call is alive.
+    #[allow(clippy::mut_from_ref)]
+    pub unsafe fn context(&self) -> &mut Option<Context> {
+        // SAFETY: exclusive by the caller's contract.
+        unsafe { &mut *self.context.get() }
+    }
+
+    /// Publishes the calling thread as the awaiter of generation `gen`.
+    /// False: the frame completed first (or is gone); do not park.
+    ///
+    /// # Safety
+    /// The caller holds the frame's `AWAITING` claim.
+    pub unsafe fn publish_thread_awaiter(&self, gen: u32) -> bool {
+        // SAFETY: the AWAITING claim makes us the only writer, and the
+        // completer reads only after seeing THREAD below.
+        unsafe { *self.awaiting_thread.get() = Some(std::thread::current()) };
+        let empty = awaiter::mark(gen, awaiter::EMPTY);
+        let thread = awaiter::mark(gen, awaiter::THREAD);
+        if self
+            .awaiter
+            .compare_exchange(empty, thread, AcqRel, Acquire)
+            .is_ok()
+        {
+            return true;
+        }
+        // SAFETY: THREAD was never published, so no completer reads it.
+        unsafe { *self.awaiting_thread.get() = None };
+        false
+    }
+
+    /// Takes the blocked awaiter's thread handle.
+    ///
+    /// # Safety
+    /// The caller owns `EXEC` and swapped `awaiter::THREAD` out of `awaiter`.
+    pub unsafe fn take_thread_awaiter(&self) -> Option<Thread> {
+        // SAFETY: by the caller's contract the awaiter's write happened
+        // before and no one else reads or writes it now.
+        unsafe { (*self.awaiting_thread.get()).take() }
+    }
+}
+
+impl Default for Slot {
+    fn default() -> Self {
+        Slot::new()
+    }
+}

@@ -1,0 +1,165 @@
+//! Running, finalizing and freeing one frame: what the `EXEC` owner does.
+
+use crate::context::{self, OnSuspend, Resumed, Step, Switch};
+use crate::frame::slot::{awaiter, Slot, Wait};
+use crate::frame::state::{Complete, Park, CANCELLED, CANCEL_RETURNS};
+use crate::frame::{table, Token};
+
+/// How a frame's run ended.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Outcome {
+    Returned(*mut core::ffi::c_void),
+    Cancelled,
+}
+
+/// Runs a queued frame until it switches out or finishes.
+/// The caller (the worker) took it off a queue, so it owns `EXEC`.
+pub(super) fn run(index: usize) {
+    let slot = table::slot(index).expect("queued frame exists");
+    let snap = slot.state.load();
+    // SAFETY: we own EXEC (rule 3); the body is not running.
+    let ctx = unsafe { slot.context() }
+        .as_mut()
+        .expect("queued frame has a context");
+    let how = if snap.has(CANCELLED) {
+        // Default mode never returns to the body (rule 4); cancel-returns
+        // mode does, unless the body never started (rule 5).
+        if !snap.has(CANCEL_RETURNS) || !ctx.started() {
+            return finalize(slot, index, Outcome::Cancelled);
+        }
+        Resumed::Cancelled
+    } else {
+        Resumed::Ok
+    };
+    match ctx.resume(slot, how) {
+        Step::Returned(value) => finalize(slot, index, Outcome::Returned(value)),
+        Step::Switched(Switch::Yield) => {
+            let snap = slot.state.load();
+            if snap.has(CANCELLED) && !snap.has(CANCEL_RETURNS) {
+                finalize(slot, index, Outcome::Cancelled);
+            } else {
+                schedule_owned(slot, index);
+            }
+        }
+        Step::Switched(Switch::Suspend {
+            on_suspend,
+            arg,
+            lib,
+        }) => match slot.state.park(lib) {
+            // From here on the frame is not ours (rule 3).
+            Park::Parked { seq } => {
+                let token = Token::new(index, seq);
+                match on_suspend {
+                    // SAFETY: a C callback given to coro_suspend, called as
+                    // documented: after the switch, with the token.
+                    OnSuspend::C(f) => unsafe { f(crate::ffi::coro_token { id: token.0 }, arg) },
+                    OnSuspend::Lib(f) => f(token, arg),
+                }
+            }
+            Park::Finalize => finalize(slot, index, Outcome::Cancelled),
+            Park::Requeue => schedule_owned(slot, index),
+        },
+    }
+}
+
+/// Queues a frame whose `EXEC` the caller owns on its pinned worker.
+pub(crate) fn schedule_owned(slot: &'static Slot, index: usize) {
+    // SAFETY: we own EXEC.
+    let body = unsafe { slot.body() };
+    let rt = body.rt.as_ref().expect("live frame has a runtime").clone();
+    if rt.schedule(body.worker, index).is_err() {
+        // The workers are gone (shutdown): nothing will run it again.
+        finalize(slot, index, Outcome::Cancelled);
+    }
+}
+
+/// Ends a frame: undoes its wait if cancelled, runs the defers (LIFO) and
+/// `env_drop`, publishes the result and `DONE`, wakes an awaiter, and frees
+/// the frame if nothing holds it. The caller owns `EXEC`.
+pub(crate) fn finalize(slot: &'static Slot, index: usize, outcome: Outcome) {
+    // Defers are plain calls: they must not see this thread's coroutine (if
+    // the canceller is one) as theirs.
+    let outer = context::hide_current();
+    // SAFETY: we own EXEC.
+    let body = unsafe { slot.body() };
+    let cancelled = matches!(outcome, Outcome::Cancelled) || slot.state.load().has(CANCELLED);
+    let wait = core::mem::replace(&mut body.wait, Wait::None);
+    if cancelled {
+        if let Wait::Await(child) = wait {
+            // Cancellation flows down (rule 7): the child's promise is ours.
+            crate::coro::cancel_awaited(child);
+        }
+    }
+    while let Some(d) = body.defers.pop() {
+        if !d.on_error_only || cancelled {
+            // SAFETY: registered by the coroutine with coro_defer/errdefer.
+            unsafe { (d.f)(d.arg) };
+        }
+    }
+    if let Some(drop_env) = body.env_drop.take() {
+        // SAFETY: the frame's own copy of the environment, dropped once.
+        unsafe { drop_env(body.env) };
+    }
+    let value = match outcome {
+        Outcome::Returned(v) if !cancelled => v,
+        _ => core::ptr::null_mut(),
+    };
+    slot.result
+        .store(value, core::sync::atomic::Ordering::Release);
+    match slot.state.complete() {
+        Complete::Kept => {}
+        Complete::Free => free(slot, index),
+        Complete::WakeAwaiter => {
+            wake_awaiter(slot);
+            if slot.state.release_exec() {
+                free(slot, index);
+            }
+        }
+    }
+    context::restore_current(outer);
+}
+
+/// Hands `DONE` to whoever awaits the frame (rule 8). The caller still
+/// owns `EXEC`.
+pub(crate) fn wake_awaiter(slot: &'static Slot) {
+    let gen = slot.state.load().gen();
+    let old = slot.awaiter.swap(
+        awaiter::mark(gen, awaiter::DONE),
+        core::sync::atomic::Ordering::AcqRel,
+    );
+    if old == awaiter::mark(gen, awaiter::THREAD) {
+        // SAFETY: we own EXEC and swapped THREAD out.
+        if let Some(t) = unsafe { slot.take_thread_awaiter() } {
+            t.unpark();
+        }
+    } else if Token(old).split().is_ok() {
+        // A stale token (the awaiter was cancelled) is answered ESTALE.
+        let _ = crate::coro::resume(Token(old));
+    }
+}
+
+/// Releases a finished frame: its stack goes back to the pool and every
+/// handle to it turns stale. The caller's transition said `Free`.
+pub(crate) fn free(slot: &'static Slot, index: usize) {
+    // SAFETY: nothing holds the frame any more; we are its last owner.
+    let body = unsafe { slot.body() };
+    // SAFETY: as above.
+    let ctx = unsafe { slot.context() }.take();
+    let rt = body.rt.take();
+    if let (Some(ctx), Some(rt)) = (ctx, rt.as_ref()) {
+        rt.stacks.put(ctx.into_stack());
+    }
+    if body.env_heap.capacity() > 64 {
+        body.env_heap = Vec::new();
+    }
+    body.env_heap.clear();
+    body.env_drop = None;
+    body.defers.clear();
+    body.wait = Wait::None;
+    body.locks = 0;
+    body.id = 0;
+    slot.owner.store(0, core::sync::atomic::Ordering::Release);
+    slot.state.release();
+    table::free(index);
+    drop(rt);
+}
