@@ -55,23 +55,18 @@ fn init_frame(
     drop: Option<EnvDrop>,
     flags: u32,
 ) -> Result<Promise> {
-    let mut stack = rt.stacks.get()?;
+    let stack = rt.stacks.get()?;
     // SAFETY: a free slot is ours until `init` publishes it.
     let body = unsafe { slot.body() };
-    // The environment goes on top of the stack when it is small enough,
-    // so a spawn costs no allocation; larger ones go to the heap.
+    // The environment lives in the slot's buffer, whose capacity survives
+    // the slot's reuse, so a steady spawn loop allocates nothing. (Not on
+    // top of the stack: valgrind takes writes there from another thread for
+    // writes below a stack pointer.)
     let env_ptr: *mut u8 = if env.is_empty() {
         ptr::null_mut()
-    } else if env.len() <= stack.usable_size() / 4 {
-        match stack.reserve_top(env.len()) {
-            Ok(p) => p,
-            Err(e) => {
-                rt.stacks.put(stack);
-                return Err(e);
-            }
-        }
     } else {
         let words = env.len().div_ceil(16);
+        body.env_heap.clear();
         if body.env_heap.try_reserve_exact(words).is_err() {
             rt.stacks.put(stack);
             return Err(Error::NoMem);
@@ -87,9 +82,8 @@ fn init_frame(
     let gen = slot.state.load().gen();
     let promise = Promise::new(index, gen);
     stack.set_owner(promise.0);
-    // SAFETY: as above, the slot is ours.
-    // SAFETY: the slot is ours, and env_ptr lives in the frame (its stack
-    // or env_heap) until the frame is freed.
+    // SAFETY: the slot is ours, and env_ptr lives in the slot's env_heap
+    // until the frame is freed.
     *unsafe { slot.context() } =
         Some(unsafe { context::Context::new(stack, slot, entry, env_ptr.cast()) });
     let worker = rt.pick_worker();

@@ -56,7 +56,7 @@ pub struct Body {
     pub rt: Option<Arc<Runtime>>,
     pub worker: usize,
     pub env: *mut c_void,
-    /// Environments too large for the top of the stack live here.
+    /// The frame's copy of the spawn environment (16-byte aligned).
     pub env_heap: Vec<u128>,
     pub env_drop: Option<EnvDrop>,
     pub defers: Vec<Defer>,
