@@ -1,12 +1,19 @@
 //! Generates `include/coframe.h` from `src/ffi` and sets the shared
-//! library's soname. The header is committed; `tests/header_drift.rs`
-//! fails when the committed copy differs from what the source generates.
+//! library's soname.
+//!
+//! The header is committed. Every build writes the bindings twice: to
+//! `$OUT_DIR/coframe.h` (always; its path is exported to the crate's tests
+//! as `COFRAME_GENERATED_HEADER`) and to `include/coframe.h` (unless
+//! `COFRAME_NO_HEADER` is set). `tests/header_drift.rs` compares the two,
+//! and `make test` also runs `git diff --exit-code -- include/coframe.h`,
+//! which catches a committed header that is older than `src/ffi`.
 
 use std::env;
 use std::path::PathBuf;
 
 fn main() {
     let crate_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
+    let out_dir = PathBuf::from(env::var("OUT_DIR").unwrap());
     println!("cargo:rerun-if-changed=src/ffi");
     println!("cargo:rerun-if-changed=cbindgen.toml");
     println!("cargo:rerun-if-env-changed=COFRAME_NO_HEADER");
@@ -15,21 +22,30 @@ fn main() {
         println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libcoframe.so.0");
     }
 
-    // Packagers building from a read-only tree can skip regeneration.
-    if env::var_os("COFRAME_NO_HEADER").is_some() {
-        return;
-    }
     let config = cbindgen::Config::from_file(crate_dir.join("cbindgen.toml"))
         .expect("cbindgen.toml is valid");
-    let header = crate_dir.join("include").join("coframe.h");
-    match cbindgen::Builder::new()
+    let bindings = match cbindgen::Builder::new()
         .with_src(crate_dir.join("src/ffi/mod.rs"))
         .with_config(config)
         .generate()
     {
-        Ok(bindings) => {
-            bindings.write_to_file(&header);
-        }
+        Ok(bindings) => bindings,
         Err(e) => panic!("cbindgen failed: {e}"),
+    };
+
+    // The copy the drift test compares against: OUT_DIR is always writable,
+    // so this is written even when the source tree must not be touched.
+    let generated = out_dir.join("coframe.h");
+    bindings.write_to_file(&generated);
+    println!(
+        "cargo:rustc-env=COFRAME_GENERATED_HEADER={}",
+        generated.display()
+    );
+
+    // Packagers building from a read-only tree (or `cargo package`, which
+    // forbids build scripts that modify the source) set COFRAME_NO_HEADER:
+    // the committed header is then used as it is.
+    if env::var_os("COFRAME_NO_HEADER").is_none() {
+        bindings.write_to_file(crate_dir.join("include").join("coframe.h"));
     }
 }

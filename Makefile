@@ -1,0 +1,118 @@
+# coframe: build, test and install. GNU make.
+#
+#   make            build the library (target/release/libcoframe.{so,a})
+#   make demo       install system packages if needed, build, run c-examples' demo
+#   make test       everything CI runs (.ci/run is `make test`)
+#   make install    PREFIX=/usr/local DESTDIR= LIBDIR=$(PREFIX)/lib INCLUDEDIR=$(PREFIX)/include
+#   make help       the full list
+#
+# docs/BUILD.md explains each target and the variables.
+
+CARGO      ?= cargo
+PREFIX     ?= /usr/local
+LIBDIR     ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+DESTDIR    ?=
+
+# Loom explores every interleaving up to this many preemptions.
+LOOM_MAX_PREEMPTIONS ?= 3
+export LOOM_MAX_PREEMPTIONS
+
+RELEASE_DIR := target/release
+SONAME_MAJOR = $(shell sh scripts/version.sh major)
+
+# The steps of `make test`, in order. Those before ':' must pass for the
+# rest to run; after ':' every step runs and the summary counts them.
+TEST_STEPS := deps build : lint test-rust test-loom test-drift test-ffi test-examples test-install
+
+.DEFAULT_GOAL := build
+# Prerequisites run left to right (deps before build); cargo and the
+# sub-makes parallelise on their own.
+.NOTPARALLEL:
+.PHONY: build deps demo test lint fmt clippy test-rust test-loom test-drift \
+        test-ffi test-examples test-install install bench clean help
+
+## build: cargo build --release; target/release/libcoframe.so.0 -> libcoframe.so
+build:
+	$(CARGO) build --release
+	@ln -sf libcoframe.so $(RELEASE_DIR)/libcoframe.so.$(SONAME_MAJOR)
+	@echo "built $(RELEASE_DIR)/libcoframe.so (soname libcoframe.so.$(SONAME_MAJOR)) and $(RELEASE_DIR)/libcoframe.a"
+
+## deps: check for (as root: apt-get install) gcc, g++, valgrind, sanitizer runtimes...
+deps:
+	@sh scripts/deps.sh
+
+## demo: deps, build, then the c-examples demo
+demo: deps build
+	$(MAKE) -C c-examples demo
+
+## test: deps, build, lint, Rust tests, loom, header drift, ffi-tests, c-examples, install
+test:
+	@MAKE="$(MAKE)" sh scripts/steps.sh $(TEST_STEPS)
+
+## lint: cargo fmt --check and cargo clippy --all-targets -- -D warnings
+lint: fmt clippy
+
+fmt:
+	$(CARGO) fmt --check
+
+clippy:
+	$(CARGO) clippy --all-targets -- -D warnings
+
+## test-rust: cargo test --release (unit, integration and doc tests)
+test-rust:
+	$(CARGO) test --release
+
+## test-loom: the loom models (tests named loom_*), in their own target dir
+LOOM_CARGO = RUSTFLAGS="--cfg loom" $(CARGO) test --release --target-dir target/loom --lib loom_
+test-loom:
+	LOOM_MAX_PREEMPTIONS=$(LOOM_MAX_PREEMPTIONS) $(LOOM_CARGO)
+	@n=$$($(LOOM_CARGO) -q -- --list 2>/dev/null | grep -c ': test$$'); \
+	if [ "$$n" = 0 ]; then sh scripts/skip.sh "no loom_ tests exist yet"; fi
+
+## test-drift: include/coframe.h is what src/ffi generates, and is committed
+test-drift:
+	$(CARGO) test --release --test header_drift
+	@sh scripts/check-header.sh
+
+## test-ffi: the C, C++ and Zig tests of the C ABI (make -C ffi-tests test)
+test-ffi:
+	@if [ ! -f ffi-tests/Makefile ]; then \
+	    echo "ffi-tests/Makefile is missing" >&2; exit 1; fi
+	$(MAKE) -C ffi-tests test
+
+## test-examples: make -C c-examples test, skipped if c-examples has no test target
+test-examples:
+	@if [ ! -f c-examples/Makefile ]; then \
+	    sh scripts/skip.sh "c-examples/Makefile does not exist yet"; \
+	elif LC_ALL=C $(MAKE) -C c-examples -n test 2>&1 | grep -q "No rule to make target 'test'\."; then \
+	    sh scripts/skip.sh "c-examples/Makefile has no test target"; \
+	else \
+	    echo "$(MAKE) -C c-examples test"; \
+	    $(MAKE) -C c-examples test; \
+	fi
+
+## test-install: make install into a temporary DESTDIR, then build and run a C program against it
+test-install:
+	@MAKE="$(MAKE)" sh scripts/test-install.sh
+
+## install: the library, headers, coframe.pc and the CMake package under $(DESTDIR)$(PREFIX)
+install: build
+	@PREFIX="$(PREFIX)" LIBDIR="$(LIBDIR)" INCLUDEDIR="$(INCLUDEDIR)" DESTDIR="$(DESTDIR)" \
+	    BUILD_DIR="$(CURDIR)/$(RELEASE_DIR)" sh scripts/install.sh
+
+## bench: not built yet (issue 4)
+bench:
+	@echo "benchmarks are not built yet (issue 4)"
+	@exit 1
+
+## clean: cargo clean (target/, including target/loom), and the sub-directories' clean
+clean:
+	$(CARGO) clean
+	@for d in ffi-tests c-examples; do \
+	    if [ -f $$d/Makefile ]; then $(MAKE) -C $$d clean || true; fi; \
+	done
+
+## help: this list
+help:
+	@sed -n 's/^## \([^:]*\): /  make \1\t/p' $(firstword $(MAKEFILE_LIST)) | expand -t 22

@@ -1,0 +1,118 @@
+#!/bin/sh
+# Checks for the system packages that coframe's build and tests need and,
+# when some are missing and this runs as root, installs them with apt-get.
+# Without root it fails, naming what is missing. Fast and silent-ish when
+# everything is present; `apt-get update` runs at most once, and only when
+# something is missing.
+#
+# Usage: scripts/deps.sh [--check]   (--check: never install, only report)
+#
+# Debian/Ubuntu names (Debian 12, gcc 12). Other systems: the commands are
+# checked, the libraries cannot be and are left to you.
+set -eu
+
+check_only=0
+[ "${1:-}" = --check ] && check_only=1
+
+# package:command  -- present when the command is on PATH
+CMD_PKGS="
+gcc:gcc
+g++:g++
+make:make
+valgrind:valgrind
+pkg-config:pkg-config
+cmake:cmake
+"
+# packages checked with dpkg (libraries have no command to look for)
+#   libc6-dev            headers and crt files for the C tests
+#   libc6-dbg            lets valgrind name libc frames (valgrind recommends it)
+#   libasan8 libtsan2    gcc 12's AddressSanitizer and ThreadSanitizer runtimes
+#   libubsan1            gcc 12's UndefinedBehaviorSanitizer runtime
+# (gcc 13/14 use the same runtime names; gcc 11 used libasan6/libtsan0.)
+LIB_PKGS="libc6-dev libc6-dbg libasan8 libtsan2 libubsan1"
+
+# ---------------------------------------------------------------------------
+# LATER ISSUES: add their requirements here.
+#   Zig host tests (ffi-tests, `zig translate-c` of coframe.h): Debian 12
+#     has no zig package; PyPI's `ziglang` wheel carries the compiler
+#     (`python3 -m pip install ziglang==<pinned>`, run as `python3 -m ziglang`).
+#     Check it like the commands above and install it with pip here.
+#   Boost.Context (the side-by-side benchmarks, issue 4):
+#     LIB_PKGS="$LIB_PKGS libboost-context-dev"   (1.74 on Debian 12)
+# ---------------------------------------------------------------------------
+
+# Rust is not a system package here: rustup installs it (Debian 12's rustc
+# is older than Cargo.toml's rust-version). Only check it.
+if ! command -v cargo >/dev/null 2>&1; then
+    echo "deps: cargo is not on PATH: install Rust stable with rustup" \
+        "(components rustfmt and clippy), then run this again" >&2
+    exit 1
+fi
+for comp in fmt clippy; do
+    if ! cargo "$comp" --version >/dev/null 2>&1; then
+        echo "deps: 'cargo $comp' is missing: rustup component add" \
+            "$([ "$comp" = fmt ] && echo rustfmt || echo clippy)" >&2
+        exit 1
+    fi
+done
+
+missing=""
+have_dpkg=0
+command -v dpkg-query >/dev/null 2>&1 && have_dpkg=1
+
+for entry in $CMD_PKGS; do
+    pkg=${entry%%:*}
+    cmd=${entry#*:}
+    command -v "$cmd" >/dev/null 2>&1 || missing="$missing $pkg"
+done
+
+if [ "$have_dpkg" = 1 ]; then
+    for pkg in $LIB_PKGS; do
+        status=$(dpkg-query -W -f='${db:Status-Abbrev}' "$pkg" 2>/dev/null || true)
+        case $status in
+        ii*) ;;
+        *) missing="$missing $pkg" ;;
+        esac
+    done
+else
+    echo "deps: no dpkg here: not checking$(printf ' %s' $LIB_PKGS); install their equivalents yourself" >&2
+fi
+
+if [ -z "$missing" ]; then
+    echo "deps: all present"
+    exit 0
+fi
+
+echo "deps: missing:$missing"
+if [ "$check_only" = 1 ]; then
+    exit 1
+fi
+if [ "$(id -u)" != 0 ]; then
+    echo "deps: not root, so not installing. Run as root:" >&2
+    echo "  apt-get update && apt-get install -y$missing" >&2
+    exit 1
+fi
+if ! command -v apt-get >/dev/null 2>&1; then
+    echo "deps: no apt-get here: install these yourself:$missing" >&2
+    exit 1
+fi
+
+export DEBIAN_FRONTEND=noninteractive
+echo "deps: apt-get update"
+apt-get update -qq </dev/null
+echo "deps: apt-get install$missing"
+# shellcheck disable=SC2086  # word splitting of the package list is intended
+apt-get install -y -qq --no-install-recommends -o Dpkg::Use-Pty=0 $missing </dev/null
+
+# Verify: a package name that installs but provides nothing we look for
+# should fail here, not later in a test.
+still=""
+for entry in $CMD_PKGS; do
+    cmd=${entry#*:}
+    command -v "$cmd" >/dev/null 2>&1 || still="$still ${entry%%:*}"
+done
+if [ -n "$still" ]; then
+    echo "deps: still missing after install:$still" >&2
+    exit 1
+fi
+echo "deps: installed$missing"

@@ -1,0 +1,150 @@
+#!/bin/sh
+# Installs the built library into $DESTDIR$PREFIX (called by `make install`).
+#
+#   $LIBDIR/libcoframe.so.X.Y.Z       the shared library (soname libcoframe.so.X)
+#   $LIBDIR/libcoframe.so.X -> libcoframe.so.X.Y.Z
+#   $LIBDIR/libcoframe.so   -> libcoframe.so.X.Y.Z
+#   $LIBDIR/libcoframe.a
+#   $INCLUDEDIR/coframe.h (and coframe.hpp once it exists)
+#   $LIBDIR/pkgconfig/coframe.pc                       from pkg/coframe.pc.in
+#   $LIBDIR/cmake/coframe/coframeConfig.cmake          from pkg/*.cmake.in
+#   $LIBDIR/cmake/coframe/coframeConfigVersion.cmake
+#
+# Environment: PREFIX (/usr/local), LIBDIR ($PREFIX/lib), INCLUDEDIR
+# ($PREFIX/include), DESTDIR (empty), BUILD_DIR (target/release).
+# The version comes from Cargo.toml.
+set -eu
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+PREFIX=${PREFIX:-/usr/local}
+LIBDIR=${LIBDIR:-$PREFIX/lib}
+INCLUDEDIR=${INCLUDEDIR:-$PREFIX/include}
+DESTDIR=${DESTDIR:-}
+BUILD_DIR=${BUILD_DIR:-$root/target/release}
+
+strip_slash() { # /a/b/ -> /a/b (but / stays /)
+    p=$1
+    while [ "${p%/}" != "$p" ] && [ "$p" != / ]; do p=${p%/}; done
+    printf '%s\n' "$p"
+}
+PREFIX=$(strip_slash "$PREFIX")
+LIBDIR=$(strip_slash "$LIBDIR")
+INCLUDEDIR=$(strip_slash "$INCLUDEDIR")
+
+for v in PREFIX LIBDIR INCLUDEDIR; do
+    eval "val=\$$v"
+    case $val in
+    /*) ;;
+    *) echo "install: $v must be an absolute path, not '$val'" >&2; exit 1 ;;
+    esac
+done
+
+# relpath FROM TO: TO relative to directory FROM (absolute paths, no . or ..)
+relpath() {
+    from=$1 to=$2 up=""
+    while :; do
+        case "$to/" in "${from%/}"/*) break ;; esac
+        from=${from%/*}
+        up="../$up"
+    done
+    rest=${to#"${from%/}"}
+    rest=${rest#/}
+    out="$up$rest"
+    out=${out%/}
+    printf '%s\n' "${out:-.}"
+}
+
+# pcpath DIR: DIR written relative to ${prefix} when it lies under PREFIX
+pcpath() {
+    case $1 in
+    "$PREFIX") printf '%s\n' '${prefix}' ;;
+    "$PREFIX"/*) printf '%s\n' "\${prefix}/${1#"$PREFIX"/}" ;;
+    *) printf '%s\n' "$1" ;;
+    esac
+}
+
+# sed replacement text: escape \, | and &
+sedesc() { printf '%s\n' "$1" | sed 's/[\\|&]/\\&/g'; }
+
+VERSION=$(sh "$root/scripts/version.sh" full)
+MAJOR=$(sh "$root/scripts/version.sh" major)
+VERSION_CORE="$MAJOR.$(sh "$root/scripts/version.sh" minor).$(sh "$root/scripts/version.sh" patch)"
+DESCRIPTION=$(sed -n '/^\[package\]/,/^\[/s/^description *= *"\([^"]*\)".*/\1/p' "$root/Cargo.toml" | head -n 1)
+SIZEOF_VOID_P=$(( $(getconf LONG_BIT 2>/dev/null || echo 64) / 8 ))
+
+# The system libraries a C program linking libcoframe.a needs: those of
+# Rust's std for this target, as rustc reports them.
+NATIVE_STATIC_LIBS=${NATIVE_STATIC_LIBS:-}
+if [ -z "$NATIVE_STATIC_LIBS" ]; then
+    tmp=$(mktemp -d "${TMPDIR:-/tmp}/coframe-nsl.XXXXXX")
+    NATIVE_STATIC_LIBS=$(echo 'pub fn f() {}' | ${RUSTC:-rustc} --crate-type staticlib \
+        --crate-name nsl --print native-static-libs -o "$tmp/libnsl.a" - 2>&1 |
+        sed -n 's/.*native-static-libs: *//p' | head -n 1) || true
+    rm -rf "$tmp"
+    if [ -z "$NATIVE_STATIC_LIBS" ]; then
+        NATIVE_STATIC_LIBS="-lgcc_s -lutil -lrt -lpthread -lm -ldl -lc"
+        echo "install: rustc did not report native-static-libs; using '$NATIVE_STATIC_LIBS'" >&2
+    fi
+fi
+NATIVE_STATIC_LIBS_CMAKE=$(printf '%s\n' "$NATIVE_STATIC_LIBS" | tr ' ' '\n' |
+    sed -n 's/^-l//p' | tr '\n' ';' | sed 's/;$//')
+
+for f in libcoframe.so libcoframe.a; do
+    if [ ! -f "$BUILD_DIR/$f" ]; then
+        echo "install: $BUILD_DIR/$f is missing: run 'make build' first" >&2
+        exit 1
+    fi
+done
+
+d_lib=$DESTDIR$LIBDIR
+d_inc=$DESTDIR$INCLUDEDIR
+d_pc=$d_lib/pkgconfig
+d_cmake=$d_lib/cmake/coframe
+real=libcoframe.so.$VERSION_CORE
+
+echo "install: coframe $VERSION into ${DESTDIR:+$DESTDIR (staged) }$PREFIX"
+install -d "$d_lib" "$d_inc" "$d_pc" "$d_cmake"
+
+install -m 0755 "$BUILD_DIR/libcoframe.so" "$d_lib/$real"
+ln -sf "$real" "$d_lib/libcoframe.so.$MAJOR"
+ln -sf "$real" "$d_lib/libcoframe.so"
+install -m 0644 "$BUILD_DIR/libcoframe.a" "$d_lib/libcoframe.a"
+
+install -m 0644 "$root/include/coframe.h" "$d_inc/coframe.h"
+if [ -f "$root/include/coframe.hpp" ]; then
+    install -m 0644 "$root/include/coframe.hpp" "$d_inc/coframe.hpp"
+fi
+
+subst() { # subst TEMPLATE OUTPUT
+    sed -e "s|@PREFIX@|$(sedesc "$PREFIX")|g" \
+        -e "s|@PC_LIBDIR@|$(sedesc "$(pcpath "$LIBDIR")")|g" \
+        -e "s|@PC_INCLUDEDIR@|$(sedesc "$(pcpath "$INCLUDEDIR")")|g" \
+        -e "s|@REL_LIBDIR@|$(sedesc "$(relpath "$LIBDIR/cmake/coframe" "$LIBDIR")")|g" \
+        -e "s|@REL_INCLUDEDIR@|$(sedesc "$(relpath "$LIBDIR/cmake/coframe" "$INCLUDEDIR")")|g" \
+        -e "s|@DESCRIPTION@|$(sedesc "$DESCRIPTION")|g" \
+        -e "s|@VERSION@|$(sedesc "$VERSION")|g" \
+        -e "s|@VERSION_CORE@|$(sedesc "$VERSION_CORE")|g" \
+        -e "s|@MAJOR@|$(sedesc "$MAJOR")|g" \
+        -e "s|@SIZEOF_VOID_P@|$SIZEOF_VOID_P|g" \
+        -e "s|@NATIVE_STATIC_LIBS@|$(sedesc "$NATIVE_STATIC_LIBS")|g" \
+        -e "s|@NATIVE_STATIC_LIBS_CMAKE@|$(sedesc "$NATIVE_STATIC_LIBS_CMAKE")|g" \
+        "$1" >"$2.tmp"
+    if grep -n '@[A-Z_]*@' "$2.tmp" >&2; then
+        echo "install: $1 has a placeholder install.sh does not know (above)" >&2
+        rm -f "$2.tmp"
+        exit 1
+    fi
+    chmod 0644 "$2.tmp"
+    mv "$2.tmp" "$2"
+}
+subst "$root/pkg/coframe.pc.in" "$d_pc/coframe.pc"
+subst "$root/pkg/coframeConfig.cmake.in" "$d_cmake/coframeConfig.cmake"
+subst "$root/pkg/coframeConfigVersion.cmake.in" "$d_cmake/coframeConfigVersion.cmake"
+
+echo "install: done"
+for f in "$d_lib/$real" "$d_lib/libcoframe.so.$MAJOR" "$d_lib/libcoframe.so" \
+    "$d_lib/libcoframe.a" "$d_inc/coframe.h" "$d_inc/coframe.hpp" "$d_pc/coframe.pc" \
+    "$d_cmake/coframeConfig.cmake" "$d_cmake/coframeConfigVersion.cmake"; do
+    [ -e "$f" ] && echo "  $f"
+done
+exit 0
