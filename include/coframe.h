@@ -86,6 +86,16 @@
 #define CORO_SPAWN_MIGRATABLE 2
 
 /**
+ * `coro_wait_fd` events: the descriptor is readable.
+ */
+#define CORO_READABLE 1
+
+/**
+ * `coro_wait_fd` events: the descriptor is writable.
+ */
+#define CORO_WRITABLE 2
+
+/**
  * A runtime: workers, their queues, stacks. Opaque.
  */
 typedef struct coro_runtime coro_runtime;
@@ -257,6 +267,36 @@ int coro_detach(struct coro_promise p);
  * `CORO_ECANCELED` (cancel-returns mode, once cancelled).
  */
 int coro_yield(void);
+
+/**
+ * Waits until `fd` is ready for `events` (`CORO_READABLE`,
+ * `CORO_WRITABLE`, or both: returns when either is) or until
+ * `deadline_ns` (`coro_now()` clock; -1: none) passes. In a coroutine it
+ * suspends; on a plain thread it blocks in poll(2). Error and hang-up
+ * conditions count as ready: the next read or write reports them.
+ *
+ * Errors: `CORO_EINVAL` (negative or closed fd, bad events),
+ * `CORO_ETIMEDOUT`, `CORO_ECANCELED` (cancel-returns mode),
+ * `CORO_ELOCKHELD`, `CORO_ESTATE` (a worker thread outside a coroutine),
+ * `CORO_ENOMEM`, `CORO_EIO` (errno says why).
+ */
+int coro_wait_fd(int fd, uint32_t events, int64_t deadline_ns);
+
+/**
+ * Suspends the calling coroutine until `deadline_ns` (`coro_now()`
+ * clock) has passed; returns 0 then. -1 sleeps until cancelled. On a
+ * plain thread it blocks.
+ *
+ * Errors: `CORO_ECANCELED` (cancel-returns mode), `CORO_ELOCKHELD`,
+ * `CORO_EINVAL` (-1 outside a coroutine), `CORO_ESTATE` (a worker thread
+ * outside a coroutine).
+ */
+int coro_sleep_until(int64_t deadline_ns);
+
+/**
+ * Nanoseconds of `CLOCK_MONOTONIC`: the clock of every deadline.
+ */
+int64_t coro_now(void);
 
 /**
  * Registers `fn(arg)` to run when the coroutine completes or is cancelled,

@@ -16,6 +16,7 @@ pub use crate::frame::slot::{DeferFn, Entry, EnvDrop};
 use crate::frame::state::{AwaitStart, Consume, CANCELLED, CANCEL_RETURNS, DONE};
 use crate::frame::table;
 pub use crate::frame::{Promise, Token};
+use crate::poll;
 use crate::sched::{self, Outcome, Runtime};
 
 pub const SPAWN_CANCEL_RETURNS: u32 = 1;
@@ -344,6 +345,84 @@ fn finish_await(slot: &'static Slot, index: usize, gen: u32) -> Result<*mut c_vo
     } else {
         Ok(value)
     }
+}
+
+/// `coro_wait_fd`: waits until `fd` is ready for `events` or `deadline`
+/// (monotonic ns, -1: none) passes. Blocks a thread outside a coroutine.
+pub fn wait_fd(fd: i32, events: u32, deadline: i64) -> Result<()> {
+    if fd < 0 || events == 0 || events & !(poll::READABLE | poll::WRITABLE) != 0 {
+        return Err(Error::Invalid);
+    }
+    let Some(me) = context::current() else {
+        if sched::on_worker() {
+            return Err(Error::State);
+        }
+        return poll::wait_fd_blocking(fd, events, deadline);
+    };
+    suspension_point()?;
+    if deadline >= 0 && deadline <= poll::now() {
+        // Already due: look, do not wait (libdill's deadline 0).
+        return poll::wait_fd_blocking(fd, events, 0);
+    }
+    poll_wait(me, fd, events, deadline)
+}
+
+/// `coro_sleep_until`: 0 once `deadline` has passed.
+pub fn sleep_until(deadline: i64) -> Result<()> {
+    let Some(me) = context::current() else {
+        if sched::on_worker() || deadline < 0 {
+            return Err(if deadline < 0 {
+                Error::Invalid
+            } else {
+                Error::State
+            });
+        }
+        poll::sleep_blocking(deadline);
+        return Ok(());
+    };
+    suspension_point()?;
+    if deadline >= 0 && deadline <= poll::now() {
+        return Ok(());
+    }
+    match poll_wait(me, -1, 0, deadline) {
+        Err(Error::TimedOut) => Ok(()),
+        other => other,
+    }
+}
+
+fn poll_wait(me: &'static Slot, fd: i32, events: u32, deadline: i64) -> Result<()> {
+    // SAFETY: the running body owns EXEC.
+    let rt = unsafe { me.body() }.rt.clone().ok_or(Error::State)?;
+    let Some(key) = rt.poller.begin(fd, events, deadline)? else {
+        return Ok(());
+    };
+    // SAFETY: as above.
+    unsafe { me.body() }.wait = Wait::Poll(key);
+    let r = context::switch_out(Switch::Suspend {
+        on_suspend: OnSuspend::Lib(park_in_poller),
+        arg: key as usize as *mut c_void,
+        lib: true,
+    });
+    // SAFETY: resumed, so we own EXEC again.
+    unsafe { me.body() }.wait = Wait::None;
+    let outcome = rt.poller.end(key);
+    match (r, outcome) {
+        (Some(Resumed::Ok), poll::Outcome::TimedOut) => Err(Error::TimedOut),
+        (Some(Resumed::Ok), _) => Ok(()),
+        _ => Err(Error::Canceled),
+    }
+}
+
+/// Runs on the worker once a poller wait has parked (see `poll::Poller::park`).
+fn park_in_poller(token: Token, arg: *mut c_void) {
+    if let Some(rt) = sched::current_runtime() {
+        rt.poller.park(arg as usize as u64, token);
+    }
+}
+
+/// `coro_now`.
+pub fn now() -> i64 {
+    poll::now()
 }
 
 /// `coro_defer` / `coro_errdefer`.

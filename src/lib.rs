@@ -18,6 +18,8 @@ pub mod ffi;
 pub mod frame;
 mod loom;
 #[cfg(not(loom))]
+pub mod poll;
+#[cfg(not(loom))]
 pub mod sched;
 #[cfg(not(loom))]
 pub mod stack;

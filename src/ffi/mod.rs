@@ -46,6 +46,11 @@ pub const CORO_SPAWN_CANCEL_RETURNS: u32 = 1;
 /// suspensions, so an idle worker may steal it.
 pub const CORO_SPAWN_MIGRATABLE: u32 = 2;
 
+/// `coro_wait_fd` events: the descriptor is readable.
+pub const CORO_READABLE: u32 = 1;
+/// `coro_wait_fd` events: the descriptor is writable.
+pub const CORO_WRITABLE: u32 = 2;
+
 /// A runtime: workers, their queues, stacks. Opaque.
 pub struct coro_runtime {
     inner: std::sync::Arc<Runtime>,
@@ -101,6 +106,8 @@ const _: () = {
     assert!(CORO_EIO == Error::Io.code());
     assert!(CORO_SPAWN_CANCEL_RETURNS == coro::SPAWN_CANCEL_RETURNS);
     assert!(CORO_SPAWN_MIGRATABLE == coro::SPAWN_MIGRATABLE);
+    assert!(CORO_READABLE == crate::poll::READABLE);
+    assert!(CORO_WRITABLE == crate::poll::WRITABLE);
 };
 
 fn status(r: crate::error::Result<()>) -> c_int {
@@ -321,6 +328,39 @@ pub extern "C" fn coro_detach(p: coro_promise) -> c_int {
 #[no_mangle]
 pub extern "C" fn coro_yield() -> c_int {
     guard(|| status(coro::yield_now()))
+}
+
+/// Waits until `fd` is ready for `events` (`CORO_READABLE`,
+/// `CORO_WRITABLE`, or both: returns when either is) or until
+/// `deadline_ns` (`coro_now()` clock; -1: none) passes. In a coroutine it
+/// suspends; on a plain thread it blocks in poll(2). Error and hang-up
+/// conditions count as ready: the next read or write reports them.
+///
+/// Errors: `CORO_EINVAL` (negative or closed fd, bad events),
+/// `CORO_ETIMEDOUT`, `CORO_ECANCELED` (cancel-returns mode),
+/// `CORO_ELOCKHELD`, `CORO_ESTATE` (a worker thread outside a coroutine),
+/// `CORO_ENOMEM`, `CORO_EIO` (errno says why).
+#[no_mangle]
+pub extern "C" fn coro_wait_fd(fd: c_int, events: u32, deadline_ns: i64) -> c_int {
+    guard(|| status(coro::wait_fd(fd, events, deadline_ns)))
+}
+
+/// Suspends the calling coroutine until `deadline_ns` (`coro_now()`
+/// clock) has passed; returns 0 then. -1 sleeps until cancelled. On a
+/// plain thread it blocks.
+///
+/// Errors: `CORO_ECANCELED` (cancel-returns mode), `CORO_ELOCKHELD`,
+/// `CORO_EINVAL` (-1 outside a coroutine), `CORO_ESTATE` (a worker thread
+/// outside a coroutine).
+#[no_mangle]
+pub extern "C" fn coro_sleep_until(deadline_ns: i64) -> c_int {
+    guard(|| status(coro::sleep_until(deadline_ns)))
+}
+
+/// Nanoseconds of `CLOCK_MONOTONIC`: the clock of every deadline.
+#[no_mangle]
+pub extern "C" fn coro_now() -> i64 {
+    guard(coro::now)
 }
 
 /// Registers `fn(arg)` to run when the coroutine completes or is cancelled,

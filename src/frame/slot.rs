@@ -49,6 +49,8 @@ pub enum Wait {
     None,
     /// Inside `coro_await` of this child.
     Await(Promise),
+    /// Inside `coro_wait_fd` or `coro_sleep_until`: the poller's wait key.
+    Poll(u64),
 }
 
 /// What only the `EXEC` owner reads or writes.

@@ -84,11 +84,15 @@ pub(crate) fn finalize(slot: &'static Slot, index: usize, outcome: Outcome) {
     let body = unsafe { slot.body() };
     let cancelled = matches!(outcome, Outcome::Cancelled) || slot.state.load().has(CANCELLED);
     let wait = core::mem::replace(&mut body.wait, Wait::None);
-    if cancelled {
-        if let Wait::Await(child) = wait {
-            // Cancellation flows down (rule 7): the child's promise is ours.
-            crate::coro::cancel_awaited(child);
+    match wait {
+        // Cancellation flows down (rule 7): the child's promise is ours.
+        Wait::Await(child) if cancelled => crate::coro::cancel_awaited(child),
+        Wait::Poll(key) => {
+            if let Some(rt) = body.rt.as_ref() {
+                let _ = rt.poller.end(key);
+            }
         }
+        _ => {}
     }
     while let Some(d) = body.defers.pop() {
         if !d.on_error_only || cancelled {

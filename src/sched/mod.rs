@@ -15,7 +15,7 @@ mod harness;
 mod worker;
 
 pub(crate) use harness::{finalize, free, schedule_owned, Outcome};
-pub(crate) use worker::on_worker;
+pub(crate) use worker::{current_runtime, on_worker};
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::*};
 use std::sync::{Arc, Condvar, Mutex};
@@ -25,6 +25,7 @@ use std::time::Duration;
 use crate::error::{Error, Result};
 use crate::frame::state::Consume;
 use crate::frame::table;
+use crate::poll::Poller;
 use crate::stack::StackPool;
 
 /// Most workers one runtime may have.
@@ -56,6 +57,7 @@ pub struct Runtime {
     id: u64,
     inboxes: Box<[Inbox]>,
     pub(crate) stacks: StackPool,
+    pub(crate) poller: Arc<Poller>,
     next_worker: AtomicUsize,
     closing: AtomicBool,
     threads: Mutex<Vec<JoinHandle<()>>>,
@@ -73,6 +75,8 @@ impl Runtime {
         };
         let stacks = StackPool::new(config.stack_size)?;
         crate::stack::install_overflow_handler();
+        let id = NEXT_RUNTIME_ID.fetch_add(1, Relaxed);
+        let poller = Poller::start(format!("coframe-poll-{id}"))?;
         let inboxes = (0..workers)
             .map(|_| Inbox {
                 queue: Mutex::new(InboxQueue {
@@ -84,9 +88,10 @@ impl Runtime {
             })
             .collect();
         let rt = Arc::new(Runtime {
-            id: NEXT_RUNTIME_ID.fetch_add(1, Relaxed),
+            id,
             inboxes,
             stacks,
+            poller,
             next_worker: AtomicUsize::new(0),
             closing: AtomicBool::new(false),
             threads: Mutex::new(Vec::with_capacity(workers)),
@@ -100,6 +105,7 @@ impl Runtime {
                 Ok(handle) => rt.threads.lock().unwrap().push(handle),
                 Err(_) => {
                     rt.stop_workers();
+                    rt.poller.stop();
                     return Err(Error::Io);
                 }
             }
@@ -177,6 +183,7 @@ impl Runtime {
             std::thread::sleep(Duration::from_millis(1));
         }
         self.stop_workers();
+        self.poller.stop();
         Ok(())
     }
 

@@ -38,6 +38,14 @@ pub(crate) fn on_worker() -> bool {
     !local().is_null()
 }
 
+/// The runtime whose worker the calling thread is.
+pub(crate) fn current_runtime() -> Option<&'static Runtime> {
+    // SAFETY: LOCAL is non-null only while `run` holds the runtime's Arc,
+    // and the reference is used only for the duration of a callback that
+    // runs inside `run`.
+    unsafe { local().as_ref().map(|l| &*l.rt) }
+}
+
 /// Queues `index` locally if the calling thread is `worker` of `rt`.
 pub(super) fn push_local(rt: &Runtime, worker: usize, index: usize) -> bool {
     // SAFETY: LOCAL points at the `Local` on this worker's own stack while

@@ -1,0 +1,140 @@
+//! Wait records: one per `coro_wait_fd` or `coro_sleep_until` in progress.
+//!
+//! A record's key (`gen << 32 | index`) is the mio token and the timer
+//! key, so an event or a deadline for a record that has since ended finds
+//! a different generation and is dropped. A released record is not reused
+//! until the poller has finished one more turn (`Slab::turn`), because
+//! an event for it may already sit in the batch epoll is returning
+//! (tokio's `pending_release`).
+
+/// How a wait ended; `Pending` until the poller decides.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Pending,
+    Ready,
+    TimedOut,
+}
+
+pub struct Wait {
+    gen: u32,
+    live: bool,
+    /// The waiting coroutine's token, once it has parked (0 before).
+    pub token: u64,
+    pub outcome: Outcome,
+    /// The registered descriptor (a `dup` if the fd was already
+    /// registered by another wait), -1 for a sleep.
+    pub fd: i32,
+    /// `fd` is our own `dup`, closed when the wait ends.
+    pub dup: bool,
+}
+
+#[derive(Default)]
+pub struct Slab {
+    waits: Vec<Wait>,
+    free: Vec<u32>,
+    /// Released during the current turn: may still have events in flight.
+    released_now: Vec<u32>,
+    /// Released during the previous turn: free after this one.
+    released_before: Vec<u32>,
+    live: usize,
+}
+
+pub fn key(index: u32, gen: u32) -> u64 {
+    ((gen as u64) << 32) | index as u64
+}
+
+fn split(key: u64) -> (usize, u32) {
+    ((key & 0xffff_ffff) as usize, (key >> 32) as u32)
+}
+
+impl Slab {
+    /// A new pending wait; returns its key.
+    pub fn insert(&mut self, fd: i32, dup: bool) -> u64 {
+        self.live += 1;
+        let index = match self.free.pop() {
+            Some(i) => i,
+            None => {
+                self.waits.push(Wait {
+                    gen: 0,
+                    live: false,
+                    token: 0,
+                    outcome: Outcome::Pending,
+                    fd: -1,
+                    dup: false,
+                });
+                (self.waits.len() - 1) as u32
+            }
+        };
+        let w = &mut self.waits[index as usize];
+        w.live = true;
+        w.token = 0;
+        w.outcome = Outcome::Pending;
+        w.fd = fd;
+        w.dup = dup;
+        key(index, w.gen)
+    }
+
+    /// The live wait `key` names, if it has not ended.
+    pub fn get(&mut self, key: u64) -> Option<&mut Wait> {
+        let (index, gen) = split(key);
+        self.waits.get_mut(index).filter(|w| w.live && w.gen == gen)
+    }
+
+    /// Ends the wait `key`; its slot is reused two turns later.
+    pub fn release(&mut self, key: u64) -> Option<Wait> {
+        let (index, gen) = split(key);
+        let w = self
+            .waits
+            .get_mut(index)
+            .filter(|w| w.live && w.gen == gen)?;
+        w.live = false;
+        w.gen = w.gen.wrapping_add(1);
+        self.live -= 1;
+        self.released_now.push(index as u32);
+        Some(Wait {
+            gen,
+            live: false,
+            token: w.token,
+            outcome: w.outcome,
+            fd: w.fd,
+            dup: w.dup,
+        })
+    }
+
+    /// The poller finished a turn: slots released before the turn began
+    /// can no longer receive events.
+    pub fn turn(&mut self) {
+        self.free.append(&mut self.released_before);
+        std::mem::swap(&mut self.released_before, &mut self.released_now);
+    }
+
+    /// Waits in progress.
+    pub fn live(&self) -> usize {
+        self.live
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stale_keys_miss_and_slots_wait_a_turn() {
+        let mut s = Slab::default();
+        let a = s.insert(3, false);
+        assert!(s.get(a).is_some());
+        assert!(s.release(a).is_some());
+        assert!(s.get(a).is_none(), "a released key is stale");
+        assert!(s.release(a).is_none());
+        let b = s.insert(4, false);
+        assert_ne!(split(b).0, split(a).0, "not reused during the same turn");
+        s.turn();
+        let c = s.insert(5, false);
+        assert_ne!(split(c).0, split(a).0, "not reused after one turn");
+        s.turn();
+        let d = s.insert(6, false);
+        assert_eq!(split(d).0, split(a).0, "reused after two turns");
+        assert_ne!(d, a, "with a new generation");
+        assert_eq!(s.live(), 3);
+    }
+}

@@ -1,0 +1,177 @@
+//! The poller through the C ABI: fd readiness, deadlines, cancellation.
+
+use core::ffi::c_void;
+use core::ptr;
+use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering::*};
+
+use coframe::ffi::*;
+
+fn runtime() -> *mut coro_runtime {
+    let mut rt = ptr::null_mut();
+    assert_eq!(unsafe { coro_runtime_new(ptr::null(), &mut rt) }, CORO_OK);
+    rt
+}
+
+fn socketpair() -> [i32; 2] {
+    let mut fds = [0; 2];
+    assert_eq!(
+        unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, fds.as_mut_ptr()) },
+        0
+    );
+    fds
+}
+
+unsafe extern "C" fn wait_readable(env: *mut c_void) -> *mut c_void {
+    let fd = unsafe { *(env as *const i32) };
+    let rc = coro_wait_fd(fd, CORO_READABLE, -1);
+    rc as isize as *mut c_void
+}
+
+#[test]
+fn wait_fd_wakes_on_data() {
+    let rt = runtime();
+    let fds = socketpair();
+    let mut p = coro_promise { id: 0 };
+    assert_eq!(
+        unsafe {
+            coro_spawn(
+                rt,
+                Some(wait_readable),
+                (&fds[0] as *const i32).cast(),
+                4,
+                None,
+                0,
+                &mut p,
+            )
+        },
+        CORO_OK
+    );
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    assert_eq!(unsafe { libc::write(fds[1], b"x".as_ptr().cast(), 1) }, 1);
+    let mut r = ptr::null_mut();
+    assert_eq!(unsafe { coro_await(p, &mut r) }, CORO_OK);
+    assert_eq!(r as isize, CORO_OK as isize);
+    assert_eq!(unsafe { coro_runtime_shutdown(rt) }, CORO_OK);
+    unsafe { libc::close(fds[0]) };
+    unsafe { libc::close(fds[1]) };
+}
+
+static LATE: AtomicUsize = AtomicUsize::new(0);
+
+unsafe extern "C" fn wait_with_deadline(env: *mut c_void) -> *mut c_void {
+    let fd = unsafe { *(env as *const i32) };
+    let deadline = coro_now() + 30_000_000;
+    let rc = coro_wait_fd(fd, CORO_READABLE, deadline);
+    if coro_now() < deadline {
+        LATE.fetch_add(1, SeqCst);
+    }
+    rc as isize as *mut c_void
+}
+
+#[test]
+fn wait_fd_times_out_not_before_its_deadline() {
+    let rt = runtime();
+    let fds = socketpair();
+    let mut p = coro_promise { id: 0 };
+    assert_eq!(
+        unsafe {
+            coro_spawn(
+                rt,
+                Some(wait_with_deadline),
+                (&fds[0] as *const i32).cast(),
+                4,
+                None,
+                0,
+                &mut p,
+            )
+        },
+        CORO_OK
+    );
+    let mut r = ptr::null_mut();
+    assert_eq!(unsafe { coro_await(p, &mut r) }, CORO_OK);
+    assert_eq!(r as isize, CORO_ETIMEDOUT as isize);
+    assert_eq!(LATE.load(SeqCst), 0, "woke before the deadline");
+    assert_eq!(unsafe { coro_runtime_shutdown(rt) }, CORO_OK);
+}
+
+static CLOSED: AtomicI32 = AtomicI32::new(0);
+
+unsafe extern "C" fn close_fd(arg: *mut c_void) {
+    unsafe { libc::close(arg as usize as i32) };
+    CLOSED.fetch_add(1, SeqCst);
+}
+
+unsafe extern "C" fn wait_and_defer_close(env: *mut c_void) -> *mut c_void {
+    let fd = unsafe { *(env as *const i32) };
+    coro_defer(Some(close_fd), fd as usize as *mut c_void);
+    let rc = coro_wait_fd(fd, CORO_READABLE, -1);
+    rc as isize as *mut c_void
+}
+
+unsafe extern "C" fn sleep_forever(_env: *mut c_void) -> *mut c_void {
+    coro_sleep_until(-1) as isize as *mut c_void
+}
+
+#[test]
+fn cancel_and_shutdown_end_waits() {
+    let rt = runtime();
+    let fds = socketpair();
+    let mut p = coro_promise { id: 0 };
+    assert_eq!(
+        unsafe {
+            coro_spawn(
+                rt,
+                Some(wait_and_defer_close),
+                (&fds[0] as *const i32).cast(),
+                4,
+                None,
+                0,
+                &mut p,
+            )
+        },
+        CORO_OK
+    );
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    assert_eq!(coro_cancel_async(p), CORO_OK);
+    assert_eq!(
+        CLOSED.load(SeqCst),
+        1,
+        "the defer closed the fd before cancel returned"
+    );
+    // Cancel-returns mode: the wait returns CORO_ECANCELED.
+    let mut q = coro_promise { id: 0 };
+    assert_eq!(
+        unsafe {
+            coro_spawn(
+                rt,
+                Some(sleep_forever),
+                ptr::null(),
+                0,
+                None,
+                CORO_SPAWN_CANCEL_RETURNS,
+                &mut q,
+            )
+        },
+        CORO_OK
+    );
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    assert_eq!(coro_cancel_suspend(coro_token { id: 0 }), CORO_EINVAL);
+    // Many sleepers left for shutdown to end.
+    for _ in 0..1000 {
+        let mut s = coro_promise { id: 0 };
+        assert_eq!(
+            unsafe { coro_spawn(rt, Some(sleep_forever), ptr::null(), 0, None, 0, &mut s) },
+            CORO_OK
+        );
+        assert_eq!(coro_detach(s), CORO_OK);
+    }
+    assert_eq!(unsafe { coro_runtime_shutdown(rt) }, CORO_OK);
+    unsafe { libc::close(fds[1]) };
+}
+
+#[test]
+fn bad_descriptors_are_refused() {
+    assert_eq!(coro_wait_fd(-1, CORO_READABLE, -1), CORO_EINVAL);
+    assert_eq!(coro_wait_fd(0, 0, -1), CORO_EINVAL);
+    assert_eq!(coro_wait_fd(0, 8, -1), CORO_EINVAL);
+}
