@@ -1,0 +1,46 @@
+#!/bin/sh
+# run-test.sh: the runner behind `make test`.
+#
+#   run-test.sh RESULTS LABEL COMMAND [ARG...]
+#       runs COMMAND under `timeout` (CORO_TEST_TIMEOUT seconds, default 300)
+#       and appends "PASS LABEL" or "FAIL LABEL (why)" to RESULTS; always
+#       exits 0 so that every test runs.
+#   run-test.sh --summary RESULTS
+#       prints every result and "ffi-tests: N passed, N failed"; exits 1 if
+#       anything failed or nothing ran.
+set -u
+
+if [ "$1" = "--summary" ]; then
+    results=$2
+    [ -f "$results" ] || { echo "ffi-tests: no results"; exit 1; }
+    echo "=================================================================="
+    cat "$results"
+    passed=$(grep -c '^PASS' "$results")
+    failed=$(grep -c '^FAIL' "$results")
+    echo "ffi-tests: $passed passed, $failed failed"
+    [ "$failed" -eq 0 ] && [ "$passed" -gt 0 ]
+    exit $?
+fi
+
+results=$1
+label=$2
+shift 2
+limit=${CORO_TEST_TIMEOUT:-300}
+echo "=== $label: $*"
+start=$(date +%s)
+timeout -k 10 "$limit" "$@"
+rc=$?
+secs=$(( $(date +%s) - start ))
+if [ $rc -eq 0 ]; then
+    line="PASS $label (${secs}s)"
+else
+    case $rc in
+    124|137) why="timed out after ${limit}s" ;;
+    99) why="valgrind reported errors" ;;
+    *) if [ $rc -gt 128 ]; then why="killed by signal $((rc - 128))"; else why="exit status $rc"; fi ;;
+    esac
+    line="FAIL $label ($why, ${secs}s)"
+fi
+echo "--- $line"
+echo "$line" >> "$results"
+exit 0
