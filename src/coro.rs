@@ -9,7 +9,7 @@ use core::ptr;
 use std::sync::atomic::{AtomicU8, Ordering::*};
 use std::sync::Arc;
 
-use crate::context::{self, OnSuspend, Resumed, Switch};
+use crate::context::{self, OnSuspend, Resumed, Running, Switch};
 use crate::error::{Error, Result};
 use crate::frame::slot::{awaiter, Defer, Slot, Wait};
 pub use crate::frame::slot::{DeferFn, Entry, EnvDrop};
@@ -124,26 +124,31 @@ fn lookup(index: usize) -> Result<&'static Slot> {
     table::slot(index).ok_or(Error::Stale)
 }
 
-/// The running coroutine's slot, after the checks every suspension makes.
-fn suspension_point() -> Result<&'static Slot> {
-    let slot = context::current().ok_or(Error::State)?;
+/// The checks every suspension point makes on the running coroutine.
+fn suspension_point(me: &Running) -> Result<()> {
     // SAFETY: the running body owns EXEC.
-    let body = unsafe { slot.body() };
+    let body = unsafe { me.slot.body() };
     if body.locks > 0 {
         report_lock_held(body.id, body.lock_what);
         return Err(Error::LockHeld);
     }
-    if slot.state.load().has(CANCELLED | CANCEL_RETURNS) {
+    if me.slot.state.load().has(CANCELLED | CANCEL_RETURNS) {
         return Err(Error::Canceled);
     }
-    Ok(slot)
+    Ok(())
 }
 
-fn resumed(r: Option<Resumed>) -> Result<()> {
+/// The running coroutine, checked for a suspension.
+fn suspendable() -> Result<Running> {
+    let me = context::running().ok_or(Error::State)?;
+    suspension_point(&me)?;
+    Ok(me)
+}
+
+fn resumed(r: Resumed) -> Result<()> {
     match r {
-        Some(Resumed::Ok) => Ok(()),
-        Some(Resumed::Cancelled) => Err(Error::Canceled),
-        None => Err(Error::State),
+        Resumed::Ok => Ok(()),
+        Resumed::Cancelled => Err(Error::Canceled),
     }
 }
 
@@ -152,8 +157,8 @@ pub fn suspend_with(
     on_suspend: unsafe extern "C" fn(crate::ffi::coro_token, *mut c_void),
     arg: *mut c_void,
 ) -> Result<()> {
-    suspension_point()?;
-    resumed(context::switch_out(Switch::Suspend {
+    let me = suspendable()?;
+    resumed(me.switch_out(Switch::Suspend {
         on_suspend: OnSuspend::C(on_suspend),
         arg,
         lib: false,
@@ -162,8 +167,7 @@ pub fn suspend_with(
 
 /// `coro_yield`.
 pub fn yield_now() -> Result<()> {
-    suspension_point()?;
-    resumed(context::switch_out(Switch::Yield))
+    resumed(suspendable()?.switch_out(Switch::Yield))
 }
 
 /// `coro_resume`.
@@ -223,10 +227,10 @@ pub fn detach(p: Promise) -> Result<()> {
 pub fn await_promise(p: Promise) -> Result<*mut c_void> {
     let (index, gen) = p.split()?;
     let slot = lookup(index)?;
-    let me = context::current();
-    if let Some(me) = me {
+    let me = context::running();
+    if let Some(me) = &me {
         // SAFETY: the running body owns EXEC.
-        let my_rt = unsafe { me.body() }.rt.as_ref().map_or(0, |r| r.id());
+        let my_rt = unsafe { me.slot.body() }.rt.as_ref().map_or(0, |r| r.id());
         if slot.owner.load(Acquire) != my_rt {
             return Err(if slot.state.load().gen() != gen {
                 Error::Stale
@@ -234,7 +238,7 @@ pub fn await_promise(p: Promise) -> Result<*mut c_void> {
                 Error::Invalid
             });
         }
-        if let Err(e) = suspension_point() {
+        if let Err(e) = suspension_point(me) {
             // A cancelled awaiter still consumes the promise it was given:
             // the child is cancelled, not orphaned.
             if e == Error::Canceled {
@@ -269,22 +273,23 @@ pub fn await_promise(p: Promise) -> Result<*mut c_void> {
 }
 
 fn await_in_coroutine(
-    me: &'static Slot,
+    me: Running,
     child: &'static Slot,
     index: usize,
     p: Promise,
 ) -> Result<*mut c_void> {
+    let slot = me.slot;
     // SAFETY: the running body owns EXEC.
-    unsafe { me.body() }.wait = Wait::Await(p);
-    let r = context::switch_out(Switch::Suspend {
+    unsafe { slot.body() }.wait = Wait::Await(p);
+    let r = me.switch_out(Switch::Suspend {
         on_suspend: OnSuspend::Lib(register_awaiter),
         arg: p.0 as usize as *mut c_void,
         lib: true,
     });
     // SAFETY: resumed, so we own EXEC again.
-    unsafe { me.body() }.wait = Wait::None;
+    unsafe { slot.body() }.wait = Wait::None;
     match r {
-        Some(Resumed::Ok) => finish_await(child, index, p.split()?.1),
+        Resumed::Ok => finish_await(child, index, p.split()?.1),
         _ => {
             cancel_awaited(p);
             Err(Error::Canceled)
@@ -353,13 +358,13 @@ pub fn wait_fd(fd: i32, events: u32, deadline: i64) -> Result<()> {
     if fd < 0 || events == 0 || events & !(poll::READABLE | poll::WRITABLE) != 0 {
         return Err(Error::Invalid);
     }
-    let Some(me) = context::current() else {
+    let Some(me) = context::running() else {
         if sched::on_worker() {
             return Err(Error::State);
         }
         return poll::wait_fd_blocking(fd, events, deadline);
     };
-    suspension_point()?;
+    suspension_point(&me)?;
     if deadline >= 0 && deadline <= poll::now() {
         // Already due: look, do not wait (libdill's deadline 0).
         return poll::wait_fd_blocking(fd, events, 0);
@@ -369,7 +374,7 @@ pub fn wait_fd(fd: i32, events: u32, deadline: i64) -> Result<()> {
 
 /// `coro_sleep_until`: 0 once `deadline` has passed.
 pub fn sleep_until(deadline: i64) -> Result<()> {
-    let Some(me) = context::current() else {
+    let Some(me) = context::running() else {
         if sched::on_worker() || deadline < 0 {
             return Err(if deadline < 0 {
                 Error::Invalid
@@ -380,7 +385,7 @@ pub fn sleep_until(deadline: i64) -> Result<()> {
         poll::sleep_blocking(deadline);
         return Ok(());
     };
-    suspension_point()?;
+    suspension_point(&me)?;
     if deadline >= 0 && deadline <= poll::now() {
         return Ok(());
     }
@@ -390,25 +395,26 @@ pub fn sleep_until(deadline: i64) -> Result<()> {
     }
 }
 
-fn poll_wait(me: &'static Slot, fd: i32, events: u32, deadline: i64) -> Result<()> {
+fn poll_wait(me: Running, fd: i32, events: u32, deadline: i64) -> Result<()> {
+    let slot = me.slot;
     // SAFETY: the running body owns EXEC.
-    let rt = unsafe { me.body() }.rt.clone().ok_or(Error::State)?;
+    let rt = unsafe { slot.body() }.rt.clone().ok_or(Error::State)?;
     let Some(key) = rt.poller.begin(fd, events, deadline)? else {
         return Ok(());
     };
     // SAFETY: as above.
-    unsafe { me.body() }.wait = Wait::Poll(key);
-    let r = context::switch_out(Switch::Suspend {
+    unsafe { slot.body() }.wait = Wait::Poll(key);
+    let r = me.switch_out(Switch::Suspend {
         on_suspend: OnSuspend::Lib(park_in_poller),
         arg: key as usize as *mut c_void,
         lib: true,
     });
     // SAFETY: resumed, so we own EXEC again.
-    unsafe { me.body() }.wait = Wait::None;
+    unsafe { slot.body() }.wait = Wait::None;
     let outcome = rt.poller.end(key);
     match (r, outcome) {
-        (Some(Resumed::Ok), poll::Outcome::TimedOut) => Err(Error::TimedOut),
-        (Some(Resumed::Ok), _) => Ok(()),
+        (Resumed::Ok, poll::Outcome::TimedOut) => Err(Error::TimedOut),
+        (Resumed::Ok, _) => Ok(()),
         _ => Err(Error::Canceled),
     }
 }

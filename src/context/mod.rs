@@ -63,44 +63,94 @@ pub struct Context {
     co: Co,
 }
 
+/// What runs on this thread: the frame whose body is on the CPU (if any),
+/// its yielder, and the worker this thread is (if any).
+pub struct ThreadCtx {
+    slot: Cell<*const Slot>,
+    yielder: Cell<*const CoYielder>,
+    worker: Cell<*const ()>,
+}
+
 thread_local! {
-    /// The frame running on this thread, and its yielder.
-    static CURRENT: Cell<(*const Slot, *const CoYielder)> = const { Cell::new((ptr::null(), ptr::null())) };
+    static CTX: ThreadCtx = const {
+        ThreadCtx { slot: Cell::new(ptr::null()), yielder: Cell::new(ptr::null()), worker: Cell::new(ptr::null()) }
+    };
 }
 
-// Thread-locals are read only in these small, never-inlined functions, so no
-// cached TLS address survives a switch (FACTS.md: a migrated coroutine would
-// read the old thread's slot).
+/// This thread's context: one `__tls_get_addr` (the library is a cdylib).
+/// Its address is stable for the thread's life, so a worker fetches it
+/// once; coroutine code fetches it per call and never keeps it across a
+/// switch (FACTS.md: a migrated coroutine would read the old thread's).
+/// `ThreadCtx` is not `Sync`, so the reference cannot leave the thread.
 #[inline(never)]
-fn set_current(v: (*const Slot, *const CoYielder)) {
-    CURRENT.with(|c| c.set(v));
+pub fn thread_ctx() -> &'static ThreadCtx {
+    // SAFETY: the thread-local lives as long as the thread, and a
+    // `&ThreadCtx` cannot be sent to another thread.
+    CTX.with(|c| unsafe { &*(c as *const ThreadCtx) })
 }
 
-#[inline(never)]
-fn get_current() -> (*const Slot, *const CoYielder) {
-    CURRENT.with(|c| c.get())
+impl ThreadCtx {
+    /// The worker this thread is, as registered by the scheduler.
+    pub fn worker(&self) -> *const () {
+        self.worker.get()
+    }
+
+    pub fn set_worker(&self, w: *const ()) {
+        self.worker.set(w);
+    }
+
+    /// The running coroutine, if this thread is inside one.
+    pub fn running(&self) -> Option<Running> {
+        let slot = self.slot.get();
+        // SAFETY: slots are never freed; a non-null pointer is a live slot
+        // whose EXEC this thread owns while its body runs.
+        let slot = unsafe { slot.as_ref() }?;
+        Some(Running {
+            slot,
+            yielder: self.yielder.get(),
+        })
+    }
+
+    /// Hides the running coroutine while library code runs plain
+    /// callbacks (defers) on its stack; `restore` puts it back.
+    pub fn hide(&self) -> (*const Slot, *const CoYielder) {
+        let saved = (self.slot.get(), self.yielder.get());
+        self.slot.set(ptr::null());
+        saved
+    }
+
+    pub fn restore(&self, saved: (*const Slot, *const CoYielder)) {
+        self.slot.set(saved.0);
+        self.yielder.set(saved.1);
+    }
 }
 
-/// The frame whose body runs on this thread right now, if any.
+/// The coroutine running on this thread, found once per library call.
+pub struct Running {
+    pub slot: &'static Slot,
+    yielder: *const CoYielder,
+}
+
+impl Running {
+    /// Switches the coroutine out; returns when it is resumed. Consumes
+    /// `self`: nothing found before a switch is trusted after it.
+    pub fn switch_out(self, why: Switch) -> Resumed {
+        // SAFETY: the yielder lives on this coroutine's stack, which is
+        // the stack we are running on, so it outlives this call.
+        unsafe { (*self.yielder).suspend(why) }
+    }
+}
+
+/// The coroutine running on this thread, if any.
+#[inline]
+pub fn running() -> Option<Running> {
+    thread_ctx().running()
+}
+
+/// The frame whose body runs on this thread, if any.
 #[inline]
 pub fn current() -> Option<&'static Slot> {
-    let (slot, _) = get_current();
-    // SAFETY: slots are never freed; a non-null pointer is a live slot,
-    // and this thread owns its EXEC while the body runs.
-    unsafe { slot.as_ref() }
-}
-
-/// Switches the running coroutine out; returns when it is resumed.
-/// `None` outside a coroutine.
-pub fn switch_out(why: Switch) -> Option<Resumed> {
-    let (slot, yielder) = get_current();
-    if slot.is_null() {
-        return None;
-    }
-    // SAFETY: the yielder lives on this coroutine's stack, which is the
-    // stack we are running on, so it outlives this call.
-    let r = unsafe { (*yielder).suspend(why) };
-    Some(r)
+    running().map(|r| r.slot)
 }
 
 impl Context {
@@ -118,7 +168,7 @@ impl Context {
         let co = Co::with_stack(stack, move |yielder: &CoYielder, _first: Resumed| {
             let y = yielder as *const CoYielder;
             slot.set_yielder(y.cast());
-            set_current((slot, y));
+            thread_ctx().yielder.set(y);
             // SAFETY: entry and env come from coro_spawn: a C function and
             // the frame's own copy of its environment.
             unsafe { entry(env) }
@@ -127,11 +177,12 @@ impl Context {
     }
 
     /// Runs the coroutine of `slot` until it switches out or returns.
-    /// The caller owns the frame's `EXEC`.
-    pub fn resume(&mut self, slot: &'static Slot, how: Resumed) -> Step {
-        set_current((slot, slot.yielder().cast()));
+    /// The caller owns the frame's `EXEC`; `ctx` is its thread's context.
+    pub fn resume(&mut self, ctx: &ThreadCtx, slot: &'static Slot, how: Resumed) -> Step {
+        ctx.slot.set(slot);
+        ctx.yielder.set(slot.yielder().cast());
         let r = self.co.resume(how);
-        set_current((ptr::null(), ptr::null()));
+        ctx.slot.set(ptr::null());
         match r {
             CoroutineResult::Yield(why) => Step::Switched(why),
             CoroutineResult::Return(v) => Step::Returned(v),
@@ -153,21 +204,5 @@ impl Context {
             unsafe { self.co.force_reset() };
         }
         self.co.into_stack()
-    }
-}
-
-/// Hides the calling coroutine (if any) while library code runs plain
-/// callbacks on its stack; `restore_current` puts it back.
-pub fn hide_current() -> (*const Slot, *const ()) {
-    let (s, y) = get_current();
-    if !s.is_null() {
-        set_current((ptr::null(), ptr::null()));
-    }
-    (s, y.cast())
-}
-
-pub fn restore_current(saved: (*const Slot, *const ())) {
-    if !saved.0.is_null() {
-        set_current((saved.0, saved.1.cast()));
     }
 }

@@ -1,5 +1,6 @@
 //! Running, finalizing and freeing one frame: what the `EXEC` owner does.
 
+use super::worker::Local;
 use crate::context::{self, OnSuspend, Resumed, Step, Switch};
 use crate::frame::slot::{awaiter, Slot, Wait};
 use crate::frame::state::{Complete, Park, CANCELLED, CANCEL_RETURNS};
@@ -14,7 +15,7 @@ pub(crate) enum Outcome {
 
 /// Runs a queued frame until it switches out or finishes.
 /// The caller (the worker) took it off a queue, so it owns `EXEC`.
-pub(super) fn run(index: usize) {
+pub(super) fn run(local: &Local, index: usize) {
     let slot = table::slot(index).expect("queued frame exists");
     let snap = slot.state.load();
     // SAFETY: we own EXEC (rule 3); the body is not running.
@@ -31,14 +32,15 @@ pub(super) fn run(index: usize) {
     } else {
         Resumed::Ok
     };
-    match ctx.resume(slot, how) {
+    match ctx.resume(local.ctx, slot, how) {
         Step::Returned(value) => finalize(slot, index, Outcome::Returned(value)),
         Step::Switched(Switch::Yield) => {
             let snap = slot.state.load();
             if snap.has(CANCELLED) && !snap.has(CANCEL_RETURNS) {
                 finalize(slot, index, Outcome::Cancelled);
             } else {
-                schedule_owned(slot, index);
+                // Pinned here: straight back on this worker's queue.
+                local.push(index);
             }
         }
         Step::Switched(Switch::Suspend {
@@ -57,7 +59,7 @@ pub(super) fn run(index: usize) {
                 }
             }
             Park::Finalize => finalize(slot, index, Outcome::Cancelled),
-            Park::Requeue => schedule_owned(slot, index),
+            Park::Requeue => local.push(index),
         },
     }
 }
@@ -66,8 +68,14 @@ pub(super) fn run(index: usize) {
 pub(crate) fn schedule_owned(slot: &'static Slot, index: usize) {
     // SAFETY: we own EXEC.
     let body = unsafe { slot.body() };
-    let rt = body.rt.as_ref().expect("live frame has a runtime").clone();
-    if rt.schedule(body.worker, index).is_err() {
+    let rt = body.rt.as_ref().expect("live frame has a runtime");
+    if super::worker::push_local(rt, body.worker, index) {
+        return;
+    }
+    // Once queued the frame may run and be freed at once; this Arc keeps
+    // the runtime alive until the push (and its notify) is done.
+    let rt = rt.clone();
+    if rt.push_remote(body.worker, index).is_err() {
         // The workers are gone (shutdown): nothing will run it again.
         finalize(slot, index, Outcome::Cancelled);
     }
@@ -79,7 +87,8 @@ pub(crate) fn schedule_owned(slot: &'static Slot, index: usize) {
 pub(crate) fn finalize(slot: &'static Slot, index: usize, outcome: Outcome) {
     // Defers are plain calls: they must not see this thread's coroutine (if
     // the canceller is one) as theirs.
-    let outer = context::hide_current();
+    let ctx = context::thread_ctx();
+    let outer = ctx.hide();
     // SAFETY: we own EXEC.
     let body = unsafe { slot.body() };
     let cancelled = matches!(outcome, Outcome::Cancelled) || slot.state.load().has(CANCELLED);
@@ -120,7 +129,7 @@ pub(crate) fn finalize(slot: &'static Slot, index: usize, outcome: Outcome) {
             }
         }
     }
-    context::restore_current(outer);
+    ctx.restore(outer);
 }
 
 /// Hands `DONE` to whoever awaits the frame (rule 8). The caller still

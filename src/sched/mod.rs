@@ -44,6 +44,8 @@ pub struct Config {
 struct Inbox {
     queue: Mutex<InboxQueue>,
     wake: Condvar,
+    /// Frames wait in `queue`: what a spinning worker watches.
+    pending: AtomicBool,
 }
 
 struct InboxQueue {
@@ -85,6 +87,7 @@ impl Runtime {
                     closed: false,
                 }),
                 wake: Condvar::new(),
+                pending: AtomicBool::new(false),
             })
             .collect();
         let rt = Arc::new(Runtime {
@@ -137,12 +140,18 @@ impl Runtime {
         if worker::push_local(self, worker, index) {
             return Ok(());
         }
+        self.push_remote(worker, index)
+    }
+
+    /// Queues frame `index` on `worker`'s inbox, from another thread.
+    pub(crate) fn push_remote(&self, worker: usize, index: usize) -> Result<()> {
         let inbox = &self.inboxes[worker];
         let mut q = inbox.queue.lock().unwrap_or_else(|e| e.into_inner());
         if q.closed {
             return Err(Error::Shutdown);
         }
         q.frames.push(index as u32);
+        inbox.pending.store(true, Relaxed);
         let sleeping = q.sleeping;
         drop(q);
         if sleeping {

@@ -1,75 +1,99 @@
 //! One worker thread: run the local queue, refill it from the inbox,
-//! sleep when both are empty.
+//! spin a little, then sleep when both stay empty.
 
-use core::cell::{Cell, RefCell};
+use core::cell::RefCell;
 use core::ptr;
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering::*};
 use std::sync::Arc;
 
 use super::{harness, Runtime};
+use crate::context::{thread_ctx, ThreadCtx};
 use crate::stack::AltStack;
 
 /// After this many local runs the worker looks at its inbox even if the
 /// local queue is not empty, so remote wake-ups are not starved.
 const INBOX_INTERVAL: u32 = 61;
 
-struct Local {
+/// How long an idle worker watches its inbox before sleeping on it. A
+/// wake-up from another thread that lands meanwhile costs no futex call
+/// and no context switch (tokio's workers search for work the same way).
+/// The worker yields its CPU between looks, so on a busy machine the
+/// threads that would give it work still run.
+const SPIN_NS: i64 = 1_000_000;
+
+/// The worker's own state, on its thread's stack.
+pub(crate) struct Local {
     rt: *const Runtime,
     index: usize,
+    pub(super) ctx: &'static ThreadCtx,
     queue: RefCell<VecDeque<u32>>,
 }
 
-thread_local! {
-    static LOCAL: Cell<*const Local> = const { Cell::new(ptr::null()) };
+impl Local {
+    /// Queues a frame this worker owns the `EXEC` of.
+    pub(super) fn push(&self, index: usize) {
+        self.queue.borrow_mut().push_back(index as u32);
+    }
 }
 
-#[inline(never)]
-fn local() -> *const Local {
-    LOCAL.with(|l| l.get())
-}
-
-#[inline(never)]
-fn set_local(l: *const Local) {
-    LOCAL.with(|c| c.set(l));
+fn local_of(ctx: &ThreadCtx) -> Option<&Local> {
+    // SAFETY: the worker pointer is set by `run` to the `Local` on its own
+    // stack and cleared before `run` returns; `ThreadCtx` is per thread.
+    unsafe { ctx.worker().cast::<Local>().as_ref() }
 }
 
 /// Whether the calling thread is one of any runtime's workers.
 pub(crate) fn on_worker() -> bool {
-    !local().is_null()
+    !thread_ctx().worker().is_null()
 }
 
 /// The runtime whose worker the calling thread is.
 pub(crate) fn current_runtime() -> Option<&'static Runtime> {
-    // SAFETY: LOCAL is non-null only while `run` holds the runtime's Arc,
-    // and the reference is used only for the duration of a callback that
-    // runs inside `run`.
-    unsafe { local().as_ref().map(|l| &*l.rt) }
+    // SAFETY: `run` holds the runtime's Arc while the worker pointer is
+    // set; callers use the reference only inside a callback run by `run`.
+    local_of(thread_ctx()).map(|l| unsafe { &*l.rt })
 }
 
 /// Queues `index` locally if the calling thread is `worker` of `rt`.
 pub(super) fn push_local(rt: &Runtime, worker: usize, index: usize) -> bool {
-    // SAFETY: LOCAL points at the `Local` on this worker's own stack while
-    // `run` is active, and is null otherwise.
-    let Some(l) = (unsafe { local().as_ref() }) else {
-        return false;
-    };
-    if !ptr::eq(l.rt, rt) || l.index != worker {
-        return false;
+    match local_of(thread_ctx()) {
+        Some(l) if ptr::eq(l.rt, rt) && l.index == worker => {
+            l.push(index);
+            true
+        }
+        _ => false,
     }
-    l.queue.borrow_mut().push_back(index as u32);
-    true
+}
+
+fn spin_until_pending(pending: &AtomicBool) {
+    let until = crate::poll::now() + SPIN_NS;
+    loop {
+        for _ in 0..256 {
+            if pending.load(Relaxed) {
+                return;
+            }
+            core::hint::spin_loop();
+        }
+        if crate::poll::now() > until {
+            return;
+        }
+        std::thread::yield_now();
+    }
 }
 
 /// The worker thread's body.
 pub(super) fn run(rt: Arc<Runtime>, index: usize) {
     // Without an alternate stack a coroutine's overflow could not be reported.
     let _alt = AltStack::install().ok();
+    let ctx = thread_ctx();
     let me = Local {
         rt: Arc::as_ptr(&rt),
         index,
+        ctx,
         queue: RefCell::new(VecDeque::new()),
     };
-    set_local(&me);
+    ctx.set_worker((&me as *const Local).cast());
     let inbox = &rt.inboxes[index];
     let mut ticks = 0u32;
     loop {
@@ -77,14 +101,18 @@ pub(super) fn run(rt: Arc<Runtime>, index: usize) {
         if ticks % INBOX_INTERVAL != 0 {
             let next = me.queue.borrow_mut().pop_front();
             if let Some(frame) = next {
-                harness::run(frame as usize);
+                harness::run(&me, frame as usize);
                 continue;
             }
+        }
+        if me.queue.borrow().is_empty() {
+            spin_until_pending(&inbox.pending);
         }
         let mut q = inbox.queue.lock().unwrap_or_else(|e| e.into_inner());
         loop {
             if !q.frames.is_empty() {
                 me.queue.borrow_mut().extend(q.frames.drain(..));
+                inbox.pending.store(false, Relaxed);
                 break;
             }
             if !me.queue.borrow().is_empty() {
@@ -92,7 +120,7 @@ pub(super) fn run(rt: Arc<Runtime>, index: usize) {
             }
             if q.closed {
                 drop(q);
-                set_local(ptr::null());
+                ctx.set_worker(ptr::null());
                 return;
             }
             q.sleeping = true;
