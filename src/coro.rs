@@ -37,18 +37,25 @@ pub fn spawn(
     if rt.is_closing() {
         return Err(Error::Shutdown);
     }
-    let (index, slot) = table::alloc()?;
-    match init_frame(rt, index, slot, entry, env, drop, flags) {
+    let local = sched::local();
+    let (index, slot) = match local {
+        Some(l) => table::alloc(Some(&mut l.slots.borrow_mut()))?,
+        None => table::alloc(None)?,
+    };
+    let local = local.filter(|l| l.serves(rt));
+    match init_frame(rt, local, index, slot, entry, env, drop, flags) {
         Ok(p) => Ok(p),
         Err(e) => {
-            table::free(index);
+            table::free(index, None);
             Err(e)
         }
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn init_frame(
     rt: &Arc<Runtime>,
+    local: Option<&sched::Local>,
     index: usize,
     slot: &'static Slot,
     entry: Entry,
@@ -56,7 +63,10 @@ fn init_frame(
     drop: Option<EnvDrop>,
     flags: u32,
 ) -> Result<Promise> {
-    let stack = rt.stacks.get()?;
+    let stack = match local {
+        Some(l) => l.take_stack()?,
+        None => rt.stacks.get()?,
+    };
     // SAFETY: a free slot is ours until `init` publishes it.
     let body = unsafe { slot.body() };
     // The environment lives in the slot's buffer, whose capacity survives

@@ -51,8 +51,53 @@ pub fn slot(index: usize) -> Option<&'static Slot> {
     Some(unsafe { &*chunk.add(index & (CHUNK - 1)) })
 }
 
-/// Takes a free slot. The caller owns it until it publishes a frame in it.
-pub fn alloc() -> Result<(usize, &'static Slot)> {
+/// Takes a free slot, from `cache` if it has one (refilled from the
+/// table in batches, so a worker takes the table's lock once per batch).
+/// The caller owns the slot until it publishes a frame in it.
+pub fn alloc(cache: Option<&mut Vec<u32>>) -> Result<(usize, &'static Slot)> {
+    let Some(cache) = cache else {
+        return alloc_one();
+    };
+    if cache.is_empty() {
+        let mut list = TABLE.free.lock().unwrap_or_else(|e| e.into_inner());
+        let n = list.free.len().min(BATCH);
+        let at = list.free.len() - n;
+        cache.extend(list.free.drain(at..));
+    }
+    match cache.pop() {
+        Some(i) => {
+            TABLE.live.fetch_add(1, Relaxed);
+            let index = i as usize;
+            Ok((index, slot(index).expect("cached slot exists")))
+        }
+        None => alloc_one(),
+    }
+}
+
+/// Puts a slot back, into `cache` while it holds fewer than `2 * BATCH`.
+/// The caller freed the frame in it.
+pub fn free(index: usize, cache: Option<&mut Vec<u32>>) {
+    TABLE.live.fetch_sub(1, Relaxed);
+    if let Some(cache) = cache {
+        if cache.len() < 2 * BATCH {
+            cache.push(index as u32);
+            return;
+        }
+    }
+    let mut list = TABLE.free.lock().unwrap_or_else(|e| e.into_inner());
+    list.free.push(index as u32);
+}
+
+/// Gives a worker's cached slots back to the table (the worker is stopping).
+pub fn flush(cache: &mut Vec<u32>) {
+    let mut list = TABLE.free.lock().unwrap_or_else(|e| e.into_inner());
+    list.free.append(cache);
+}
+
+/// Slots a cache takes from the table at once.
+const BATCH: usize = 32;
+
+fn alloc_one() -> Result<(usize, &'static Slot)> {
     let index = {
         let mut list = TABLE.free.lock().unwrap_or_else(|e| e.into_inner());
         match list.free.pop() {
@@ -74,13 +119,6 @@ pub fn alloc() -> Result<(usize, &'static Slot)> {
     };
     TABLE.live.fetch_add(1, Relaxed);
     Ok((index, slot(index).expect("allocated slot exists")))
-}
-
-/// Puts a slot back. The caller freed the frame in it.
-pub fn free(index: usize) {
-    TABLE.live.fetch_sub(1, Relaxed);
-    let mut list = TABLE.free.lock().unwrap_or_else(|e| e.into_inner());
-    list.free.push(index as u32);
 }
 
 /// Frames allocated and not yet freed, in all runtimes.

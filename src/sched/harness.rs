@@ -159,8 +159,12 @@ pub(crate) fn free(slot: &'static Slot, index: usize) {
     // SAFETY: as above.
     let ctx = unsafe { slot.context() }.take();
     let rt = body.rt.take();
+    let local = super::worker::local();
     if let (Some(ctx), Some(rt)) = (ctx, rt.as_ref()) {
-        rt.stacks.put(ctx.into_stack());
+        match local {
+            Some(l) if l.serves(rt) => l.give_stack(ctx.into_stack()),
+            _ => rt.stacks.put(ctx.into_stack()),
+        }
     }
     if body.env_heap.capacity() > 64 {
         body.env_heap = Vec::new();
@@ -173,6 +177,9 @@ pub(crate) fn free(slot: &'static Slot, index: usize) {
     body.id = 0;
     slot.owner.store(0, core::sync::atomic::Ordering::Release);
     slot.state.release();
-    table::free(index);
+    match local {
+        Some(l) => table::free(index, Some(&mut l.slots.borrow_mut())),
+        None => table::free(index, None),
+    }
     drop(rt);
 }

@@ -15,7 +15,7 @@ mod harness;
 mod worker;
 
 pub(crate) use harness::{finalize, free, schedule_owned, Outcome};
-pub(crate) use worker::{current_runtime, on_worker};
+pub(crate) use worker::{current_runtime, local, on_worker, Local};
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::*};
 use std::sync::{Arc, Condvar, Mutex};

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use super::{harness, Runtime};
 use crate::context::{thread_ctx, ThreadCtx};
-use crate::stack::AltStack;
+use crate::stack::{AltStack, Stack};
 
 /// After this many local runs the worker looks at its inbox even if the
 /// local queue is not empty, so remote wake-ups are not starved.
@@ -22,12 +22,19 @@ const INBOX_INTERVAL: u32 = 61;
 /// threads that would give it work still run.
 const SPIN_NS: i64 = 1_000_000;
 
+/// Idle stacks a worker keeps for its next spawns, besides the pool's.
+const STACK_CACHE: usize = 16;
+
 /// The worker's own state, on its thread's stack.
 pub(crate) struct Local {
     rt: *const Runtime,
     index: usize,
     pub(super) ctx: &'static ThreadCtx,
     queue: RefCell<VecDeque<u32>>,
+    /// Free frame slots and idle stacks, so that a spawn and a free on this
+    /// worker take no lock (the table and the pool refill and drain them).
+    pub(crate) slots: RefCell<Vec<u32>>,
+    stacks: RefCell<Vec<Stack>>,
 }
 
 impl Local {
@@ -35,6 +42,39 @@ impl Local {
     pub(super) fn push(&self, index: usize) {
         self.queue.borrow_mut().push_back(index as u32);
     }
+
+    /// Whether this worker belongs to `rt`.
+    pub(crate) fn serves(&self, rt: &Runtime) -> bool {
+        ptr::eq(self.rt, rt)
+    }
+
+    /// A stack of this worker's runtime, from the cache or the pool.
+    pub(crate) fn take_stack(&self) -> crate::error::Result<Stack> {
+        match self.stacks.borrow_mut().pop() {
+            Some(s) => Ok(s),
+            // SAFETY: `run` holds the runtime's Arc while this Local lives.
+            None => unsafe { &*self.rt }.stacks.get(),
+        }
+    }
+
+    /// Keeps a stack of this worker's runtime, or gives it to the pool.
+    pub(crate) fn give_stack(&self, stack: Stack) {
+        let mut cache = self.stacks.borrow_mut();
+        if cache.len() < STACK_CACHE {
+            cache.push(stack);
+        } else {
+            drop(cache);
+            // SAFETY: as in take_stack.
+            unsafe { &*self.rt }.stacks.put(stack);
+        }
+    }
+}
+
+/// The worker the calling thread is, if any.
+pub(crate) fn local() -> Option<&'static Local> {
+    // SAFETY: see local_of; callers never keep the reference beyond the
+    // library call they make on this thread.
+    local_of(thread_ctx()).map(|l| unsafe { &*(l as *const Local) })
 }
 
 fn local_of(ctx: &ThreadCtx) -> Option<&Local> {
@@ -92,6 +132,8 @@ pub(super) fn run(rt: Arc<Runtime>, index: usize) {
         index,
         ctx,
         queue: RefCell::new(VecDeque::new()),
+        slots: RefCell::new(Vec::new()),
+        stacks: RefCell::new(Vec::new()),
     };
     ctx.set_worker((&me as *const Local).cast());
     let inbox = &rt.inboxes[index];
@@ -121,6 +163,10 @@ pub(super) fn run(rt: Arc<Runtime>, index: usize) {
             if q.closed {
                 drop(q);
                 ctx.set_worker(ptr::null());
+                crate::frame::table::flush(&mut me.slots.borrow_mut());
+                for stack in me.stacks.borrow_mut().drain(..) {
+                    rt.stacks.put(stack);
+                }
                 return;
             }
             q.sleeping = true;
