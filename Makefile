@@ -101,10 +101,16 @@ install: build
 	@PREFIX="$(PREFIX)" LIBDIR="$(LIBDIR)" INCLUDEDIR="$(INCLUDEDIR)" DESTDIR="$(DESTDIR)" \
 	    BUILD_DIR="$(CURDIR)/$(RELEASE_DIR)" sh scripts/install.sh
 
-## bench: not built yet (issue 4)
-bench:
-	@echo "benchmarks are not built yet (issue 4)"
-	@exit 1
+## bench: coframe next to corosensei, may, tokio, Boost.Context; writes docs/bench/ (FULL=1: the long run)
+# benches/deps.sh installs Boost.Context, valgrind and g++ if missing (root);
+# benches/Makefile builds the Rust, C and C++ benches; benches/run.py runs
+# them (wall time and callgrind) and writes RESULTS.md, results.json and
+# results.svg. Fails only if a bench crashes, never on a figure.
+FULL ?=
+bench: build
+	@sh benches/deps.sh
+	$(MAKE) -C benches all
+	python3 benches/run.py $(if $(filter-out 0,$(FULL)),--full)
 
 ## clean: cargo clean (target/, including target/loom), and the sub-directories' clean
 clean:

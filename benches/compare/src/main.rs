@@ -1,0 +1,50 @@
+//! `compare BENCH [options]`: one bench per process, one JSON line on
+//! stdout. `benches/run.py` runs each several times and under callgrind;
+//! see docs/bench/RESULTS.md for what each one measures.
+
+mod cf;
+mod peers;
+mod util;
+
+pub const BENCHES: &[&str] = &[
+    "yield_coframe",
+    "yield_corosensei",
+    "yield_may",
+    "spawn_coframe_coro",
+    "spawn_coframe_thread",
+    "spawn_tokio",
+    "spawn_corosensei",
+    "pingpong_coframe",
+    "foreign_coframe",
+    "pingpong_tokio",
+    "echo_rtt_tokio",
+    "echo_server_tokio",
+    "mem_coframe",
+    "mem_corosensei",
+    "timers_coframe",
+];
+
+fn main() {
+    let a = util::Args::parse();
+    match a.bench.as_str() {
+        "yield_coframe" => cf::yield_coframe(&a),
+        "yield_corosensei" => peers::yield_corosensei(&a),
+        "yield_may" => peers::yield_may(&a),
+        "spawn_coframe_coro" => cf::spawn_coframe_coro(&a),
+        "spawn_coframe_thread" => cf::spawn_coframe_thread(&a),
+        "spawn_tokio" => peers::spawn_tokio(&a),
+        "spawn_corosensei" => peers::spawn_corosensei(&a),
+        "pingpong_coframe" => cf::pingpong_coframe(&a),
+        "foreign_coframe" => cf::foreign_coframe(&a),
+        "pingpong_tokio" => peers::pingpong_tokio(&a),
+        "echo_rtt_tokio" => peers::echo_rtt_tokio(&a),
+        "echo_server_tokio" => peers::echo_server_tokio(&a),
+        "mem_coframe" => cf::mem_coframe(&a),
+        "mem_corosensei" => peers::mem_corosensei(&a),
+        "timers_coframe" => cf::timers_coframe(&a),
+        other => {
+            eprintln!("unknown bench {other}; one of: {}", BENCHES.join(" "));
+            std::process::exit(2);
+        }
+    }
+}

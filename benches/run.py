@@ -1,0 +1,992 @@
+#!/usr/bin/env python3
+"""Runs the side-by-side benchmarks of issue 4 and writes docs/bench/.
+
+    python3 benches/run.py [--full] [--only SUBSTR] [--no-callgrind] [--out DIR]
+
+`make bench` builds everything first (benches/Makefile) and then runs
+this. Quick mode (the default) finishes in a few minutes on a 2-core VM;
+--full runs longer loops, more repetitions, 1,000,000 coroutines for the
+memory and scale benches and a longer throughput window.
+
+For every operation and every implementation it records
+  - wall time: the bench binary runs R+1 repetitions of N iterations
+    (the first is a warm-up) and reports ns/op per repetition; we keep
+    the median;
+  - user-space instructions per op: the same binary under
+    `valgrind --tool=callgrind` with one repetition at N1 and at N2
+    iterations; (Ir(N2) - Ir(N1)) / (ops(N2) - ops(N1)) cancels the
+    setup (runtime start, thread creation, teardown). Ir counts every
+    thread of the process, user space only.
+It writes docs/bench/results.json (raw), docs/bench/RESULTS.md (tables,
+targets, machine, versions), docs/bench/results.svg (plot) and, for each
+coframe bench, docs/bench/profiles/<name>.txt (callgrind_annotate
+--inclusive=no of its N2 run: where the instructions go).
+
+Benchmarks report; they never pass or fail on a number. The exit status
+is non-zero only if a bench crashed, timed out or printed no result.
+Standard library only.
+"""
+
+import argparse
+import concurrent.futures
+import datetime
+import json
+import math
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import time
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+BIN = os.path.join(ROOT, "target", "bench")
+COMPARE = os.path.join(ROOT, "benches", "compare", "target", "release", "compare")
+CBENCH = os.path.join(BIN, "cbench")
+LOADGEN = os.path.join(BIN, "loadgen")
+FIBER = os.path.join(BIN, "fiber")
+CG_DIR = os.path.join(BIN, "callgrind")
+DOCS = os.path.join(ROOT, "docs", "bench")
+
+MODES = {
+    "quick": dict(reps=5, iter_scale=1, cg_scale=1, scale_big=100_000, mem_count=1_000_000,
+                  echo_secs=2.0, echo_runs=1, timers=100_000),
+    "full": dict(reps=11, iter_scale=3, cg_scale=2, scale_big=1_000_000, mem_count=1_000_000,
+                 echo_secs=5.0, echo_runs=3, timers=100_000),
+}
+
+FAMILY_SHORT = {"coframe": "coframe", "coframe_c": "coframe (C)", "coframe_thread": "coframe (thread)",
+                "corosensei": "corosensei", "may": "may", "boost": "Boost", "tokio": "tokio"}
+FAMILY_LEGEND = [("coframe", "coframe, Rust through the C ABI"), ("coframe_c", "coframe from C (libcoframe.so)"),
+                 ("coframe_thread", "coframe driven by a plain thread"), ("corosensei", "corosensei 0.3.4"),
+                 ("may", "may"), ("boost", "Boost.Context fiber"), ("tokio", "tokio")]
+
+# Issue 4's reference figures for the peers (measured on a VM like ours).
+REF = {
+    "yield.corosensei": "37 instr",
+    "yield.boost": "73 instr",
+    "yield.may": "327 instr",
+    "spawn.tokio": "~2,400 instr, ~230 ns",
+    "xthread.tokio": "~1,560 instr, 260-380 ns",
+    "echo.tokio": "~4,900 instr",
+    "mem.corosensei": "ENOMEM at 32,751",
+}
+
+
+def impls(m):
+    """Every timed bench: key -> label, command, timing iters, callgrind
+    (N1, N2), operations per iteration, group (for the plot)."""
+    s, c = m["iter_scale"], m["cg_scale"]
+    big = m["scale_big"]
+
+    def I(label, cmd, iters, cg, ops=1, group=None, family="coframe", short=None):
+        return dict(label=label, short=short or FAMILY_SHORT.get(family, family), cmd=cmd, iters=iters * s,
+                    cg=(cg[0] * c, cg[1] * c) if cg else None,
+                    ops=ops, group=group, family=family)
+
+    return {
+        # a. yield round trip: one op = one coro_yield returning (the
+        # coroutine switches out, the scheduler picks the other one and
+        # switches in) = one resume + one suspend of a raw coroutine.
+        "yield.coframe": I("coframe (Rust, C ABI)", [COMPARE, "yield_coframe"], 1_000_000,
+                           (50_000, 100_000), 2, "yield"),
+        "yield.coframe_c": I("coframe (from C, .so)", [CBENCH, "yield"], 1_000_000,
+                             (50_000, 100_000), 2, "yield", "coframe_c"),
+        "yield.corosensei": I("corosensei 0.3.4", [COMPARE, "yield_corosensei"], 10_000_000,
+                              (500_000, 1_000_000), 1, "yield", "corosensei"),
+        "yield.may": I("may yield_now", [COMPARE, "yield_may"], 500_000,
+                       (50_000, 100_000), 2, "yield", "may"),
+        "yield.boost": I("Boost.Context fiber", [FIBER, "yield"], 10_000_000,
+                         (500_000, 1_000_000), 1, "yield", "boost"),
+        # b. spawn + run + finish + await an empty coroutine, one worker.
+        "spawn.coframe": I("coframe, awaited in a coroutine", [COMPARE, "spawn_coframe_coro"],
+                           200_000, (20_000, 40_000), 1, "spawn"),
+        "spawn.coframe_c": I("coframe from C, in a coroutine", [CBENCH, "spawn"], 200_000,
+                             (20_000, 40_000), 1, "spawn", "coframe_c"),
+        "spawn.coframe_thread": I("coframe, awaited from a plain thread",
+                                  [COMPARE, "spawn_coframe_thread"], 20_000, (2_000, 4_000), 1,
+                                  "spawn", "coframe_thread", "coframe (thread)"),
+        "spawn.tokio": I("tokio current_thread spawn().await", [COMPARE, "spawn_tokio"], 200_000,
+                         (20_000, 40_000), 1, "spawn", "tokio"),
+        "spawn.corosensei": I("corosensei create+run+drop", [COMPARE, "spawn_corosensei"],
+                              2_000_000, (100_000, 200_000), 1, "spawn", "corosensei"),
+        "spawn.boost": I("Boost.Context fiber create+run", [FIBER, "spawn"], 2_000_000,
+                         (100_000, 200_000), 1, "spawn", "boost"),
+        # c. cross-thread wake-up: one op = one round trip (two wakes).
+        "xthread.coframe": I("coframe, 2 workers ping-pong", [COMPARE, "pingpong_coframe"],
+                             20_000, (2_000, 4_000), 1, "xthread"),
+        "xthread.coframe_foreign": I("coframe, foreign thread resumes",
+                                     [COMPARE, "foreign_coframe"], 20_000, (2_000, 4_000), 1,
+                                     "xthread", "coframe_thread", "coframe (foreign)"),
+        "xthread.tokio": I("tokio 2 workers Notify ping-pong", [COMPARE, "pingpong_tokio"],
+                           200_000, (10_000, 20_000), 1, "xthread", "tokio"),
+        # e. loopback echo, one connection, 64 bytes: one op = one round trip.
+        "echo.coframe_c": I("coframe from C, 2 workers", [CBENCH, "echo_rtt", "--workers", "2"],
+                            10_000, (1_000, 2_000), 1, "echo", "coframe_c"),
+        "echo.tokio": I("tokio, 2 workers", [COMPARE, "echo_rtt_tokio", "--workers", "2"],
+                        10_000, (1_000, 2_000), 1, "echo", "tokio"),
+        # f. scale: the same loops with K parked coroutines on the runtime.
+        # Timed in one process (--live 1000, then --live2 big, back to back);
+        # counted by callgrind in one process per K.
+        "scale.yield.1k": I("coframe yield, 1,000 live", [COMPARE, "yield_coframe", "--live", "1000"],
+                            1_000_000, (50_000, 100_000), 2),
+        "scale.yield.big": I(f"coframe yield, {big:,} live",
+                             [COMPARE, "yield_coframe", "--live", str(big)],
+                             1_000_000, (50_000, 100_000), 2),
+        "scale.spawn.1k": I("coframe spawn+await, 1,000 live",
+                            [COMPARE, "spawn_coframe_coro", "--live", "1000"],
+                            200_000, (20_000, 40_000), 1),
+        "scale.spawn.big": I(f"coframe spawn+await, {big:,} live",
+                             [COMPARE, "spawn_coframe_coro", "--live", str(big)],
+                             200_000, (20_000, 40_000), 1),
+    }
+
+
+# ---------------------------------------------------------------- running
+
+failures = []
+
+
+def log(msg):
+    print(msg, flush=True)
+
+
+def last_json(text):
+    for line in reversed(text.strip().splitlines()):
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                return json.loads(line)
+            except ValueError:
+                pass
+    return None
+
+
+def run_json(name, cmd, timeout):
+    t = time.time()
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                           stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        failures.append(f"{name}: timed out after {timeout} s: {' '.join(cmd)}")
+        log(f"  {name}: TIMEOUT")
+        return None
+    out = last_json(r.stdout)
+    if r.returncode != 0 or out is None:
+        failures.append(f"{name}: exit {r.returncode}: {' '.join(cmd)}\n{r.stderr[-2000:]}")
+        log(f"  {name}: FAILED (exit {r.returncode})")
+        return None
+    out["wall_s"] = round(time.time() - t, 3)
+    return out
+
+
+def timing(key, spec, reps, big=None):
+    cmd = spec["cmd"] + ["--iters", str(spec["iters"]), "--reps", str(reps)]
+    if big:
+        cmd += ["--live2", str(big)]
+    out = run_json(key, cmd, 600)
+    if out:
+        log(f"  {key:28s} {out['ns_per_op']:12.1f} ns/op   ({out['wall_s']:.1f} s)")
+    return out
+
+
+def split_pair(out, big_key):
+    """The big-K half of a --live2 run, shaped like a timing result."""
+    if not out or "ns_per_op_2" not in out:
+        return None
+    b = dict(out)
+    b["ns_per_op"], b["samples"], b["live"] = out["ns_per_op_2"], out["samples_2"], out["live2"]
+    b["measured_with"] = out["bench"] + " --live2 (same process as the 1,000-live figure)"
+    log(f"  {big_key:28s} {b['ns_per_op']:12.1f} ns/op   (same process)")
+    return b
+
+
+def callgrind_total(path):
+    with open(path) as f:
+        for line in f:
+            if line.startswith("totals:") or line.startswith("summary:"):
+                return int(line.split()[1])
+    return None
+
+
+def callgrind_one(key, spec, n):
+    out = os.path.join(CG_DIR, f"{key}.{n}.out")
+    cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"] + spec["cmd"] + \
+        ["--iters", str(n), "--reps", "1"]
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=3000,
+                           stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        return None, f"{key} under callgrind (N={n}): timed out"
+    if r.returncode != 0 or not os.path.exists(out):
+        return None, f"{key} under callgrind (N={n}): exit {r.returncode}\n{r.stderr[-2000:]}"
+    return (callgrind_total(out), out), None
+
+
+def callgrind(key, spec):
+    n1, n2 = spec["cg"]
+    t = time.time()
+    a, err1 = callgrind_one(key, spec, n1)
+    b, err2 = callgrind_one(key, spec, n2)
+    if err1 or err2:
+        return key, None, err1 or err2
+    (ir1, _), (ir2, f2) = a, b
+    per_op = (ir2 - ir1) / ((n2 - n1) * spec["ops"])
+    return key, dict(n1=n1, n2=n2, ir1=ir1, ir2=ir2, instr_per_op=round(per_op, 1),
+                     file=os.path.relpath(f2, ROOT), secs=round(time.time() - t, 1)), None
+
+
+ANN_LINE = re.compile(r"^\s*([\d,]+)\s+\(\s*[\d.]+%\)\s+(.*)$")
+
+
+def annotate_raw(path):
+    try:
+        r = subprocess.run(["callgrind_annotate", "--inclusive=no", "--threshold=100", "--auto=no", path],
+                           capture_output=True, text=True, timeout=300)
+    except (subprocess.TimeoutExpired, FileNotFoundError):
+        return ""
+    return r.stdout
+
+
+def function_costs(text):
+    """Exclusive Ir per function, summed over the source files its inlined
+    code came from and over callgrind's recursion levels ('2, '3...)."""
+    costs = {}
+    for ln in text.splitlines():
+        mt = ANN_LINE.match(ln)
+        if not mt or "PROGRAM TOTALS" in mt.group(2):
+            continue
+        name = re.sub(r"\s+\[[^\]]*\]$", "", mt.group(2).strip())
+        head, sep, tail = name.partition(":")
+        if sep and not tail.startswith(":"):
+            name = tail
+        name = re.sub(r"'\d+$", "", name)
+        costs[name] = costs.get(name, 0) + int(mt.group(1).replace(",", ""))
+    return costs
+
+
+def hot_path(key, spec_ops, cg, limit=25):
+    """Per-function instructions per op: the N2 profile minus the N1 one,
+    divided by the extra operations. Returns (rows, raw N2 annotate text)."""
+    f1 = os.path.join(CG_DIR, f"{key}.{cg['n1']}.out")
+    f2 = os.path.join(ROOT, cg["file"])
+    raw2 = annotate_raw(f2)
+    c1, c2 = function_costs(annotate_raw(f1)), function_costs(raw2)
+    dops = (cg["n2"] - cg["n1"]) * spec_ops
+    rows = [(name, (c2.get(name, 0) - c1.get(name, 0)) / dops) for name in set(c1) | set(c2)]
+    rows = [r for r in rows if r[1] >= 0.5]
+    rows.sort(key=lambda r: -r[1])
+    return rows[:limit], raw2
+
+
+def raw_top(raw, limit=30):
+    """The head of callgrind_annotate's own table (file:function rows),
+    with the build machine's cargo registry paths shortened."""
+    out, rows, seen_table = [], 0, False
+    raw = re.sub(r"/[^\s:]*/registry/src/[^/\s]+/", "<cargo registry>/", raw)
+    for ln in raw.splitlines():
+        if "file:function" in ln:
+            seen_table = True
+            out.append(ln)
+            continue
+        if seen_table and ANN_LINE.match(ln):
+            out.append(ln)
+            rows += 1
+            if rows >= limit:
+                break
+        elif "PROGRAM TOTALS" in ln:
+            out.append(ln)
+    return "\n".join(out)
+
+
+def echo_throughput(server_cmd, secs, name):
+    """Starts a server that prints {"port":P} and echoes until stdin
+    closes; drives it with loadgen (1,000 connections); stops it."""
+    try:
+        p = subprocess.Popen(server_cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    except OSError as e:
+        failures.append(f"{name}: cannot start: {e}")
+        return None
+    port = None
+    line = p.stdout.readline()
+    try:
+        port = json.loads(line)["port"]
+    except (ValueError, KeyError, TypeError):
+        pass
+    res = None
+    if port:
+        res = run_json(name + " loadgen", [LOADGEN, str(port), "1000", str(secs), "0.3"],
+                       secs + 60)
+    try:
+        p.stdin.close()
+    except OSError:
+        pass
+    try:
+        rc = p.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
+        failures.append(f"{name}: server did not stop within 60 s of its stdin closing")
+        return res
+    if rc != 0 or port is None:
+        failures.append(f"{name}: server exit {rc}\n{p.stderr.read()[-2000:]}")
+        return None
+    return res
+
+
+# ---------------------------------------------------------------- machine
+
+def sh(cmd):
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=60,
+                              shell=isinstance(cmd, str)).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+
+
+def machine():
+    cpu = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for ln in f:
+                if ln.startswith("model name"):
+                    cpu = ln.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    mem = ""
+    try:
+        with open("/proc/meminfo") as f:
+            kb = int(f.readline().split()[1])
+            mem = f"{kb / 1024 / 1024:.1f} GiB"
+    except (OSError, ValueError, IndexError):
+        pass
+
+    def first(cmd):
+        return sh(cmd).splitlines()[0] if sh(cmd) else "?"
+
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory": mem,
+        "kernel": platform.release(),
+        "rustc": first(["rustc", "--version"]),
+        "gcc": first(["gcc", "--version"]),
+        "g++": first(["g++", "--version"]),
+        "valgrind": first(["valgrind", "--version"]),
+        "python": platform.python_version(),
+        "vm.max_map_count": sh(["cat", "/proc/sys/vm/max_map_count"]),
+    }
+
+
+def versions():
+    v = {}
+    lock = os.path.join(ROOT, "benches", "compare", "Cargo.lock")
+    try:
+        text = open(lock).read()
+        for name in ("corosensei", "may", "tokio", "mio", "libc"):
+            m = re.search(r'name = "%s"\nversion = "([^"]+)"' % name, text)
+            if m:
+                v[name] = m.group(1)
+    except OSError:
+        pass
+    v["boost (libboost-context-dev)"] = sh(
+        ["dpkg-query", "-W", "-f=${Version}", "libboost-context-dev"]) or "?"
+    try:
+        m = re.search(r'^version = "([^"]+)"', open(os.path.join(ROOT, "Cargo.toml")).read(), re.M)
+        v["coframe"] = m.group(1) if m else "?"
+    except OSError:
+        v["coframe"] = "?"
+    rev = sh(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"])
+    dirty = sh(["git", "-C", ROOT, "status", "--porcelain", "--", "src", "Cargo.toml"])
+    v["coframe commit"] = rev + (" + uncommitted changes in src/" if dirty else "")
+    return v
+
+
+# ---------------------------------------------------------------- report
+
+def fmt_num(x, digits=0):
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "n/a"
+    if abs(x) >= 100 or digits == 0:
+        return f"{x:,.0f}"
+    return f"{x:,.{digits}f}"
+
+
+def fmt_ns(x):
+    if x is None:
+        return "n/a"
+    if x >= 10_000:
+        return f"{x / 1000:,.1f} µs"
+    if x >= 100:
+        return f"{x:,.0f} ns"
+    return f"{x:.1f} ns"
+
+
+def ratio(a, b):
+    if a is None or b is None or b == 0:
+        return None
+    return a / b
+
+
+def fmt_ratio(r):
+    return "n/a" if r is None else (f"{r:.2f}×" if r < 100 else f"{r:,.0f}×")
+
+
+def build_rows(R, m):
+    """The table: one row per (operation, coframe variant, peer)."""
+    ns = {k: (v["timing"] or {}).get("ns_per_op") for k, v in R["ops"].items()}
+    ir = {k: (v["callgrind"] or {}).get("instr_per_op") for k, v in R["ops"].items()}
+    rows, targets = [], []
+    big = m["scale_big"]
+
+    def row(op, ck, pk, target="", met=None, note=""):
+        c, p = R["ops"].get(ck), R["ops"].get(pk)
+        rows.append(dict(
+            op=op, coframe=c["label"] if c else ck, peer=p["label"] if p else pk,
+            coframe_ns=ns.get(ck), peer_ns=ns.get(pk), ns_ratio=ratio(ns.get(ck), ns.get(pk)),
+            coframe_instr=ir.get(ck), peer_instr=ir.get(pk),
+            instr_ratio=ratio(ir.get(ck), ir.get(pk)), ref=REF.get(pk, ""),
+            target=target, met=met, note=note))
+
+    def verdict(*conds):
+        if any(c is None for c in conds):
+            return None
+        return all(conds)
+
+    def le(a, b):
+        return None if a is None or b is None else a <= b
+
+    def within(r, lo, hi):
+        return None if r is None else lo <= r <= hi
+
+    # 1. yield
+    for ck, tid in (("yield.coframe", "1"), ("yield.coframe_c", "1 (from C)")):
+        rn = ratio(ns.get(ck), ns.get("yield.corosensei"))
+        ok = verdict(le(ir.get(ck), 100), le(rn, 2.5))
+        if tid == "1":
+            t1 = ok
+            targets.append(dict(
+                id="1", text="yield round trip ≤ 100 instructions and ≤ 2.5× corosensei's time", met=ok,
+                detail=f"{fmt_num(ir.get(ck))} instr; {fmt_ratio(rn)} corosensei's time (from C: "
+                f"{fmt_num(ir.get('yield.coframe_c'))} instr, "
+                f"{fmt_ratio(ratio(ns.get('yield.coframe_c'), ns.get('yield.corosensei')))})"))
+            row("a. yield round trip", ck, "yield.corosensei", "1: ≤ 100 instr, ≤ 2.5× time", ok)
+            row("a. yield round trip", ck, "yield.may")
+            row("a. yield round trip", ck, "yield.boost")
+        else:
+            row("a. yield round trip", ck, "yield.corosensei", "1 (from C)", ok)
+    # 2. spawn
+    for ck, tid in (("spawn.coframe", "2"), ("spawn.coframe_c", "2 (from C)")):
+        tr = ratio(ir.get("spawn.tokio"), ir.get(ck))
+        ok = verdict(le(ir.get(ck), 250), le(5, tr))
+        if tid == "2":
+            targets.append(dict(
+                id="2", text="spawn+await ≤ 250 instructions and ≥ 5× fewer than tokio", met=ok,
+                detail=f"{fmt_num(ir.get(ck))} instr; tokio ÷ coframe = {fmt_ratio(tr)} (from C: "
+                f"{fmt_num(ir.get('spawn.coframe_c'))} instr)"))
+            row("b. spawn + await (empty)", ck, "spawn.tokio", "2: ≤ 250 instr, ≥ 5× fewer than tokio", ok)
+            row("b. spawn + await (empty)", ck, "spawn.corosensei")
+            row("b. spawn + await (empty)", ck, "spawn.boost")
+        else:
+            row("b. spawn + await (empty)", ck, "spawn.tokio", "2 (from C)", ok)
+    row("b. spawn + await (empty)", "spawn.coframe_thread", "spawn.tokio", "", None,
+        "awaited from a plain thread: includes waking the worker and unparking the thread")
+    # 3. cross-thread
+    for ck, tid, what in (("xthread.coframe", "3a", "2-worker ping-pong"),
+                          ("xthread.coframe_foreign", "3b", "foreign-thread resume")):
+        ok = verdict(le(ns.get(ck), ns.get("xthread.tokio")))
+        targets.append(dict(id=tid, text=f"{what} at least as fast as tokio's 2-worker Notify ping-pong",
+                            met=ok, detail=f"{fmt_ns(ns.get(ck))} vs {fmt_ns(ns.get('xthread.tokio'))} "
+                            f"per round trip ({fmt_num(ir.get(ck))} vs {fmt_num(ir.get('xthread.tokio'))} instr)"))
+        row("c. cross-thread wake (round trip)", ck, "xthread.tokio", "3: time ≤ tokio", ok)
+    # 5a. echo
+    er = ratio(ir.get("echo.coframe_c"), ir.get("echo.tokio"))
+    t5a = verdict(le(er, 0.7))
+    targets.append(dict(id="5a", text="echo round trip ≤ 0.7× tokio's user instructions",
+                        met=t5a, detail=f"{fmt_num(ir.get('echo.coframe_c'))} vs {fmt_num(ir.get('echo.tokio'))} "
+                        f"instr = {fmt_ratio(er)}; time {fmt_ns(ns.get('echo.coframe_c'))} vs "
+                        f"{fmt_ns(ns.get('echo.tokio'))}"))
+    row("e. loopback echo round trip (64 B)", "echo.coframe_c", "echo.tokio", "5: ≤ 0.7× tokio instr", t5a)
+    # 6. scale
+    sc = {}
+    for op in ("yield", "spawn"):
+        a, b = f"scale.{op}.1k", f"scale.{op}.big"
+        rn, ri = ratio(ns.get(b), ns.get(a)), ratio(ir.get(b), ir.get(a))
+        ok = verdict(within(rn, 0.8, 1.2), within(ri, 0.8, 1.2))
+        sc[op] = (ok, rn, ri)
+        row(f"f. scale: {op}, {big:,} vs 1,000 live", b, a, "6: within ±20%", ok)
+    t6 = verdict(sc["yield"][0], sc["spawn"][0])
+    targets.append(dict(id="6", text=f"cost per op flat (±20%) from 1,000 to {big:,} live coroutines"
+                        + (" (quick mode: 100,000, not 1,000,000)" if big < 1_000_000 else ""),
+                        met=t6, detail="; ".join(f"{op}: time {fmt_ratio(v[1])}, instr {fmt_ratio(v[2])}"
+                                                 for op, v in sc.items())))
+    # 4. memory, 5b. throughput, g. timers: own rows
+    mem, memp = R.get("memory", {}).get("coframe"), R.get("memory", {}).get("corosensei")
+    if mem:
+        per = mem["rss_per_coroutine"]
+        t4 = per <= 4.5 * 1024 and mem["live_frames"] >= mem["count"]
+        targets.append(dict(
+            id="4", text="1,000,000 suspended coroutines, default guarded stacks, ≤ 4.5 KiB RSS each, "
+            "default vm.max_map_count", met=t4,
+            detail=f"{per:,.0f} B each at {mem['count']:,} coroutines; maps {mem['maps_before']:.0f} → "
+            f"{mem['maps_after']:.0f}; vm.max_map_count {mem['max_map_count']:.0f}"
+            + ("" if mem["count"] >= 1_000_000 else
+               f" (quick mode: {mem['count']:,} coroutines; `make bench FULL=1` runs 1,000,000)")))
+        rows.append(dict(
+            op="d. memory: suspended coroutines", coframe=f"coframe, {mem['count']:,} at once",
+            peer="corosensei DefaultStack until it fails",
+            coframe_val=f"{per:,.0f} B RSS each", peer_val=(
+                f"{memp['count']:,.0f} coroutines, then {memp['error']}; {memp['rss_per_coroutine']:,.0f} B each"
+                if memp else "n/a"),
+            val_ratio=(f"{mem['count'] / memp['count']:.1f}× as many" if memp else "n/a"),
+            ref=REF["mem.corosensei"], target="4: ≤ 4.5 KiB each at 1,000,000", met=t4))
+    tp = R.get("throughput", {})
+    c_rps, t_rps = (tp.get("coframe") or {}).get("rps"), (tp.get("tokio") or {}).get("rps")
+    t5b = verdict(c_rps >= t_rps if c_rps and t_rps else None)
+    targets.append(dict(id="5b", text="echo throughput, 1,000 connections, ≥ tokio with the same settings",
+                        met=t5b, detail=f"{fmt_num(c_rps)} vs {fmt_num(t_rps)} round trips/s"))
+    rows.append(dict(op="e. echo throughput, 1,000 connections", coframe="coframe from C, 2 workers",
+                     peer="tokio, 2 workers", coframe_val=f"{fmt_num(c_rps)} rt/s",
+                     peer_val=f"{fmt_num(t_rps)} rt/s", val_ratio=fmt_ratio(ratio(c_rps, t_rps)),
+                     ref="", target="5: ≥ tokio", met=t5b))
+    tm = R.get("timers")
+    if tm:
+        rows.append(dict(op="g. timers: 100,000 sleepers over 1 s", coframe="coframe, 2 workers",
+                         peer="(no peer)", coframe_val=f"late p50 {tm['p50_us']:,.0f} µs, p99 {tm['p99_us']:,.0f} µs",
+                         peer_val="", val_ratio="", ref="", target="(none)", met=None))
+    return rows, targets
+
+
+# The coframe benches whose profiles explain each target.
+HOT_KEYS = {
+    "1": ["yield.coframe", "yield.coframe_c"],
+    "2": ["spawn.coframe", "spawn.coframe_c"],
+    "3a": ["xthread.coframe"],
+    "3b": ["xthread.coframe_foreign"],
+    "5a": ["echo.coframe_c"],
+    "5b": ["echo.coframe_c"],
+    "6": ["scale.yield.big", "scale.spawn.big"],
+}
+
+
+def mark(met):
+    return {True: "met", False: "**missed**", None: "n/a"}[met]
+
+
+def write_md(R, m, rows, targets, path):
+    L = []
+    ma, ve = R["machine"], R["versions"]
+    L.append("# coframe benchmarks, side by side (issue 4)\n")
+    L.append(f"Written by `make bench{' FULL=1' if R['mode'] == 'full' else ''}` "
+             f"({R['mode']} mode, {R['elapsed_s']:.0f} s) on {R['date']}. "
+             "Raw numbers: [results.json](results.json); plot: [results.svg](results.svg); "
+             "where coframe's instructions go: [profiles/](profiles/).\n")
+    L.append("![instructions and time per operation](results.svg)\n")
+    L.append("## Machine and versions\n")
+    L.append("| | |\n|---|---|")
+    for k in ("cpu", "cores", "memory", "kernel", "rustc", "gcc", "g++", "valgrind", "python",
+              "vm.max_map_count"):
+        L.append(f"| {k} | {ma.get(k, '?')} |")
+    for k, v in ve.items():
+        L.append(f"| {k} | {v} |")
+    L.append("")
+    L.append("## Targets of issue 4\n")
+    L.append("| # | target | result | |\n|---|---|---|---|")
+    for t in targets:
+        L.append(f"| {t['id']} | {t['text']} | {t['detail']} | {mark(t['met'])} |")
+    L.append("")
+    lb, la = R.get("load_before"), R.get("load_after")
+    if lb and la and max(lb[0], la[0]) > 1.5:
+        L.append(f"> Load average {lb[0]:.1f} at the start and {la[0]:.1f} at the end of the run on "
+                 f"{ma.get('cores')} cores: other work shared the machine, so wall times are noisier "
+                 "than usual. Instruction counts do not depend on it.\n")
+    hot = [(t, HOT_KEYS.get(t["id"], [])) for t in targets if t["met"] is False]
+    if hot:
+        L.append("## Where coframe's instructions go (missed targets)\n")
+        L.append("Instructions per operation by function, exclusive, from the difference of the two "
+                 "callgrind runs (so setup is not in it); the full lists are in [profiles/](profiles/).\n")
+        done = set()
+        for t, keys in hot:
+            for k in keys:
+                op = R["ops"].get(k) or {}
+                if k in done or not op.get("hot_path"):
+                    continue
+                done.add(k)
+                total = (op.get("callgrind") or {}).get("instr_per_op")
+                L.append(f"**{k}** ({op['label']}; target {t['id']}): {fmt_num(total)} instructions per op\n")
+                L.append("```")
+                for name, x in op["hot_path"][:12]:
+                    L.append(f"{x:8.1f}  {name}")
+                L.append("```\n")
+    L.append("## Results\n")
+    L.append("Time is the median wall time per operation over the repetitions; instructions are "
+             "user-space instructions per operation from callgrind (all threads). Ratios are "
+             "coframe ÷ peer: below 1 means coframe is cheaper (for throughput, above 1 means coframe "
+             "is faster).\n")
+    L.append("| operation | coframe | peer | coframe time | peer time | time ratio | coframe instr | "
+             "peer instr | instr ratio | issue's peer figure | target | |")
+    L.append("|---|---|---|--:|--:|--:|--:|--:|--:|---|---|---|")
+    for r in rows:
+        if "coframe_val" in r:
+            L.append(f"| {r['op']} | {r['coframe']} | {r['peer']} | {r['coframe_val']} | {r['peer_val']} | "
+                     f"{r['val_ratio']} | | | | {r['ref']} | {r['target']} | {mark(r['met']) if r['target'] else ''} |")
+        else:
+            L.append(f"| {r['op']} | {r['coframe']} | {r['peer']} | {fmt_ns(r['coframe_ns'])} | "
+                     f"{fmt_ns(r['peer_ns'])} | {fmt_ratio(r['ns_ratio'])} | {fmt_num(r['coframe_instr'])} | "
+                     f"{fmt_num(r['peer_instr'])} | {fmt_ratio(r['instr_ratio'])} | {r['ref']} | "
+                     f"{r['target']} | {mark(r['met']) if r['target'] else ''} |")
+    L.append("")
+    mem = R.get("memory", {})
+    if mem.get("coframe"):
+        c = mem["coframe"]
+        L.append("### Memory details\n")
+        L.append(f"- coframe: {c['count']:,} coroutines spawned (from a coroutine, on "
+                 f"{R['memory_workers']} workers, 64 KiB default stacks with a guard page each), each suspended "
+                 f"once; VmRSS {c['rss_before'] / 2**20:,.1f} → {c['rss_after'] / 2**20:,.1f} MiB = "
+                 f"{c['rss_per_coroutine']:,.0f} B each, plus {c['pte_per_coroutine']:,.0f} B of page tables "
+                 f"(VmPTE) each; {c['maps_before']:.0f} → {c['maps_after']:.0f} lines in /proc/self/maps "
+                 f"(vm.max_map_count {c['max_map_count']:.0f}). Spawning them took {c['spawn_ms']:,.0f} ms "
+                 f"({c['spawn_ms'] * 1e6 / c['count']:,.0f} ns each, page faults included); shutdown "
+                 f"{c['shutdown_ms']:,.0f} ms.")
+    if mem.get("corosensei"):
+        p = mem["corosensei"]
+        L.append(f"- corosensei: `DefaultStack::new(1 MiB)` (mmap + mprotect guard: two mappings each), one "
+                 f"coroutine suspended on each, until creation failed: {p['count']:,.0f} coroutines "
+                 f"(`{p['error']}`), {p['rss_per_coroutine']:,.0f} B RSS each, {p['maps_after']:.0f} mappings.")
+    L.append("")
+    tp = R.get("throughput", {})
+    if tp:
+        L.append("### Echo throughput details\n")
+        for k, v in tp.items():
+            if v:
+                L.append(f"- {k}: {v['round_trips']:,} round trips in {v['secs']:.2f} s = {v['rps']:,.0f}/s, "
+                         f"{v['errors']} errors (median of {v.get('runs', 1)} run(s)).")
+        L.append("")
+    tm = R.get("timers")
+    if tm:
+        L.append("### Timer details\n")
+        L.append(f"- {tm['count']:,.0f} coroutines (2 workers) first park (spawning them took "
+                 f"{tm['spawn_ms']:,.0f} ms); then the clock origin is set {tm['margin_ms']:,.0f} ms ahead and a "
+                 f"coroutine resumes them all ({tm['resume_ms']:,.0f} ms); each `coro_sleep_until` origin + an "
+                 f"offset drawn uniformly over {tm['spread_s']:g} s. {tm['started_late']:.0f} were resumed after "
+                 f"their deadline and are left out. Lateness = `coro_now()` after waking − deadline: p50 "
+                 f"{tm['p50_us']:,.0f} µs, p90 {tm['p90_us']:,.0f} µs, p99 {tm['p99_us']:,.0f} µs, max "
+                 f"{tm['max_us']:,.0f} µs, mean {tm['mean_us']:,.0f} µs; {tm['early']:.0f} woke early.")
+        L.append("")
+    L.append("## How measured\n")
+    L.append(f"""- Every bench is its own process: `benches/compare` (Rust: coframe through `coframe::ffi`, the C ABI
+  exactly as C calls it, statically linked; corosensei, may, tokio), `benches/c/cbench.c` (coframe from C through
+  `libcoframe.so`), `benches/boost/fiber.cpp` (Boost.Context, `g++ -O2`), `benches/c/loadgen.c` (the echo load).
+  Commands, iteration counts and raw samples are in results.json.
+- **Time**: each bench runs one warm-up and {m['reps']} timed repetitions of N iterations and reports ns/op per
+  repetition; the table shows the median. coframe's loops run inside a driver coroutine that reads
+  `CLOCK_MONOTONIC` before and after, so the main thread's wake-up is not in the figure.
+- **Instructions**: the same binary under `valgrind --tool=callgrind` with one repetition, at N1 and N2
+  iterations: (Ir(N2) − Ir(N1)) / (ops(N2) − ops(N1)), which cancels setup and teardown. Ir is the `totals:`
+  line: every thread of the process (workers, poller, main), user space only — system calls' kernel work is not
+  in it. Under valgrind threads run one at a time, so for the cross-thread and echo benches the instruction
+  counts include whatever an idle worker does while its partner is not yet ready (spinning, polling,
+  `sched_yield` loops, parking): the more a runtime spins, the more it is charged. The per-function lists
+  below and in profiles/ show how much of a figure that is.
+- **Definitions**: a. one op = one `coro_yield` that returns (two coroutines on one worker alternate: switch
+  out, scheduler picks the other, switch in) = one corosensei `resume` + `suspend` = one Boost.Context fiber
+  resume round trip = one may `yield_now` (two coroutines, one worker). b. one op = spawn an empty coroutine,
+  run it to completion, await it (coframe: one worker, awaited by a coroutine, or by the main thread; tokio:
+  `tokio::spawn(async {{}}).await` in `block_on` of a current-thread runtime; corosensei: create on a reused
+  64 KiB stack, run, `into_stack`; Boost: a fiber on a pooled stack, resumed to its end). c. one op = one round
+  trip: two coroutines on two workers each suspend handing their token to the other through a shared mailbox
+  (the one that finds the other's token resumes it), or the main thread resumes a coroutine and sleeps on a
+  futex until its `on_suspend` callback hands the token back; tokio: two tasks on a 2-worker runtime,
+  `notify_one` / `notified().await` on two `Notify`s. e. one op = a 64-byte write and reading 64 bytes back
+  over one loopback TCP connection (TCP_NODELAY), client and server in one process on 2 workers; the coframe
+  server is one coroutine per connection, non-blocking sockets, read/write first and `coro_wait_fd` only on
+  EAGAIN; tokio's is a task per connection with `read` / `write_all`. Throughput: `loadgen` (one thread, epoll)
+  keeps one 64-byte message in flight on each of 1,000 connections for {m['echo_secs']:g} s after a 0.3 s warm-up,
+  against each server (2 workers each; coframe also has its poller thread).
+  f. the a. and b. loops on a one-worker runtime that also holds K coroutines suspended in `coro_suspend`.
+- Memory benches run in their own processes; RSS is VmRSS from /proc/self/status.
+- Quick mode (`make bench`) uses {MODES['quick']['mem_count']:,} coroutines for memory and
+  {MODES['quick']['scale_big']:,} for scale; `make bench FULL=1` uses 1,000,000 for both, longer loops and
+  {MODES['full']['reps']} repetitions.
+- `perf stat` cannot count instructions in this VM, hence callgrind. Numbers on a 2-vCPU VM are noisy;
+  compare ratios from the same run rather than figures across runs.
+""")
+    if R.get("failures"):
+        L.append("## Failures\n")
+        for f in R["failures"]:
+            L.append("```\n" + f + "\n```")
+    with open(path, "w") as f:
+        f.write("\n".join(L))
+
+
+# ---------------------------------------------------------------- plot
+
+COLORS = {
+    "coframe": "#1f5fbf", "coframe_c": "#5b9bef", "coframe_thread": "#9cc3f5",
+    "corosensei": "#7a7a7a", "may": "#c9821c", "boost": "#2e9a5a", "tokio": "#c0392b",
+}
+GROUPS = [("yield", "a. yield round trip"), ("spawn", "b. spawn + await"),
+          ("xthread", "c. cross-thread round trip"), ("echo", "e. echo round trip")]
+
+
+def esc(s):
+    return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def write_svg(R, path):
+    W = 1180
+    panel_h = 400
+    top = 70
+    left = 80
+    right = 20
+    H = top + 2 * panel_h + 80
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" '
+           'font-family="DejaVu Sans, Arial, sans-serif">',
+           f'<rect width="{W}" height="{H}" fill="white"/>',
+           f'<text x="{W / 2}" y="30" text-anchor="middle" font-size="20" font-weight="bold">'
+           f'coframe vs peers: user-space instructions and wall time per operation</text>',
+           f'<text x="{W / 2}" y="52" text-anchor="middle" font-size="13" fill="#444">'
+           f'{esc(R["machine"]["cpu"])}, {R["machine"]["cores"]} cores, {R["mode"]} mode, {R["date"]}; '
+           'log scale; lower is better; dashed: issue 4 target</text>']
+    groups = []
+    for g, title in GROUPS:
+        keys = [k for k, v in R["ops"].items() if v.get("group") == g]
+        groups.append((g, title, keys))
+    nbars = sum(len(k) for _, _, k in groups)
+    gap = 40
+    plot_w = W - left - right
+    bar_w = (plot_w - gap * (len(groups) + 1)) / max(nbars, 1)
+
+    def value(k, metric):
+        v = R["ops"].get(k, {}).get("callgrind" if metric == "instr" else "timing") or {}
+        return v.get("instr_per_op" if metric == "instr" else "ns_per_op")
+
+    # Targets drawn over a group: (group, metric) -> (value, label).
+    tgt = {("yield", "instr"): (100, "≤ 100 instr"), ("spawn", "instr"): (250, "≤ 250 instr")}
+    if value("echo.tokio", "instr"):
+        tgt[("echo", "instr")] = (0.7 * value("echo.tokio", "instr"), "≤ 0.7× tokio's")
+    if value("xthread.tokio", "ns"):
+        tgt[("xthread", "ns")] = (value("xthread.tokio", "ns"), "≤ tokio's time")
+    if value("yield.corosensei", "ns"):
+        tgt[("yield", "ns")] = (2.5 * value("yield.corosensei", "ns"), "≤ 2.5× corosensei")
+
+    def panel(y0, metric, unit, title):
+        vals = [value(k, metric) for _, _, keys in groups for k in keys]
+        vals = [v for v in vals if v and v > 0]
+        if not vals:
+            return
+        lo = 10 ** math.floor(math.log10(min(vals)))
+        hi = 10 ** math.ceil(math.log10(max(vals)) + 0.15)
+        ph = panel_h - 150
+        yb = y0 + 24 + ph
+
+        def Y(v):
+            return yb - (math.log10(v) - math.log10(lo)) / (math.log10(hi) - math.log10(lo)) * ph
+        out.append(f'<text x="{left}" y="{y0 + 8}" font-size="15" font-weight="bold">{esc(title)}</text>')
+        d = lo
+        while d <= hi * 1.0001:
+            y = Y(d)
+            out.append(f'<line x1="{left}" x2="{W - right}" y1="{y:.1f}" y2="{y:.1f}" stroke="#ddd"/>')
+            lab = f"{d:,.0f}" if d >= 1 else f"{d:g}"
+            out.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" font-size="11" '
+                       f'fill="#555">{lab}</text>')
+            d *= 10
+        out.append(f'<text x="18" y="{y0 + 24 + ph / 2}" font-size="12" fill="#333" '
+                   f'transform="rotate(-90 18 {y0 + 24 + ph / 2})" text-anchor="middle">{esc(unit)}</text>')
+        x = left + gap
+        for g, gtitle, keys in groups:
+            gx0 = x
+            for k in keys:
+                op = R["ops"][k]
+                v = value(k, metric)
+                col = COLORS.get(op["family"], "#888")
+                if v and v > 0:
+                    y = Y(max(v, lo))
+                    out.append(f'<rect x="{x + 3:.1f}" y="{y:.1f}" width="{bar_w - 6:.1f}" '
+                               f'height="{yb - y:.1f}" fill="{col}"><title>{esc(op["label"])}: '
+                               f'{v:,.1f}</title></rect>')
+                    lab = f"{v:,.0f}" if v >= 10 else f"{v:.1f}"
+                    out.append(f'<text x="{x + bar_w / 2:.1f}" y="{y - 4:.1f}" text-anchor="middle" '
+                               f'font-size="10.5">{lab}</text>')
+                else:
+                    out.append(f'<text x="{x + bar_w / 2:.1f}" y="{yb - 4:.1f}" text-anchor="middle" '
+                               f'font-size="10" fill="#999">n/a</text>')
+                tx, ty = x + bar_w / 2 + 4, yb + 12
+                out.append(f'<text x="{tx:.1f}" y="{ty}" font-size="10.5" text-anchor="end" '
+                           f'transform="rotate(-35 {tx:.1f} {ty})">{esc(op.get("short", k))}</text>')
+                x += bar_w
+            t = tgt.get((g, metric))
+            if t and lo < t[0] < hi:
+                y = Y(t[0])
+                out.append(f'<line x1="{gx0:.1f}" x2="{x:.1f}" y1="{y:.1f}" y2="{y:.1f}" stroke="#d62728" '
+                           'stroke-width="1.6" stroke-dasharray="6 4"/>')
+            if t:
+                out.append(f'<text x="{(gx0 + x) / 2:.1f}" y="{yb + 108}" text-anchor="middle" '
+                           f'font-size="11" fill="#d62728">- - target {esc(t[1])}</text>')
+            out.append(f'<text x="{(gx0 + x) / 2:.1f}" y="{yb + 92}" text-anchor="middle" '
+                       f'font-size="12.5" font-weight="bold">{esc(gtitle)}</text>')
+            x += gap
+        out.append(f'<line x1="{left}" x2="{W - right}" y1="{yb}" y2="{yb}" stroke="#333"/>')
+
+    panel(top, "instr", "instructions / op (callgrind)", "User-space instructions per operation")
+    panel(top + panel_h, "ns", "ns / op (median wall time)", "Wall time per operation")
+    ly = top + 2 * panel_h + 30
+    col_w = (W - left - right) / 4
+    for i, (fam, lab) in enumerate(FAMILY_LEGEND):
+        cx = left + (i % 4) * col_w
+        cy = ly + (i // 4) * 20
+        out.append(f'<rect x="{cx:.1f}" y="{cy - 10}" width="12" height="12" fill="{COLORS[fam]}"/>')
+        out.append(f'<text x="{cx + 17:.1f}" y="{cy}" font-size="11.5">{esc(lab)}</text>')
+    out.append("</svg>")
+    with open(path, "w") as f:
+        f.write("\n".join(out) + "\n")
+
+
+# ---------------------------------------------------------------- main
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--full", action="store_true")
+    ap.add_argument("--only", help="run only ops whose key contains this (for debugging; "
+                    "writes to target/bench/partial instead of docs/bench)")
+    ap.add_argument("--no-callgrind", action="store_true")
+    ap.add_argument("--out", help="write the results here instead of docs/bench")
+    args = ap.parse_args()
+    mode = "full" if args.full else "quick"
+    m = MODES[mode]
+    t_start = time.time()
+    for b in (COMPARE, CBENCH, LOADGEN, FIBER):
+        if not os.path.exists(b):
+            sys.exit(f"run.py: {b} is missing: run `make bench` (it builds everything first)")
+    os.makedirs(CG_DIR, exist_ok=True)
+    out_dir = args.out or (DOCS if not args.only else os.path.join(BIN, "partial"))
+    os.makedirs(os.path.join(out_dir, "profiles"), exist_ok=True)
+
+    specs = impls(m)
+    if args.only:
+        specs = {k: v for k, v in specs.items() if args.only in k}
+    R = dict(mode=mode, date=datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
+             machine=machine(), versions=versions(), ops={},
+             load_before=os.getloadavg())
+    log(f"make bench: {mode} mode, {len(specs)} timed benches, then callgrind, memory, "
+        f"throughput and timers")
+
+    for k, s in specs.items():
+        R["ops"][k] = dict(label=s["label"], short=s["short"], group=s["group"], family=s["family"],
+                           cmd=[os.path.relpath(c, ROOT) if c.startswith(ROOT) else c for c in s["cmd"]],
+                           iters=s["iters"], ops_per_iter=s["ops"], reps=m["reps"],
+                           timing=None, callgrind=None)
+    log("== wall time")
+    for k, s in specs.items():
+        if k.startswith("scale.") and k.endswith(".1k"):
+            big_key = k[:-3] + ".big"
+            out = timing(k, s, m["reps"], m["scale_big"] if big_key in R["ops"] else None)
+            R["ops"][k]["timing"] = out
+            if big_key in R["ops"]:
+                R["ops"][big_key]["timing"] = split_pair(out, big_key)
+        elif k.startswith("scale.") and k.endswith(".big"):
+            if k[:-4] + ".1k" not in R["ops"]:
+                R["ops"][k]["timing"] = timing(k, s, m["reps"])
+        else:
+            R["ops"][k]["timing"] = timing(k, s, m["reps"])
+
+    if not args.only or "mem" in args.only:
+        log("== memory")
+        R["memory"] = {}
+        R["memory_workers"] = 2
+        R["memory"]["coframe"] = run_json("mem.coframe", [COMPARE, "mem_coframe", "--count",
+                                                          str(m["mem_count"]), "--workers", "2"], 900)
+        R["memory"]["corosensei"] = run_json("mem.corosensei", [COMPARE, "mem_corosensei",
+                                                                "--count", "1000000"], 600)
+        for k, v in R["memory"].items():
+            if v:
+                log(f"  mem.{k:24s} {v['count']:,.0f} coroutines, {v['rss_per_coroutine']:,.0f} B each")
+
+    if not args.only or "echo" in args.only:
+        log("== echo throughput, 1,000 connections")
+        R["throughput"] = {}
+        for name, cmd in (("coframe", [CBENCH, "echo_server", "--workers", "2"]),
+                          ("tokio", [COMPARE, "echo_server_tokio", "--workers", "2"])):
+            runs = []
+            for _ in range(m["echo_runs"]):
+                r = echo_throughput(cmd, m["echo_secs"], f"throughput.{name}")
+                if r:
+                    runs.append(r)
+            if runs:
+                runs.sort(key=lambda r: r["rps"])
+                best = dict(runs[len(runs) // 2])
+                best["runs"] = len(runs)
+                best["all_rps"] = [r["rps"] for r in runs]
+                R["throughput"][name] = best
+                log(f"  throughput.{name:19s} {best['rps']:12,.0f} round trips/s")
+            else:
+                R["throughput"][name] = None
+
+    if not args.only or "timer" in args.only:
+        log("== timers")
+        R["timers"] = run_json("timers.coframe", [COMPARE, "timers_coframe", "--count",
+                                                  str(m["timers"]), "--secs", "1", "--workers", "2"], 300)
+        if R["timers"]:
+            t = R["timers"]
+            log(f"  timers: late p50 {t['p50_us']:,.0f} µs, p99 {t['p99_us']:,.0f} µs")
+
+    if not args.no_callgrind and shutil.which("valgrind"):
+        log("== instructions (callgrind, two runs per bench, two at a time)")
+        todo = [(k, s) for k, s in specs.items() if s["cg"]]
+        # The longest first, so the pool ends together.
+        todo.sort(key=lambda ks: "big" not in ks[0])
+        with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+            futs = [pool.submit(callgrind, k, s) for k, s in todo]
+            for f in concurrent.futures.as_completed(futs):
+                k, res, err = f.result()
+                if err:
+                    failures.append(err)
+                    log(f"  {k}: callgrind FAILED")
+                    continue
+                R["ops"][k]["callgrind"] = res
+                log(f"  {k:28s} {res['instr_per_op']:12,.1f} instr/op   ({res['secs']:.0f} s)")
+        log("== profiles (callgrind_annotate --inclusive=no)")
+        for k, v in R["ops"].items():
+            cg = v.get("callgrind")
+            if not cg or not (v["family"].startswith("coframe") or k.startswith("scale.")):
+                continue
+            rows, raw = hot_path(k, v["ops_per_iter"], cg)
+            v["hot_path"] = [[name, round(x, 1)] for name, x in rows]
+            with open(os.path.join(out_dir, "profiles", f"{k}.txt"), "w") as f:
+                f.write(f"# {k}: {v['label']}\n# {cg['instr_per_op']:,.1f} user instructions per op "
+                        f"(callgrind, N={cg['n1']:,} and N={cg['n2']:,}: {' '.join(v['cmd'])})\n\n")
+                f.write("## Instructions per op by function (exclusive; N2 profile minus N1 profile, "
+                        "divided by the extra ops; inlined code counted in the function it was inlined "
+                        "into)\n\n")
+                for name, x in rows:
+                    f.write(f"{x:10.1f}  {name}\n")
+                f.write(f"\n## callgrind_annotate --inclusive=no, N={cg['n2']:,} run (setup included)\n\n")
+                f.write(raw_top(raw) + "\n")
+
+    R["elapsed_s"] = time.time() - t_start
+    R["load_after"] = os.getloadavg()
+    R["failures"] = failures
+    if not args.only:
+        rows, targets = build_rows(R, m)
+        R["rows"] = rows
+        R["targets"] = targets
+        write_md(R, m, rows, targets, os.path.join(out_dir, "RESULTS.md"))
+        write_svg(R, os.path.join(out_dir, "results.svg"))
+    with open(os.path.join(out_dir, "results.json"), "w") as f:
+        json.dump(R, f, indent=1, default=str)
+    log(f"== done in {R['elapsed_s']:.0f} s; wrote {os.path.relpath(out_dir, ROOT)}/")
+    if not args.only:
+        for t in R["targets"]:
+            log(f"  target {t['id']:3s} {mark(t['met']):12s} {t['detail']}")
+    if failures:
+        log(f"== {len(failures)} bench(es) failed:")
+        for f in failures:
+            log("  " + f.replace("\n", "\n    "))
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
