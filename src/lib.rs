@@ -17,6 +17,7 @@ pub mod error;
 pub mod ffi;
 pub mod frame;
 mod loom;
+pub(crate) mod sanitize;
 #[cfg(not(loom))]
 pub mod sched;
 #[cfg(not(loom))]
