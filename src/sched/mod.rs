@@ -18,13 +18,14 @@ pub(crate) use harness::{finalize, free, schedule_owned, Outcome};
 pub(crate) use worker::on_worker;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::*};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::frame::state::Consume;
 use crate::frame::table;
+use crate::sanitize::{Condvar, Mutex};
 use crate::stack::StackPool;
 
 /// Most workers one runtime may have.
