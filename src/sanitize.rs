@@ -15,10 +15,11 @@
 //!
 //! 1. Happens-before: `release(x)` before the store or compare-exchange
 //!    that publishes through `x`, `acquire(x)` after every load of `x` that
-//!    may observe such a store. The state word (`frame/state.rs`) is
-//!    announced where it changes hands. Every std lock the library takes is
-//!    a `Mutex`/`Condvar` from here, which acquires when locked and releases
-//!    when unlocked.
+//!    may observe such a store. The state word (`frame/state.rs`), the await
+//!    handshake (`Slot::awaiter`), the blocking awaiter's `park`/`unpark`
+//!    and the result are announced where they happen. Every std lock the
+//!    library takes is a `Mutex`/`Condvar` from here, which acquires when
+//!    locked and releases when unlocked.
 //! 2. A release before a compare-exchange that then fails publishes a
 //!    little early. That can hide a race, never invent one.
 //! 3. Each coroutine runs as a TSan fiber, taken when its `Context` is made
