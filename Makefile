@@ -29,14 +29,25 @@ TEST_STEPS := deps build : lint test-rust test-loom test-drift test-ffi test-exa
 # Prerequisites run left to right (deps before build); cargo and the
 # sub-makes parallelise on their own.
 .NOTPARALLEL:
-.PHONY: build deps demo test lint fmt clippy test-rust test-loom test-drift \
-        test-ffi test-examples test-install install bench clean help
+.PHONY: build build-tsan build-asan deps demo test lint fmt clippy test-rust \
+        test-loom test-drift test-ffi test-examples test-install install bench \
+        clean help
 
 ## build: cargo build --release; target/release/libcoframe.so.0 -> libcoframe.so
 build:
 	$(CARGO) build --release
 	@ln -sf libcoframe.so $(RELEASE_DIR)/libcoframe.so.$(SONAME_MAJOR)
 	@echo "built $(RELEASE_DIR)/libcoframe.so (soname libcoframe.so.$(SONAME_MAJOR)) and $(RELEASE_DIR)/libcoframe.a"
+
+## build-tsan: the ThreadSanitizer library (feature tsan) in target/tsan/release; docs/SANITIZERS.md
+build-tsan:
+	$(CARGO) build --release --features tsan --target-dir target/tsan
+	@ln -sf libcoframe.so target/tsan/release/libcoframe.so.$(SONAME_MAJOR)
+
+## build-asan: the AddressSanitizer library (feature asan) in target/asan/release
+build-asan:
+	$(CARGO) build --release --features asan --target-dir target/asan
+	@ln -sf libcoframe.so target/asan/release/libcoframe.so.$(SONAME_MAJOR)
 
 ## deps: check for (as root: apt-get install) gcc, g++, valgrind, sanitizer runtimes...
 deps:

@@ -266,6 +266,7 @@ pub fn await_promise(p: Promise) -> Result<*mut c_void> {
         .state
         .await_start(gen, || slot.result.load(Acquire))
         .map_err(|_| Error::Stale)?;
+    crate::sanitize::acquire(&slot.result);
     if let AwaitStart::Ready { cancelled, free } = start {
         if free {
             sched::free(slot, index);
@@ -316,6 +317,7 @@ fn register_awaiter(token: Token, arg: *mut c_void) {
     let Some(child) = table::slot(index) else {
         return;
     };
+    crate::sanitize::release(&child.awaiter);
     match child.awaiter.compare_exchange(
         awaiter::mark(gen, awaiter::EMPTY),
         token.0,
@@ -324,6 +326,7 @@ fn register_awaiter(token: Token, arg: *mut c_void) {
     ) {
         Ok(_) => {}
         Err(v) if v == awaiter::mark(gen, awaiter::DONE) => {
+            crate::sanitize::acquire(&child.awaiter);
             let _ = resume(token);
         }
         // The child is gone: only our own cancellation can have released
@@ -344,6 +347,8 @@ fn await_blocking(slot: &'static Slot, index: usize, gen: u32) -> Result<*mut c_
                 break;
             }
             std::thread::park();
+            // wake_awaiter released `awaiter` before it unparked us.
+            crate::sanitize::acquire(&slot.awaiter);
         }
     }
     finish_await(slot, index, gen)
@@ -351,6 +356,7 @@ fn await_blocking(slot: &'static Slot, index: usize, gen: u32) -> Result<*mut c_
 
 fn finish_await(slot: &'static Slot, index: usize, gen: u32) -> Result<*mut c_void> {
     let value = slot.result.load(Acquire);
+    crate::sanitize::acquire(&slot.result);
     let (cancelled, free) = slot.state.await_finish(gen).map_err(|_| Error::Stale)?;
     if free {
         sched::free(slot, index);

@@ -19,6 +19,7 @@ pub mod frame;
 mod loom;
 #[cfg(not(loom))]
 pub mod poll;
+pub(crate) mod sanitize;
 #[cfg(not(loom))]
 pub mod sched;
 #[cfg(not(loom))]

@@ -16,6 +16,7 @@ use corosensei::{Coroutine, CoroutineResult, Yielder};
 
 use crate::frame::slot::{Entry, Slot};
 use crate::frame::Token;
+use crate::sanitize::Fiber;
 use crate::stack::Stack;
 
 /// Called on the worker once the coroutine has switched out, with the
@@ -61,6 +62,8 @@ type CoYielder = Yielder<Resumed, Switch>;
 /// A coroutine on its stack.
 pub struct Context {
     co: Co,
+    /// The coroutine as ThreadSanitizer knows it; zero-sized without `tsan`.
+    fiber: Fiber,
 }
 
 /// What runs on this thread: the frame whose body is on the CPU (if any),
@@ -173,7 +176,10 @@ impl Context {
             // the frame's own copy of its environment.
             unsafe { entry(env) }
         });
-        Context { co }
+        Context {
+            co,
+            fiber: Fiber::new(),
+        }
     }
 
     /// Runs the coroutine of `slot` until it switches out or returns.
@@ -181,7 +187,7 @@ impl Context {
     pub fn resume(&mut self, ctx: &ThreadCtx, slot: &'static Slot, how: Resumed) -> Step {
         ctx.slot.set(slot);
         ctx.yielder.set(slot.yielder().cast());
-        let r = self.co.resume(how);
+        let r = self.fiber.run(|| self.co.resume(how));
         ctx.slot.set(ptr::null());
         match r {
             CoroutineResult::Yield(why) => Step::Switched(why),
@@ -195,7 +201,8 @@ impl Context {
     }
 
     /// Gives the stack back, abandoning a body that did not finish. Its
-    /// frames are not unwound: the frame's defers were its cleanup.
+    /// frames are not unwound: the frame's defers were its cleanup. The
+    /// TSan fiber goes back with it (`sanitize` rule 4).
     pub fn into_stack(mut self) -> Stack {
         if !self.co.done() {
             // SAFETY: the body is switched out and will never run again;

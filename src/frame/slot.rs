@@ -168,6 +168,7 @@ impl Slot {
         unsafe { *self.awaiting_thread.get() = Some(std::thread::current()) };
         let empty = awaiter::mark(gen, awaiter::EMPTY);
         let thread = awaiter::mark(gen, awaiter::THREAD);
+        crate::sanitize::release(&self.awaiter);
         if self
             .awaiter
             .compare_exchange(empty, thread, AcqRel, Acquire)
@@ -175,6 +176,7 @@ impl Slot {
         {
             return true;
         }
+        crate::sanitize::acquire(&self.awaiter);
         // SAFETY: THREAD was never published, so no completer reads it.
         unsafe { *self.awaiting_thread.get() = None };
         false

@@ -24,6 +24,8 @@
 use core::fmt;
 
 use crate::loom::{AtomicU64, Ordering::*};
+// Announces each edge of the word to ThreadSanitizer (`tsan` builds only).
+use crate::sanitize;
 
 /// The async reference (the promise) has not been consumed.
 pub const ASYNC_REF: u64 = 1 << 0;
@@ -183,7 +185,9 @@ impl State {
     }
 
     pub fn load(&self) -> Snapshot {
-        Snapshot(self.word.load(Acquire))
+        let s = Snapshot(self.word.load(Acquire));
+        sanitize::acquire(&self.word);
+        s
     }
 
     /// Runs `f` on the current snapshot until its answer is stored.
@@ -194,8 +198,10 @@ impl State {
     ) -> Result<T, Stale> {
         let mut cur = self.word.load(Acquire);
         loop {
+            sanitize::acquire(&self.word);
             let (next, out) = f(Snapshot(cur))?;
             let Some(next) = next else { return Ok(out) };
+            sanitize::release(&self.word);
             match self
                 .word
                 .compare_exchange_weak(cur, next.0, AcqRel, Acquire)
@@ -216,6 +222,7 @@ impl State {
         if cancel_returns {
             flags |= CANCEL_RETURNS;
         }
+        sanitize::release(&self.word);
         self.word.store((cur.0 & !FLAGS) | flags, Release);
         cur.gen()
     }
@@ -225,8 +232,10 @@ impl State {
     /// runtime's shutdown right, see `force_free`).
     pub fn release(&self) {
         let cur = Snapshot(self.word.load(Acquire));
+        sanitize::acquire(&self.word);
         let gen = (cur.gen().wrapping_add(1) as u64) & GEN_MASK;
         let seq = cur.seq().wrapping_add(1) as u64;
+        sanitize::release(&self.word);
         self.word
             .store((seq << SEQ_SHIFT) | (gen << GEN_SHIFT), Release);
     }

@@ -7,11 +7,11 @@
 //! hot spawn/await loop stays on one cache-warm slot.
 
 use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering::*};
-use std::sync::Mutex;
 
 use super::handle::MAX_SLOTS;
 use super::slot::Slot;
 use crate::error::{Error, Result};
+use crate::sanitize::Mutex;
 
 const CHUNK_BITS: usize = 12;
 const CHUNK: usize = 1 << CHUNK_BITS;

@@ -25,7 +25,7 @@ mod timer;
 
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, Ordering::*};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -38,6 +38,7 @@ use timer::Timers;
 
 use crate::error::{Error, Result};
 use crate::frame::Token;
+use crate::sanitize::{Mutex, MutexGuard};
 
 /// `coro_wait_fd` event bits.
 pub const READABLE: u32 = 1;
@@ -101,7 +102,7 @@ impl Poller {
         Ok(poller)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 

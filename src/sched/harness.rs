@@ -117,6 +117,7 @@ pub(crate) fn finalize(slot: &'static Slot, index: usize, outcome: Outcome) {
         Outcome::Returned(v) if !cancelled => v,
         _ => core::ptr::null_mut(),
     };
+    crate::sanitize::release(&slot.result);
     slot.result
         .store(value, core::sync::atomic::Ordering::Release);
     match slot.state.complete() {
@@ -136,10 +137,12 @@ pub(crate) fn finalize(slot: &'static Slot, index: usize, outcome: Outcome) {
 /// owns `EXEC`.
 pub(crate) fn wake_awaiter(slot: &'static Slot) {
     let gen = slot.state.load().gen();
+    crate::sanitize::release(&slot.awaiter);
     let old = slot.awaiter.swap(
         awaiter::mark(gen, awaiter::DONE),
         core::sync::atomic::Ordering::AcqRel,
     );
+    crate::sanitize::acquire(&slot.awaiter);
     if old == awaiter::mark(gen, awaiter::THREAD) {
         // SAFETY: we own EXEC and swapped THREAD out.
         if let Some(t) = unsafe { slot.take_thread_awaiter() } {

@@ -18,7 +18,7 @@ pub(crate) use harness::{finalize, free, schedule_owned, Outcome};
 pub(crate) use worker::{current_runtime, local, on_worker, Local};
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::*};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -26,6 +26,7 @@ use crate::error::{Error, Result};
 use crate::frame::state::Consume;
 use crate::frame::table;
 use crate::poll::Poller;
+use crate::sanitize::{Condvar, Mutex};
 use crate::stack::StackPool;
 
 /// Most workers one runtime may have.

@@ -4,7 +4,7 @@
 use core::fmt;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
 use super::arena::Arena;
 use super::stack::Stack;
@@ -12,6 +12,7 @@ use super::{
     sys, ARENA_MAX_BYTES, DEFAULT_STACK_SIZE, FIRST_ARENA_SLOTS, HOT_STACKS, MIN_STACK_SIZE,
 };
 use crate::error::{Error, Result};
+use crate::sanitize::{Mutex, MutexGuard};
 
 /// Hands out guarded stacks of one size; one per runtime. `Send + Sync`.
 ///
