@@ -371,7 +371,7 @@ fn finish_await(slot: &'static Slot, index: usize, gen: u32) -> Result<*mut c_vo
 /// `coro_wait_fd`: waits until `fd` is ready for `events` or `deadline`
 /// (monotonic ns, -1: none) passes. Blocks a thread outside a coroutine.
 pub fn wait_fd(fd: i32, events: u32, deadline: i64) -> Result<()> {
-    if fd < 0 || events == 0 || events & !(poll::READABLE | poll::WRITABLE) != 0 {
+    if fd < 0 || deadline < -1 || events == 0 || events & !(poll::READABLE | poll::WRITABLE) != 0 {
         return Err(Error::Invalid);
     }
     let Some(me) = context::running() else {
@@ -390,6 +390,9 @@ pub fn wait_fd(fd: i32, events: u32, deadline: i64) -> Result<()> {
 
 /// `coro_sleep_until`: 0 once `deadline` has passed.
 pub fn sleep_until(deadline: i64) -> Result<()> {
+    if deadline < -1 {
+        return Err(Error::Invalid);
+    }
     let Some(me) = context::running() else {
         if sched::on_worker() || deadline < 0 {
             return Err(if deadline < 0 {
@@ -411,11 +414,23 @@ pub fn sleep_until(deadline: i64) -> Result<()> {
     }
 }
 
+/// The poller of the running coroutine's runtime.
+///
+/// Nothing with a destructor may live on a coroutine's stack across a
+/// suspension: a body cancelled in the default mode is abandoned, not
+/// unwound (rule 4), so an `Arc` held there would never be dropped. Hence
+/// a borrow from the body, taken afresh after each switch.
+fn poller_of(slot: &'static Slot) -> Result<&'static poll::Poller> {
+    // SAFETY: the running body owns EXEC; the runtime (and its poller)
+    // outlives its frames, so the borrow is good while the frame lives.
+    let rt = unsafe { slot.body() }.rt.as_deref().ok_or(Error::State)?;
+    // SAFETY: as above; the reference is not kept across a switch.
+    Ok(unsafe { &*(&*rt.poller as *const poll::Poller) })
+}
+
 fn poll_wait(me: Running, fd: i32, events: u32, deadline: i64) -> Result<()> {
     let slot = me.slot;
-    // SAFETY: the running body owns EXEC.
-    let rt = unsafe { slot.body() }.rt.clone().ok_or(Error::State)?;
-    let Some(key) = rt.poller.begin(fd, events, deadline)? else {
+    let Some(key) = poller_of(slot)?.begin(fd, events, deadline)? else {
         return Ok(());
     };
     // SAFETY: as above.
@@ -427,7 +442,7 @@ fn poll_wait(me: Running, fd: i32, events: u32, deadline: i64) -> Result<()> {
     });
     // SAFETY: resumed, so we own EXEC again.
     unsafe { slot.body() }.wait = Wait::None;
-    let outcome = rt.poller.end(key);
+    let outcome = poller_of(slot)?.end(key);
     match (r, outcome) {
         (Resumed::Ok, poll::Outcome::TimedOut) => Err(Error::TimedOut),
         (Resumed::Ok, _) => Ok(()),

@@ -275,8 +275,16 @@ impl Poller {
     /// Ends the wait `key` and says how it ended. Called by the waiter
     /// once resumed, or by its cancellation.
     pub fn end(&self, key: u64) -> Outcome {
-        let Some(w) = self.lock().slab.release(key) else {
-            return Outcome::Pending;
+        let w = {
+            let mut inner = self.lock();
+            let Some(w) = inner.slab.release(key) else {
+                return Outcome::Pending;
+            };
+            let Inner { slab, timers, .. } = &mut *inner;
+            if timers.len() > 1024 && timers.len() > 2 * slab.live() {
+                timers.retain(|k| slab.get(k).is_some());
+            }
+            w
         };
         if w.fd >= 0 {
             // Deregistering a descriptor the program already closed fails

@@ -1,7 +1,9 @@
 //! Deadlines: a binary heap of `(deadline, wait key)`, O(log n) to add and
 //! to pop. A wait that ends early leaves its entry behind; the poller drops
 //! it when it comes due, because the key's generation no longer matches
-//! (lazy deletion keeps cancellation O(1)).
+//! (lazy deletion keeps cancellation O(1)), or sooner, in one sweep, when
+//! such entries outnumber the live ones (so memory follows the live waits,
+//! not the wait rate times the deadline).
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -27,6 +29,12 @@ impl Timers {
             Some(Reverse((d, _))) if *d <= now => self.heap.pop().map(|Reverse((_, k))| k),
             _ => None,
         }
+    }
+
+    /// Drops the entries `live` rejects (waits that ended early). O(n):
+    /// the poller calls it only when stale entries outnumber live ones.
+    pub fn retain(&mut self, mut live: impl FnMut(u64) -> bool) {
+        self.heap.retain(|Reverse((_, k))| live(*k));
     }
 
     pub fn len(&self) -> usize {

@@ -15,12 +15,13 @@ use crate::stack::{AltStack, Stack};
 /// local queue is not empty, so remote wake-ups are not starved.
 const INBOX_INTERVAL: u32 = 61;
 
-/// How long an idle worker watches its inbox before sleeping on it. A
-/// wake-up from another thread that lands meanwhile costs no futex call
-/// and no context switch (tokio's workers search for work the same way).
-/// The worker yields its CPU between looks, so on a busy machine the
-/// threads that would give it work still run.
-const SPIN_NS: i64 = 1_000_000;
+/// How many times an idle worker looks at its inbox, giving its CPU away
+/// between looks, before it sleeps on it. A hand-off from another thread
+/// that lands meanwhile costs no futex call and no context switch; on a
+/// busy machine the threads that would give it work run in its place.
+/// (A pause-loop spin was faster on an idle machine but burnt the other
+/// threads' CPU: see docs/bench/RESULTS.md.)
+const SPIN_LOOKS: u32 = 64;
 
 /// Idle stacks a worker keeps for its next spawns, besides the pool's.
 const STACK_CACHE: usize = 16;
@@ -107,15 +108,8 @@ pub(super) fn push_local(rt: &Runtime, worker: usize, index: usize) -> bool {
 }
 
 fn spin_until_pending(pending: &AtomicBool) {
-    let until = crate::poll::now() + SPIN_NS;
-    loop {
-        for _ in 0..256 {
-            if pending.load(Relaxed) {
-                return;
-            }
-            core::hint::spin_loop();
-        }
-        if crate::poll::now() > until {
+    for _ in 0..SPIN_LOOKS {
+        if pending.load(Relaxed) {
             return;
         }
         std::thread::yield_now();
