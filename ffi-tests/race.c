@@ -77,20 +77,8 @@ static void hand_token_to_poller(coro_token t, void *arg)
     atomic_fetch_add(&suspended, 1);
 }
 
-/*
- * Under ThreadSanitizer the body is left uninstrumented: the library has no
- * TSan fiber annotations, so a cancelled body (which never returns) would
- * leave its function-entry record on the worker's shadow stack, and after
- * ~65,000 cancellations TSan's own stack depot overflows. Everything the
- * threads A, B and main do, and the callbacks, stay instrumented.
- */
-#if defined(__SANITIZE_THREAD__)
-#define CORO_BODY_ATTR __attribute__((no_sanitize_thread))
-#else
-#define CORO_BODY_ATTR
-#endif
 
-CORO_BODY_ATTR static void *body(void *envp)
+static void *body(void *envp)
 {
     struct env *e = envp;
     struct slot *s = &slots[e->i];
