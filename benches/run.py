@@ -583,7 +583,8 @@ def write_md(R, m, rows, targets, path):
     L.append(f"Written by `make bench{' FULL=1' if R['mode'] == 'full' else ''}` "
              f"({R['mode']} mode, {R['elapsed_s']:.0f} s) on {R['date']}. "
              "Raw numbers: [results.json](results.json); plot: [results.svg](results.svg); "
-             "where coframe's instructions go: [profiles/](profiles/).\n")
+             "where coframe's instructions go: [profiles/](profiles/); "
+             "what was optimised, with figures before and after: [HISTORY.md](HISTORY.md).\n")
     L.append("![instructions and time per operation](results.svg)\n")
     L.append("## Machine and versions\n")
     L.append("| | |\n|---|---|")
