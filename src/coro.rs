@@ -335,9 +335,16 @@ fn register_awaiter(token: Token, arg: *mut c_void) {
     }
 }
 
+/// How often a blocked `coro_await` looks before it sleeps.
+const AWAIT_LOOKS: u32 = 64;
+
 fn await_blocking(slot: &'static Slot, index: usize, gen: u32) -> Result<*mut c_void> {
     // SAFETY: await_start gave us the AWAITING claim.
     if unsafe { slot.publish_thread_awaiter(gen) } {
+        // A short coroutine often finishes within microseconds: look a few
+        // times, giving the CPU away, before paying for a futex sleep and
+        // wake (as the idle workers do).
+        let mut looks = 0;
         loop {
             let s = slot.state.load();
             if s.gen() != gen {
@@ -345,6 +352,11 @@ fn await_blocking(slot: &'static Slot, index: usize, gen: u32) -> Result<*mut c_
             }
             if s.has(DONE) {
                 break;
+            }
+            if looks < AWAIT_LOOKS {
+                looks += 1;
+                std::thread::yield_now();
+                continue;
             }
             std::thread::park();
             // wake_awaiter released `awaiter` before it unparked us.
