@@ -83,7 +83,9 @@ impl Frame {
     fn free(&self) {
         self.touch(|b| b.freed += 1);
         // Re-open the cell: the slot is reused, not unmapped.
+        // SAFETY: the freeing thread is the frame's last owner; loom checks it.
         self.body.with_mut(|b| unsafe { (*b).freed = 0 });
+        // SAFETY: as above.
         self.body.with_mut(|b| unsafe { (*b).defers += 1000 });
         self.state.release();
     }
@@ -100,6 +102,7 @@ impl Frame {
     /// After every thread joined: the frame was freed exactly once and its
     /// defers ran once (the 1000 marks the free).
     fn check_freed_once(&self) -> Body {
+        // SAFETY: every thread joined; Body is plain counters (no Drop).
         let b = self.body.with(|b| unsafe { std::ptr::read(b) });
         assert_eq!(b.defers, 1001, "defers once, then freed once");
         assert_eq!(b.env_drops, 1);
