@@ -238,7 +238,8 @@ int coro_cancel_suspend(struct coro_token token);
  * # Safety
  * `result` is NULL or writable.
  *
- * Errors: `CORO_EINVAL`, `CORO_ESTALE` (already consumed),
+ * Errors: `CORO_EINVAL` (zeroed handle; a coroutine awaiting itself or
+ * a coroutine of another runtime), `CORO_ESTALE` (already consumed),
  * `CORO_ECANCELED` (the coroutine, or the awaiting one, was cancelled).
  */
 int coro_await(struct coro_promise p, void **result);

@@ -239,6 +239,10 @@ pub fn await_promise(p: Promise) -> Result<*mut c_void> {
     let slot = lookup(index)?;
     let me = context::running();
     if let Some(me) = &me {
+        if core::ptr::eq(me.slot, slot) {
+            // Awaiting itself would wait forever.
+            return Err(Error::Invalid);
+        }
         // SAFETY: the running body owns EXEC.
         let my_rt = unsafe { me.slot.body() }.rt.as_ref().map_or(0, |r| r.id());
         if slot.owner.load(Acquire) != my_rt {

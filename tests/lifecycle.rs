@@ -174,3 +174,23 @@ fn misuse_outside_a_coroutine() {
     assert_eq!(coro_self_id(), 0);
     let _ = AtomicU64::new(0);
 }
+
+unsafe extern "C" fn await_self(_env: *mut c_void) -> *mut c_void {
+    let me = coro_promise { id: coro_self_id() };
+    let rc = unsafe { coro_await(me, ptr::null_mut()) };
+    rc as isize as *mut c_void
+}
+
+#[test]
+fn awaiting_itself_is_refused() {
+    let rt = runtime(1);
+    let mut p = coro_promise { id: 0 };
+    assert_eq!(
+        unsafe { coro_spawn(rt, Some(await_self), ptr::null(), 0, None, 0, &mut p) },
+        CORO_OK
+    );
+    let mut r = ptr::null_mut();
+    assert_eq!(unsafe { coro_await(p, &mut r) }, CORO_OK);
+    assert_eq!(r as isize, CORO_EINVAL as isize);
+    assert_eq!(unsafe { coro_runtime_shutdown(rt) }, CORO_OK);
+}

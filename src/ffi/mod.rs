@@ -286,7 +286,8 @@ pub extern "C" fn coro_cancel_suspend(token: coro_token) -> c_int {
 /// # Safety
 /// `result` is NULL or writable.
 ///
-/// Errors: `CORO_EINVAL`, `CORO_ESTALE` (already consumed),
+/// Errors: `CORO_EINVAL` (zeroed handle; a coroutine awaiting itself or
+/// a coroutine of another runtime), `CORO_ESTALE` (already consumed),
 /// `CORO_ECANCELED` (the coroutine, or the awaiting one, was cancelled).
 #[no_mangle]
 pub unsafe extern "C" fn coro_await(p: coro_promise, result: *mut *mut c_void) -> c_int {
