@@ -123,9 +123,10 @@ bench: build
 	$(MAKE) -C benches all
 	python3 benches/run.py $(if $(filter-out 0,$(FULL)),--full)
 
-## clean: cargo clean (target/, including target/loom), and the sub-directories' clean
+## clean: cargo clean (target/, including target/loom and target/tsan), the bench crate's target, and the sub-directories' clean
 clean:
 	$(CARGO) clean
+	rm -rf benches/compare/target
 	@for d in ffi-tests c-examples; do \
 	    if [ -f $$d/Makefile ]; then $(MAKE) -C $$d clean || true; fi; \
 	done
