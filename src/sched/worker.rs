@@ -1,7 +1,7 @@
 //! One worker thread: run the local queue, refill it from the inbox,
 //! spin a little, then sleep when both stay empty.
 
-use core::cell::RefCell;
+use core::cell::{RefCell, UnsafeCell};
 use core::ptr;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering::*};
@@ -31,7 +31,9 @@ pub(crate) struct Local {
     rt: *const Runtime,
     index: usize,
     pub(super) ctx: &'static ThreadCtx,
-    queue: RefCell<VecDeque<u32>>,
+    /// Frames this worker owns the `EXEC` of, in run order. Only this
+    /// thread touches it, and never while holding a reference into it.
+    queue: UnsafeCell<VecDeque<u32>>,
     /// Free frame slots and idle stacks, so that a spawn and a free on this
     /// worker take no lock (the table and the pool refill and drain them).
     pub(crate) slots: RefCell<Vec<u32>>,
@@ -41,7 +43,23 @@ pub(crate) struct Local {
 impl Local {
     /// Queues a frame this worker owns the `EXEC` of.
     pub(super) fn push(&self, index: usize) {
-        self.queue.borrow_mut().push_back(index as u32);
+        // SAFETY: see `queue`: no other reference into it is alive.
+        unsafe { &mut *self.queue.get() }.push_back(index as u32);
+    }
+
+    fn pop(&self) -> Option<u32> {
+        // SAFETY: as in `push`.
+        unsafe { &mut *self.queue.get() }.pop_front()
+    }
+
+    fn is_idle(&self) -> bool {
+        // SAFETY: as in `push`.
+        unsafe { &*self.queue.get() }.is_empty()
+    }
+
+    fn take_inbox(&self, frames: &mut Vec<u32>) {
+        // SAFETY: as in `push`.
+        unsafe { &mut *self.queue.get() }.extend(frames.drain(..));
     }
 
     /// Whether this worker belongs to `rt`.
@@ -125,33 +143,33 @@ pub(super) fn run(rt: Arc<Runtime>, index: usize) {
         rt: Arc::as_ptr(&rt),
         index,
         ctx,
-        queue: RefCell::new(VecDeque::new()),
+        queue: UnsafeCell::new(VecDeque::new()),
         slots: RefCell::new(Vec::new()),
         stacks: RefCell::new(Vec::new()),
     };
     ctx.set_worker((&me as *const Local).cast());
     let inbox = &rt.inboxes[index];
-    let mut ticks = 0u32;
+    let mut until_inbox = INBOX_INTERVAL;
     loop {
-        ticks = ticks.wrapping_add(1);
-        if ticks % INBOX_INTERVAL != 0 {
-            let next = me.queue.borrow_mut().pop_front();
-            if let Some(frame) = next {
+        until_inbox -= 1;
+        if until_inbox != 0 {
+            if let Some(frame) = me.pop() {
                 harness::run(&me, frame as usize);
                 continue;
             }
         }
-        if me.queue.borrow().is_empty() {
+        until_inbox = INBOX_INTERVAL;
+        if me.is_idle() {
             spin_until_pending(&inbox.pending);
         }
         let mut q = inbox.queue.lock().unwrap_or_else(|e| e.into_inner());
         loop {
             if !q.frames.is_empty() {
-                me.queue.borrow_mut().extend(q.frames.drain(..));
+                me.take_inbox(&mut q.frames);
                 inbox.pending.store(false, Relaxed);
                 break;
             }
-            if !me.queue.borrow().is_empty() {
+            if !me.is_idle() {
                 break;
             }
             if q.closed {
