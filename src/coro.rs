@@ -98,7 +98,7 @@ fn init_frame(
     *unsafe { slot.context() } =
         Some(unsafe { context::Context::new(stack, slot, entry, env_ptr.cast()) });
     let worker = rt.pick_worker();
-    body.rt = Some(rt.clone());
+    body.rt = Arc::as_ptr(rt);
     body.worker = worker;
     body.env = env_ptr.cast();
     body.env_drop = drop;
@@ -109,7 +109,14 @@ fn init_frame(
     slot.owner.store(rt.id(), Relaxed);
     let published = slot.state.init(flags & SPAWN_CANCEL_RETURNS != 0);
     debug_assert_eq!(published, gen);
-    if rt.schedule(worker, index).is_err() {
+    let queued = match local {
+        Some(l) if l.is(rt, worker) => {
+            l.push(index);
+            Ok(())
+        }
+        _ => rt.schedule(worker, index),
+    };
+    if queued.is_err() {
         // Shutdown stopped the workers in between: the caller keeps its
         // environment (no env_drop) and gets no promise.
         body.env_drop = None;
@@ -185,6 +192,22 @@ pub fn resume(token: Token) -> Result<()> {
     consume(token, false)
 }
 
+/// `coro_resume` by library code that knows which worker it runs on.
+pub(crate) fn resume_from(token: Token, local: Option<&sched::Local>) -> Result<()> {
+    let (index, seq) = token.split()?;
+    let slot = lookup(index)?;
+    let outcome = slot
+        .state
+        .consume_token(seq, false)
+        .map_err(|_| Error::Stale)?;
+    match outcome {
+        Consume::Schedule => sched::schedule_owned_from(slot, index, local),
+        Consume::Free => sched::free_with(slot, index, local),
+        other => act(slot, index, other),
+    }
+    Ok(())
+}
+
 /// `coro_cancel_suspend`.
 pub fn cancel_suspend(token: Token) -> Result<()> {
     consume(token, true)
@@ -244,7 +267,7 @@ pub fn await_promise(p: Promise) -> Result<*mut c_void> {
             return Err(Error::Invalid);
         }
         // SAFETY: the running body owns EXEC.
-        let my_rt = unsafe { me.slot.body() }.rt.as_ref().map_or(0, |r| r.id());
+        let my_rt = unsafe { me.slot.body() }.runtime().map_or(0, |r| r.id());
         if slot.owner.load(Acquire) != my_rt {
             return Err(if slot.state.load().gen() != gen {
                 Error::Stale
@@ -439,9 +462,8 @@ pub fn sleep_until(deadline: i64) -> Result<()> {
 fn poller_of(slot: &'static Slot) -> Result<&'static poll::Poller> {
     // SAFETY: the running body owns EXEC; the runtime (and its poller)
     // outlives its frames, so the borrow is good while the frame lives.
-    let rt = unsafe { slot.body() }.rt.as_deref().ok_or(Error::State)?;
-    // SAFETY: as above; the reference is not kept across a switch.
-    Ok(unsafe { &*(&*rt.poller as *const poll::Poller) })
+    let rt = unsafe { slot.body() }.runtime().ok_or(Error::State)?;
+    Ok(&rt.poller)
 }
 
 fn poll_wait(me: Running, fd: i32, events: u32, deadline: i64) -> Result<()> {

@@ -8,7 +8,6 @@ use core::cell::{Cell, UnsafeCell};
 use core::ffi::{c_char, c_void};
 use core::ptr;
 use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering::*};
-use std::sync::Arc;
 use std::thread::Thread;
 
 use super::handle::Promise;
@@ -55,7 +54,10 @@ pub enum Wait {
 
 /// What only the `EXEC` owner reads or writes.
 pub struct Body {
-    pub rt: Option<Arc<Runtime>>,
+    /// The frame's runtime; null while the slot is free. Not counted: a
+    /// runtime outlives its frames, because shutdown frees every one of
+    /// them before it returns and before the runtime can be dropped.
+    pub rt: *const Runtime,
     pub worker: usize,
     pub env: *mut c_void,
     /// The frame's copy of the spawn environment (16-byte aligned).
@@ -70,9 +72,16 @@ pub struct Body {
 }
 
 impl Body {
+    /// The frame's runtime (see `rt`).
+    pub fn runtime(&self) -> Option<&'static Runtime> {
+        // SAFETY: non-null only while the frame lives, and a runtime
+        // outlives its frames (see `rt`).
+        unsafe { self.rt.as_ref() }
+    }
+
     const fn new() -> Body {
         Body {
-            rt: None,
+            rt: ptr::null(),
             worker: 0,
             env: ptr::null_mut(),
             env_heap: Vec::new(),

@@ -26,18 +26,18 @@ pub(super) fn run(local: &Local, index: usize) {
         // Default mode never returns to the body (rule 4); cancel-returns
         // mode does, unless the body never started (rule 5).
         if !snap.has(CANCEL_RETURNS) || !ctx.started() {
-            return finalize(slot, index, Outcome::Cancelled);
+            return finish(slot, index, Outcome::Cancelled, Some(local));
         }
         Resumed::Cancelled
     } else {
         Resumed::Ok
     };
     match ctx.resume(local.ctx, slot, how) {
-        Step::Returned(value) => finalize(slot, index, Outcome::Returned(value)),
+        Step::Returned(value) => finish(slot, index, Outcome::Returned(value), Some(local)),
         Step::Switched(Switch::Yield) => {
             let snap = slot.state.load();
             if snap.has(CANCELLED) && !snap.has(CANCEL_RETURNS) {
-                finalize(slot, index, Outcome::Cancelled);
+                finish(slot, index, Outcome::Cancelled, Some(local));
             } else {
                 // Pinned here: straight back on this worker's queue.
                 local.push(index);
@@ -58,7 +58,7 @@ pub(super) fn run(local: &Local, index: usize) {
                     OnSuspend::Lib(f) => f(token, arg),
                 }
             }
-            Park::Finalize => finalize(slot, index, Outcome::Cancelled),
+            Park::Finalize => finish(slot, index, Outcome::Cancelled, Some(local)),
             Park::Requeue => local.push(index),
         },
     }
@@ -66,15 +66,18 @@ pub(super) fn run(local: &Local, index: usize) {
 
 /// Queues a frame whose `EXEC` the caller owns on its pinned worker.
 pub(crate) fn schedule_owned(slot: &'static Slot, index: usize) {
+    schedule_owned_from(slot, index, super::worker::local());
+}
+
+/// `schedule_owned` for a caller that knows which worker it is (`local`).
+pub(crate) fn schedule_owned_from(slot: &'static Slot, index: usize, local: Option<&Local>) {
     // SAFETY: we own EXEC.
     let body = unsafe { slot.body() };
-    let rt = body.rt.as_ref().expect("live frame has a runtime");
-    if super::worker::push_local(rt, body.worker, index) {
+    let rt = body.runtime().expect("live frame has a runtime");
+    if let Some(l) = local.filter(|l| l.is(rt, body.worker)) {
+        l.push(index);
         return;
     }
-    // Once queued the frame may run and be freed at once; this Arc keeps
-    // the runtime alive until the push (and its notify) is done.
-    let rt = rt.clone();
     if rt.push_remote(body.worker, index).is_err() {
         // The workers are gone (shutdown): nothing will run it again.
         finalize(slot, index, Outcome::Cancelled);
@@ -89,6 +92,13 @@ pub(crate) fn finalize(slot: &'static Slot, index: usize, outcome: Outcome) {
     // the canceller is one) as theirs.
     let ctx = context::thread_ctx();
     let outer = ctx.hide();
+    finish(slot, index, outcome, super::worker::local_of(ctx));
+    ctx.restore(outer);
+}
+
+/// `finalize` on a thread that runs no coroutine body right now; `local`
+/// is the worker the thread is, if it is one.
+fn finish(slot: &'static Slot, index: usize, outcome: Outcome, local: Option<&Local>) {
     // SAFETY: we own EXEC.
     let body = unsafe { slot.body() };
     let cancelled = matches!(outcome, Outcome::Cancelled) || slot.state.load().has(CANCELLED);
@@ -97,7 +107,7 @@ pub(crate) fn finalize(slot: &'static Slot, index: usize, outcome: Outcome) {
         // Cancellation flows down (rule 7): the child's promise is ours.
         Wait::Await(child) if cancelled => crate::coro::cancel_awaited(child),
         Wait::Poll(key) => {
-            if let Some(rt) = body.rt.as_ref() {
+            if let Some(rt) = body.runtime() {
                 let _ = rt.poller.end(key);
             }
         }
@@ -122,20 +132,19 @@ pub(crate) fn finalize(slot: &'static Slot, index: usize, outcome: Outcome) {
         .store(value, core::sync::atomic::Ordering::Release);
     match slot.state.complete() {
         Complete::Kept => {}
-        Complete::Free => free(slot, index),
+        Complete::Free => free_with(slot, index, local),
         Complete::WakeAwaiter => {
-            wake_awaiter(slot);
+            wake_awaiter(slot, local);
             if slot.state.release_exec() {
-                free(slot, index);
+                free_with(slot, index, local);
             }
         }
     }
-    ctx.restore(outer);
 }
 
 /// Hands `DONE` to whoever awaits the frame (rule 8). The caller still
 /// owns `EXEC`.
-pub(crate) fn wake_awaiter(slot: &'static Slot) {
+pub(crate) fn wake_awaiter(slot: &'static Slot, local: Option<&Local>) {
     let gen = slot.state.load().gen();
     crate::sanitize::release(&slot.awaiter);
     let old = slot.awaiter.swap(
@@ -150,20 +159,25 @@ pub(crate) fn wake_awaiter(slot: &'static Slot) {
         }
     } else if Token(old).split().is_ok() {
         // A stale token (the awaiter was cancelled) is answered ESTALE.
-        let _ = crate::coro::resume(Token(old));
+        let _ = crate::coro::resume_from(Token(old), local);
     }
 }
 
 /// Releases a finished frame: its stack goes back to the pool and every
 /// handle to it turns stale. The caller's transition said `Free`.
 pub(crate) fn free(slot: &'static Slot, index: usize) {
+    free_with(slot, index, super::worker::local());
+}
+
+/// `free` for a caller that knows which worker it is (`local`).
+pub(crate) fn free_with(slot: &'static Slot, index: usize, local: Option<&Local>) {
     // SAFETY: nothing holds the frame any more; we are its last owner.
     let body = unsafe { slot.body() };
     // SAFETY: as above.
     let ctx = unsafe { slot.context() }.take();
-    let rt = body.rt.take();
-    let local = super::worker::local();
-    if let (Some(ctx), Some(rt)) = (ctx, rt.as_ref()) {
+    let rt = body.runtime();
+    body.rt = core::ptr::null();
+    if let (Some(ctx), Some(rt)) = (ctx, rt) {
         match local {
             Some(l) if l.serves(rt) => l.give_stack(ctx.into_stack()),
             _ => rt.stacks.put(ctx.into_stack()),
@@ -184,5 +198,4 @@ pub(crate) fn free(slot: &'static Slot, index: usize) {
         Some(l) => table::free(index, Some(&mut l.slots.borrow_mut())),
         None => table::free(index, None),
     }
-    drop(rt);
 }

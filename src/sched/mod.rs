@@ -14,7 +14,7 @@
 mod harness;
 mod worker;
 
-pub(crate) use harness::{finalize, free, schedule_owned, Outcome};
+pub(crate) use harness::{finalize, free, free_with, schedule_owned, schedule_owned_from, Outcome};
 pub(crate) use worker::{current_runtime, local, on_worker, Local};
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::*};
@@ -145,6 +145,11 @@ impl Runtime {
     }
 
     /// Queues frame `index` on `worker`'s inbox, from another thread.
+    ///
+    /// Once queued, the frame may run and be freed at once, and then
+    /// shutdown may finish and drop the runtime: so everything here,
+    /// the notify included, happens under the inbox lock, which
+    /// `stop_workers` takes before the runtime can go.
     pub(crate) fn push_remote(&self, worker: usize, index: usize) -> Result<()> {
         let inbox = &self.inboxes[worker];
         let mut q = inbox.queue.lock().unwrap_or_else(|e| e.into_inner());
@@ -153,11 +158,10 @@ impl Runtime {
         }
         q.frames.push(index as u32);
         inbox.pending.store(true, Relaxed);
-        let sleeping = q.sleeping;
-        drop(q);
-        if sleeping {
+        if q.sleeping {
             inbox.wake.notify_one();
         }
+        drop(q);
         Ok(())
     }
 

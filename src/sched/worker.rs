@@ -42,7 +42,7 @@ pub(crate) struct Local {
 
 impl Local {
     /// Queues a frame this worker owns the `EXEC` of.
-    pub(super) fn push(&self, index: usize) {
+    pub(crate) fn push(&self, index: usize) {
         // SAFETY: see `queue`: no other reference into it is alive.
         unsafe { &mut *self.queue.get() }.push_back(index as u32);
     }
@@ -60,6 +60,11 @@ impl Local {
     fn take_inbox(&self, frames: &mut Vec<u32>) {
         // SAFETY: as in `push`.
         unsafe { &mut *self.queue.get() }.extend(frames.drain(..));
+    }
+
+    /// Whether this is worker `worker` of `rt`.
+    pub(crate) fn is(&self, rt: &Runtime, worker: usize) -> bool {
+        ptr::eq(self.rt, rt) && self.index == worker
     }
 
     /// Whether this worker belongs to `rt`.
@@ -96,7 +101,7 @@ pub(crate) fn local() -> Option<&'static Local> {
     local_of(thread_ctx()).map(|l| unsafe { &*(l as *const Local) })
 }
 
-fn local_of(ctx: &ThreadCtx) -> Option<&Local> {
+pub(crate) fn local_of(ctx: &ThreadCtx) -> Option<&Local> {
     // SAFETY: the worker pointer is set by `run` to the `Local` on its own
     // stack and cleared before `run` returns; `ThreadCtx` is per thread.
     unsafe { ctx.worker().cast::<Local>().as_ref() }
