@@ -129,11 +129,22 @@ fn init_frame(
 
 /// Does what a transition's outcome asks of the caller.
 fn act(slot: &'static Slot, index: usize, outcome: Consume) {
+    act_from(slot, index, outcome, sched::local);
+}
+
+/// `act` for a caller that may already know which worker it runs on:
+/// `local` is asked only when the outcome needs it.
+fn act_from<'a>(
+    slot: &'static Slot,
+    index: usize,
+    outcome: Consume,
+    local: impl FnOnce() -> Option<&'a sched::Local>,
+) {
     match outcome {
-        Consume::Schedule => sched::schedule_owned(slot, index),
+        Consume::Schedule => sched::schedule_owned_from(slot, index, local()),
         Consume::Finalize => sched::finalize(slot, index, Outcome::Cancelled),
         Consume::Dropped => {}
-        Consume::Free => sched::free(slot, index),
+        Consume::Free => sched::free_with(slot, index, local()),
     }
 }
 
@@ -189,38 +200,31 @@ pub fn yield_now() -> Result<()> {
 
 /// `coro_resume`.
 pub fn resume(token: Token) -> Result<()> {
-    consume(token, false)
+    consume(token, false, sched::local)
 }
 
 /// `coro_resume` by library code that knows which worker it runs on.
 pub(crate) fn resume_from(token: Token, local: Option<&sched::Local>) -> Result<()> {
-    let (index, seq) = token.split()?;
-    let slot = lookup(index)?;
-    let outcome = slot
-        .state
-        .consume_token(seq, false)
-        .map_err(|_| Error::Stale)?;
-    match outcome {
-        Consume::Schedule => sched::schedule_owned_from(slot, index, local),
-        Consume::Free => sched::free_with(slot, index, local),
-        other => act(slot, index, other),
-    }
-    Ok(())
+    consume(token, false, || local)
 }
 
 /// `coro_cancel_suspend`.
 pub fn cancel_suspend(token: Token) -> Result<()> {
-    consume(token, true)
+    consume(token, true, sched::local)
 }
 
-fn consume(token: Token, cancel: bool) -> Result<()> {
+fn consume<'a>(
+    token: Token,
+    cancel: bool,
+    local: impl FnOnce() -> Option<&'a sched::Local>,
+) -> Result<()> {
     let (index, seq) = token.split()?;
     let slot = lookup(index)?;
     let outcome = slot
         .state
         .consume_token(seq, cancel)
         .map_err(|_| Error::Stale)?;
-    act(slot, index, outcome);
+    act_from(slot, index, outcome, local);
     Ok(())
 }
 
