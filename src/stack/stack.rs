@@ -51,6 +51,9 @@ pub struct Stack {
     slot: usize,
     /// Bytes handed out by `reserve_top`, a multiple of 16.
     reserved: usize,
+    /// The slot's top minus `reserved`: what `base()` answers on every
+    /// resume, kept here so a switch does not chase the arena for it.
+    base: usize,
     /// Tells valgrind this range is a stack, so switching to it is not
     /// reported as a wild stack-pointer move. Registered once, when the slot
     /// is carved; kept while the stack sits in the pool.
@@ -71,11 +74,13 @@ impl Stack {
         unsafe { arena.install_guard(slot)? };
         let start = arena.slot_start(slot);
         let len = arena.slot_end(slot).as_ptr() as usize - start.as_ptr() as usize;
+        let base = arena.slot_end(slot).as_ptr() as usize;
         Ok(Stack {
             _valgrind: ValgrindStackRegistration::new(start.as_ptr(), len),
             arena,
             slot,
             reserved: 0,
+            base,
         })
     }
 
@@ -100,7 +105,9 @@ impl Stack {
         }
         self.reserved = reserved;
         // SAFETY: reserved <= usable, so the pointer stays inside our slot.
-        Ok(unsafe { self.arena.slot_end(self.slot).as_ptr().sub(reserved) })
+        let p = unsafe { self.arena.slot_end(self.slot).as_ptr().sub(reserved) };
+        self.base = p as usize;
+        Ok(p)
     }
 
     /// Records which coroutine runs on this stack, for the overflow report
@@ -120,6 +127,7 @@ impl Stack {
     /// Forgets the reservations and the owner; `put` calls this.
     pub(super) fn reset(&mut self) {
         self.reserved = 0;
+        self.base = self.arena.slot_end(self.slot).as_ptr() as usize;
         self.set_owner(0);
     }
 
@@ -151,8 +159,7 @@ impl Stack {
 unsafe impl corosensei::stack::Stack for Stack {
     #[inline]
     fn base(&self) -> StackPointer {
-        let top = self.arena.slot_end(self.slot).as_ptr() as usize;
-        StackPointer::new(top - self.reserved).expect("stack top is never 0")
+        StackPointer::new(self.base).expect("stack top is never 0")
     }
 
     #[inline]
