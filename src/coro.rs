@@ -153,6 +153,7 @@ fn lookup(index: usize) -> Result<&'static Slot> {
 }
 
 /// The checks every suspension point makes on the running coroutine.
+#[inline]
 fn suspension_point(me: &Running) -> Result<()> {
     // SAFETY: the running body owns EXEC.
     let body = unsafe { me.slot.body() };
@@ -167,6 +168,7 @@ fn suspension_point(me: &Running) -> Result<()> {
 }
 
 /// The running coroutine, checked for a suspension.
+#[inline]
 fn suspendable() -> Result<Running> {
     let me = context::running().ok_or(Error::State)?;
     suspension_point(&me)?;
@@ -534,6 +536,8 @@ pub fn lock_note(what: *const c_char, acquire: bool) -> Result<()> {
     Ok(())
 }
 
+#[cold]
+#[inline(never)]
 fn report_lock_held(id: u64, what: *const c_char) {
     static CHECK: AtomicU8 = AtomicU8::new(0); // 0 unknown, 1 off, 2 on
     let mut on = CHECK.load(Relaxed);
