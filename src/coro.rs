@@ -114,7 +114,9 @@ fn init_frame(
             l.push(index);
             Ok(())
         }
-        _ => rt.schedule(worker, index),
+        // `local` is this thread's worker of `rt`, if it is one: any
+        // other target is another thread's queue.
+        _ => rt.push_remote(worker, index),
     };
     if queued.is_err() {
         // Shutdown stopped the workers in between: the caller keeps its

@@ -135,15 +135,6 @@ impl Runtime {
         self.next_worker.fetch_add(1, Relaxed) % self.inboxes.len()
     }
 
-    /// Queues frame `index` on `worker`. The caller owns the frame's `EXEC`.
-    /// Fails only once the workers were stopped.
-    pub(crate) fn schedule(&self, worker: usize, index: usize) -> Result<()> {
-        if worker::push_local(self, worker, index) {
-            return Ok(());
-        }
-        self.push_remote(worker, index)
-    }
-
     /// Queues frame `index` on `worker`'s inbox, from another thread.
     ///
     /// Once queued, the frame may run and be freed at once, and then

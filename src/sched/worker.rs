@@ -119,17 +119,6 @@ pub(crate) fn current_runtime() -> Option<&'static Runtime> {
     local_of(thread_ctx()).map(|l| unsafe { &*l.rt })
 }
 
-/// Queues `index` locally if the calling thread is `worker` of `rt`.
-pub(super) fn push_local(rt: &Runtime, worker: usize, index: usize) -> bool {
-    match local_of(thread_ctx()) {
-        Some(l) if ptr::eq(l.rt, rt) && l.index == worker => {
-            l.push(index);
-            true
-        }
-        _ => false,
-    }
-}
-
 fn spin_until_pending(pending: &AtomicBool) {
     for _ in 0..SPIN_LOOKS {
         if pending.load(Relaxed) {
