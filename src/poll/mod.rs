@@ -189,6 +189,10 @@ impl Poller {
             }
             key = Some(k);
         }
+        if key.is_some() && deadline < 0 {
+            // An fd wait without a deadline: register() did all there is.
+            return Ok(key);
+        }
         let mut inner = self.lock();
         let key = match key {
             Some(k) => k,
