@@ -51,7 +51,7 @@
 #define SEC 1000000000LL
 
 static coro_runtime *rt;
-static int epfd = -1;   /* the runtime's epoll, for registration checks */
+static epoll_set_t pollers; /* the runtime's epolls, for registration checks */
 static int idle_regs;   /* its registrations when no wait is in progress */
 
 /* ------------------------------------------------------------------ */
@@ -221,7 +221,7 @@ static int do_wait(struct waiter *w)
 static void waiter_defer(void *arg)
 {
     struct waiter *w = arg;
-    atomic_store(&w->registered_in_defer, epoll_has(epfd, w->fd));
+    atomic_store(&w->registered_in_defer, epoll_has(&pollers, w->fd));
     atomic_store(&w->fd_open_in_defer, fcntl(w->fd, F_GETFD) != -1);
     close(w->fd); /* safe: the poller no longer watches it */
     atomic_fetch_add(&w->defers, 1);
@@ -259,7 +259,7 @@ static void cancel_in_wait(enum wait_kind kind, uint32_t flags)
         return;
     WAIT_UNTIL(atomic_load(&w.waiting), 5000);
     if (kind == WAIT_FD || kind == WAIT_FD_DEADLINE)
-        WAIT_UNTIL(epoll_has(epfd, w.fd) == 1, 5000);
+        WAIT_UNTIL(epoll_has(&pollers, w.fd) == 1, 5000);
     sleep_ms(10); /* parked, surely */
     CHECK_EQ(atomic_load(&w.continued), 0);
 
@@ -294,11 +294,11 @@ static void cancel_in_wait(enum wait_kind kind, uint32_t flags)
     CHECK_EQ(atomic_load(&w.defers), 1);
     CHECK_EQ(atomic_load(&w.fd_open_in_defer), 1);
     /* The wait was over (its registration gone) before the defers ran. */
-    if (epfd >= 0 && !CHECK_EQ(atomic_load(&w.registered_in_defer), 0))
+    if (pollers.n > 0 && !CHECK_EQ(atomic_load(&w.registered_in_defer), 0))
         fprintf(stderr, "    %s, %s mode: the fd was still registered when the defer ran\n",
                 wait_names[kind], mode);
-    if (epfd >= 0)
-        CHECK_EQ(epoll_count(epfd), idle_regs);
+    if (pollers.n > 0)
+        CHECK_EQ(epoll_count(&pollers), idle_regs);
     close(sv[1]);
 }
 
@@ -351,9 +351,9 @@ static void test_two_waiters(void)
     if (!CHECK_RC(spawn_fd_wait(&r, &pr), CORO_OK) || !CHECK_RC(spawn_fd_wait(&w, &pw), CORO_OK))
         return;
     WAIT_UNTIL(atomic_load(&r.waiting) && atomic_load(&w.waiting), 5000);
-    if (epfd >= 0) {
-        WAIT_UNTIL(epoll_count(epfd) == idle_regs + 2, 5000);
-        CHECK_EQ(epoll_count(epfd), idle_regs + 2); /* the second one through a dup */
+    if (pollers.n > 0) {
+        WAIT_UNTIL(epoll_count(&pollers) == idle_regs + 2, 5000);
+        CHECK_EQ(epoll_count(&pollers), idle_regs + 2); /* on one worker, the second through a dup */
     }
     sleep_ms(20);
     CHECK_EQ(atomic_load(&r.rc), 1000);
@@ -378,8 +378,8 @@ static void test_two_waiters(void)
         !CHECK_RC(spawn_fd_wait(&r2, &pw), CORO_OK))
         return;
     WAIT_UNTIL(atomic_load(&r1.waiting) && atomic_load(&r2.waiting), 5000);
-    if (epfd >= 0)
-        WAIT_UNTIL(epoll_count(epfd) == idle_regs + 2, 5000);
+    if (pollers.n > 0)
+        WAIT_UNTIL(epoll_count(&pollers) == idle_regs + 2, 5000);
     sleep_ms(10);
     CHECK(write(sv[0], "y", 1) == 1);
     WAIT_UNTIL(atomic_load(&r1.rc) != 1000 && atomic_load(&r2.rc) != 1000, 5000);
@@ -388,8 +388,8 @@ static void test_two_waiters(void)
     CHECK_RC(coro_await(pr, NULL), CORO_OK);
     CHECK_RC(coro_await(pw, NULL), CORO_OK);
 
-    if (epfd >= 0)
-        CHECK_EQ(epoll_count(epfd), idle_regs);
+    if (pollers.n > 0)
+        CHECK_EQ(epoll_count(&pollers), idle_regs);
     close(sv[0]);
     close(sv[1]);
     CHECK_EQ(count_fds(), fds_before); /* the dups were closed */
@@ -448,8 +448,8 @@ static void test_reset(void)
     if (!CHECK_RC(coro_spawn(rt, reset_body, &wp, sizeof wp, NULL, 0, &p), CORO_OK))
         return;
     WAIT_UNTIL(atomic_load(&w.waiting), 5000);
-    if (epfd >= 0)
-        WAIT_UNTIL(epoll_has(epfd, s) == 1, 5000);
+    if (pollers.n > 0)
+        WAIT_UNTIL(epoll_has(&pollers, s) == 1, 5000);
     sleep_ms(10);
     struct linger lg = { 1, 0 };
     CHECK(setsockopt(c, SOL_SOCKET, SO_LINGER, &lg, sizeof lg) == 0);
@@ -718,9 +718,9 @@ int main(int argc, char **argv)
     CHECK_RC(coro_runtime_new(&cfg, &rt), CORO_OK);
     if (!rt)
         return check_summary();
-    epfd = epoll_find_new(&eps);
-    idle_regs = epoll_count(epfd);
-    if (epfd < 0 || idle_regs < 0)
+    epoll_find_new(&eps, &pollers);
+    idle_regs = epoll_count(&pollers);
+    if (pollers.n <= 0 || idle_regs < 0)
         printf("poll_misuse: cannot read the poller's registrations; not checking them\n");
 
     test_invalid();

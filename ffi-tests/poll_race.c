@@ -196,9 +196,10 @@ int main(int argc, char **argv)
     CHECK_RC(coro_runtime_new(NULL, &rt), CORO_OK);
     if (!rt)
         return check_summary();
-    int epfd = epoll_find_new(&eps);
-    int idle_regs = epoll_count(epfd); /* the waker */
-    if (epfd < 0 || idle_regs < 0)
+    epoll_set_t pollers;
+    epoll_find_new(&eps, &pollers);
+    int idle_regs = epoll_count(&pollers); /* the waker */
+    if (pollers.n <= 0 || idle_regs < 0)
         printf("poll_race: cannot read the poller's registrations; not checking them\n");
 
     pthread_barrier_init(&start_line, NULL, 3);
@@ -235,7 +236,7 @@ int main(int argc, char **argv)
         /* Every coroutine registered its wait: parked, or about to. */
         WAIT_UNTIL(atomic_load(&waiting) == k, TIMEOUT_MS);
         if (idle_regs >= 0)
-            WAIT_UNTIL(epoll_count(epfd) == idle_regs + k, TIMEOUT_MS);
+            WAIT_UNTIL(epoll_count(&pollers) == idle_regs + k, TIMEOUT_MS);
         if (!CHECK_EQ(atomic_load(&waiting), k)) {
             fprintf(stderr, "poll_race: batch %ld: %d of %d coroutines waiting; stopping\n", b,
                     atomic_load(&waiting), k);
@@ -313,7 +314,7 @@ int main(int argc, char **argv)
             atomic_store(&delay_ns, d > 200000 ? 200000 : d);
         }
         if (idle_regs >= 0) {
-            int regs = epoll_count(epfd);
+            int regs = epoll_count(&pollers);
             if (regs != idle_regs) {
                 bad_regs++;
                 anomaly(-1, "registrations left in the poller's epoll after the batch",

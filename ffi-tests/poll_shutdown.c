@@ -45,13 +45,13 @@ struct slot {
     atomic_int defers;
     atomic_int continued;   /* the body ran past its first wait */
     atomic_int first_rc, second_rc;
-    atomic_int registered_in_defer; /* epoll_has(epfd, fd) inside the defer */
+    atomic_int registered_in_defer; /* epoll_has(&pollers, fd) inside the defer */
 };
 
 static struct slot *slots;
 static atomic_int parked;  /* coroutines about to wait */
 static atomic_long defers_run;
-static int epfd = -1;
+static epoll_set_t pollers;
 
 static uint64_t rng = 0x9e3779b97f4a7c15ULL;
 static uint64_t next_rand(void)
@@ -68,7 +68,7 @@ static void on_defer(void *arg)
     if (s->kind == FD_WAITER) {
         /* A sample checks the order: the wait ended (deregistered) first. */
         if ((s - slots) % 500 == 0)
-            atomic_store(&s->registered_in_defer, epoll_has(epfd, s->fd));
+            atomic_store(&s->registered_in_defer, epoll_has(&pollers, s->fd));
         close(s->fd);
     }
     atomic_fetch_add(&s->defers, 1);
@@ -120,8 +120,8 @@ int main(int argc, char **argv)
     CHECK_RC(coro_runtime_new(NULL, &rt), CORO_OK);
     if (!rt)
         return check_summary();
-    epfd = epoll_find_new(&eps);
-    int idle_regs = epoll_count(epfd);
+    epoll_find_new(&eps, &pollers);
+    int idle_regs = epoll_count(&pollers);
 
     int64_t t0 = coro_now();
     for (int i = 0; i < n; i++) {
@@ -151,8 +151,8 @@ int main(int argc, char **argv)
     WAIT_UNTIL(atomic_load(&parked) == n, TIMEOUT_MS);
     CHECK_EQ(atomic_load(&parked), n);
     if (idle_regs >= 0) {
-        WAIT_UNTIL(epoll_count(epfd) == idle_regs + waiters, TIMEOUT_MS);
-        CHECK_EQ(epoll_count(epfd), idle_regs + waiters);
+        WAIT_UNTIL(epoll_count(&pollers) == idle_regs + waiters, TIMEOUT_MS);
+        CHECK_EQ(epoll_count(&pollers), idle_regs + waiters);
     }
     sleep_ms(50); /* the sleepers park too (their timers are invisible from here) */
 
@@ -191,7 +191,7 @@ int main(int argc, char **argv)
                         atomic_load(&s->first_rc));
         }
         int reg = atomic_load(&s->registered_in_defer);
-        if (reg != -2 && epfd >= 0) {
+        if (reg != -2 && pollers.n > 0) {
             sampled++;
             still_reg += reg != 0;
         }

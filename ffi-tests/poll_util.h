@@ -7,15 +7,18 @@
  *                             hard limit) so that `need` descriptors fit;
  *                             returns how many fit
  *   epoll_snapshot(&s)        the epoll descriptors open now; after
- *   epoll_find_new(&s)        creating a runtime, the one its poller uses
- *   epoll_count(epfd)         descriptors registered in that epoll
- *                             (/proc/self/fdinfo "tfd:" lines), -1 if unknown
- *   epoll_has(epfd, fd)       whether `fd` is registered there (1, 0, -1)
+ *   epoll_find_new(&s, &set)  creating a runtime, its pollers' epolls
+ *   epoll_count(&set)         armed registrations in them (/proc/self/fdinfo
+ *                             "tfd:" lines asking for events), -1 if unknown
+ *   epoll_has(&set, fd)       whether `fd` is armed in one (1, 0, -1)
  *   nb_socketpair(sv)         a non-blocking, close-on-exec AF_UNIX stream pair
  *
- * A runtime's poller is a mio Poll: one epoll instance (seen through two
- * descriptors, both listing the same registrations) plus an eventfd waker,
- * which is itself registered: an idle poller has exactly 1 registration.
+ * Each worker of a runtime has a poller: a mio Poll, one epoll instance
+ * (seen through two descriptors, both listing the same registrations) plus
+ * an eventfd waker, which is itself registered: an idle runtime has one
+ * armed registration per worker. A wait that ended ready may leave its
+ * descriptor registered but disarmed (EPOLLONESHOT, Linux); every other
+ * registration is armed only while its wait is in progress.
  */
 #ifndef COFRAME_FFI_TESTS_POLL_UTIL_H
 #define COFRAME_FFI_TESTS_POLL_UTIL_H
@@ -27,7 +30,10 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/epoll.h>
+#include <sys/syscall.h>
 #include <unistd.h>
+#include <linux/kcmp.h>
 
 static inline int count_fds(void)
 {
@@ -90,27 +96,50 @@ static inline void epoll_snapshot(epoll_snapshot_t *s)
     closedir(d);
 }
 
-/* An epoll descriptor that is not in `before`; -1 if none. */
-static inline int epoll_find_new(const epoll_snapshot_t *before)
+/* The runtime's pollers: one descriptor per epoll instance opened since
+ * `before`. A mio Poll is seen through two descriptors (the Poll and a
+ * clone of its registry); kcmp(2) tells which share an instance. Returns
+ * the number of instances, -1 if kcmp cannot tell. */
+typedef struct epoll_set_t {
+    int n;
+    int fds[EPOLL_SNAPSHOT_MAX];
+} epoll_set_t;
+
+static inline int same_file_(int a, int b)
+{
+    pid_t pid = getpid();
+    return (int)syscall(SYS_kcmp, pid, pid, KCMP_FILE, a, b);
+}
+
+static inline int epoll_find_new(const epoll_snapshot_t *before, epoll_set_t *out)
 {
     epoll_snapshot_t now;
     epoll_snapshot(&now);
+    out->n = 0;
     for (int i = 0; i < now.n; i++) {
         int seen = 0;
         for (int j = 0; j < before->n; j++)
             seen |= before->fds[j] == now.fds[i];
+        for (int j = 0; j < out->n && !seen; j++) {
+            int r = same_file_(out->fds[j], now.fds[i]);
+            if (r < 0) {
+                out->n = 0;
+                return -1;
+            }
+            seen |= r == 0;
+        }
         if (!seen)
-            return now.fds[i];
+            out->fds[out->n++] = now.fds[i];
     }
-    return -1;
+    return out->n;
 }
 
-/* The number of registrations or, with want_fd >= 0, whether want_fd is one
- * of them; -1 if fdinfo cannot be read. */
+/* Armed registrations in one epoll or, with want_fd >= 0, whether want_fd
+ * is armed there; -1 if fdinfo cannot be read. A registration is armed if
+ * it asks for any event: the library leaves disarmed EPOLLONESHOT
+ * registrations behind after a wait that ended ready (they ask for none). */
 static inline int epoll_scan_(int epfd, int want_fd)
 {
-    if (epfd < 0)
-        return -1;
     char path[64];
     snprintf(path, sizeof path, "/proc/self/fdinfo/%d", epfd);
     FILE *f = fopen(path, "r");
@@ -118,25 +147,50 @@ static inline int epoll_scan_(int epfd, int want_fd)
         return -1;
     char line[512];
     int n = 0, found = 0;
+    const unsigned control = EPOLLONESHOT | EPOLLET | EPOLLWAKEUP | EPOLLEXCLUSIVE;
     while (fgets(line, sizeof line, f)) {
-        if (strncmp(line, "tfd:", 4) != 0)
+        int tfd;
+        unsigned events;
+        if (sscanf(line, "tfd: %d events: %x", &tfd, &events) != 2)
+            continue;
+        if ((events & ~control) == 0)
             continue;
         n++;
-        if (want_fd >= 0 && atoi(line + 4) == want_fd)
+        if (want_fd >= 0 && tfd == want_fd)
             found = 1;
     }
     fclose(f);
     return want_fd >= 0 ? found : n;
 }
 
-static inline int epoll_count(int epfd)
+/* Armed registrations over all of the runtime's pollers; -1 if unknown. */
+static inline int epoll_count(const epoll_set_t *s)
 {
-    return epoll_scan_(epfd, -1);
+    if (s->n <= 0)
+        return -1;
+    int total = 0;
+    for (int i = 0; i < s->n; i++) {
+        int c = epoll_scan_(s->fds[i], -1);
+        if (c < 0)
+            return -1;
+        total += c;
+    }
+    return total;
 }
 
-static inline int epoll_has(int epfd, int fd)
+/* Whether `fd` is armed in any of the runtime's pollers (1, 0, -1). */
+static inline int epoll_has(const epoll_set_t *s, int fd)
 {
-    return epoll_scan_(epfd, fd);
+    if (s->n <= 0)
+        return -1;
+    int found = 0;
+    for (int i = 0; i < s->n; i++) {
+        int c = epoll_scan_(s->fds[i], fd);
+        if (c < 0)
+            return -1;
+        found |= c;
+    }
+    return found;
 }
 
 static inline int nb_socketpair(int sv[2])

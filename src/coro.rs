@@ -461,7 +461,7 @@ pub fn sleep_until(deadline: i64) -> Result<()> {
     }
 }
 
-/// The poller of the running coroutine's runtime.
+/// The poller of the running coroutine's worker.
 ///
 /// Nothing with a destructor may live on a coroutine's stack across a
 /// suspension: a body cancelled in the default mode is abandoned, not
@@ -470,8 +470,9 @@ pub fn sleep_until(deadline: i64) -> Result<()> {
 fn poller_of(slot: &'static Slot) -> Result<&'static poll::Poller> {
     // SAFETY: the running body owns EXEC; the runtime (and its poller)
     // outlives its frames, so the borrow is good while the frame lives.
-    let rt = unsafe { slot.body() }.runtime().ok_or(Error::State)?;
-    Ok(&rt.poller)
+    let body = unsafe { slot.body() };
+    let rt = body.runtime().ok_or(Error::State)?;
+    Ok(&rt.pollers[body.worker])
 }
 
 fn poll_wait(me: Running, fd: i32, events: u32, deadline: i64) -> Result<()> {
@@ -498,8 +499,10 @@ fn poll_wait(me: Running, fd: i32, events: u32, deadline: i64) -> Result<()> {
 
 /// Runs on the worker once a poller wait has parked (see `poll::Poller::park`).
 fn park_in_poller(token: Token, arg: *mut c_void) {
-    if let Some(rt) = sched::current_runtime() {
-        rt.poller.park(arg as usize as u64, token);
+    if let Some(local) = sched::local() {
+        if let Some(t) = local.poller().park(arg as usize as u64, token.0) {
+            let _ = resume_from(Token(t), Some(local));
+        }
     }
 }
 

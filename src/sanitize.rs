@@ -8,7 +8,7 @@
 //! public interface (`sanitizer/tsan_interface.h`), present in every
 //! `-fsanitize=thread` process. In every other build `acquire`/`release`
 //! are empty `#[inline(always)]` functions, `Fiber` is a zero-sized type
-//! whose methods do nothing, and `Mutex`/`Condvar` are std's own: the
+//! whose methods do nothing, and `Mutex` is std's own: the
 //! default build's code is unchanged. docs/SANITIZERS.md is the user's side.
 //!
 //! # Rules
@@ -18,7 +18,7 @@
 //!    may observe such a store. The state word (`frame/state.rs`), the await
 //!    handshake (`Slot::awaiter`), the blocking awaiter's `park`/`unpark`
 //!    and the result are announced where they happen. Every std lock the
-//!    library takes is a `Mutex`/`Condvar` from here, which acquires when
+//!    library takes is a `Mutex` from here, which acquires when
 //!    locked and releases when unlocked.
 //! 2. A release before a compare-exchange that then fails publishes a
 //!    little early. That can hide a race, never invent one.
@@ -75,12 +75,12 @@ pub fn acquire<T: ?Sized>(addr: *const T) {
 }
 
 #[cfg(all(feature = "tsan", not(loom)))]
-pub use tsan::{Condvar, Fiber, Mutex, MutexGuard};
+pub use tsan::{Fiber, Mutex, MutexGuard};
 
 #[cfg(all(not(feature = "tsan"), not(loom)))]
 pub use noop::Fiber;
 #[cfg(all(not(feature = "tsan"), not(loom)))]
-pub use std::sync::{Condvar, Mutex, MutexGuard};
+pub use std::sync::{Mutex, MutexGuard};
 
 #[cfg(all(not(feature = "tsan"), not(loom)))]
 mod noop {
@@ -316,11 +316,6 @@ mod tsan {
         guard: ManuallyDrop<std::sync::MutexGuard<'a, T>>,
     }
 
-    /// std's `Condvar` for a `Mutex` from here.
-    pub struct Condvar {
-        inner: std::sync::Condvar,
-    }
-
     fn map<G, H>(r: LockResult<G>, f: impl FnOnce(G) -> H) -> LockResult<H> {
         match r {
             Ok(g) => Ok(f(g)),
@@ -371,32 +366,8 @@ mod tsan {
     impl<T: ?Sized> Drop for MutexGuard<'_, T> {
         fn drop(&mut self) {
             super::release(self.lock);
-            // SAFETY: dropped once, here; `Condvar::wait` takes the std
-            // guard only out of a guard it never drops.
+            // SAFETY: dropped once, here.
             unsafe { ManuallyDrop::drop(&mut self.guard) };
-        }
-    }
-
-    impl Condvar {
-        pub const fn new() -> Condvar {
-            Condvar {
-                inner: std::sync::Condvar::new(),
-            }
-        }
-
-        /// Unlocks while it waits: a release before, an acquire after.
-        pub fn wait<'a, T>(&self, guard: MutexGuard<'a, T>) -> LockResult<MutexGuard<'a, T>> {
-            let mut guard = ManuallyDrop::new(guard);
-            let lock = guard.lock;
-            super::release(lock);
-            // SAFETY: `guard` is never dropped (ManuallyDrop), so the std
-            // guard taken out of it is owned once, by the wait.
-            let inner = unsafe { ManuallyDrop::take(&mut guard.guard) };
-            map(self.inner.wait(inner), |g| wrap(lock, g))
-        }
-
-        pub fn notify_one(&self) {
-            self.inner.notify_one();
         }
     }
 }

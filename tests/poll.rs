@@ -175,3 +175,86 @@ fn bad_descriptors_are_refused() {
     assert_eq!(coro_wait_fd(0, 0, -1), CORO_EINVAL);
     assert_eq!(coro_wait_fd(0, 8, -1), CORO_EINVAL);
 }
+
+fn runtime_with(workers: u32) -> *mut coro_runtime {
+    let cfg = coro_config {
+        struct_size: core::mem::size_of::<coro_config>() as u32,
+        workers,
+        stack_size: 0,
+    };
+    let mut rt = ptr::null_mut();
+    assert_eq!(unsafe { coro_runtime_new(&cfg, &mut rt) }, CORO_OK);
+    rt
+}
+
+fn spawn_wait_readable(rt: *mut coro_runtime, fd: &i32) -> coro_promise {
+    let mut p = coro_promise { id: 0 };
+    let env = (fd as *const i32).cast();
+    assert_eq!(
+        unsafe { coro_spawn(rt, Some(wait_readable), env, 4, None, 0, &mut p) },
+        CORO_OK
+    );
+    p
+}
+
+fn await_ok(p: coro_promise) {
+    let mut r = ptr::null_mut();
+    assert_eq!(unsafe { coro_await(p, &mut r) }, CORO_OK);
+    assert_eq!(r as isize, CORO_OK as isize);
+}
+
+fn write_byte(fd: i32) {
+    assert_eq!(unsafe { libc::write(fd, b"x".as_ptr().cast(), 1) }, 1);
+}
+
+fn read_byte(fd: i32) {
+    let mut b = 0u8;
+    assert_eq!(unsafe { libc::read(fd, (&mut b as *mut u8).cast(), 1) }, 1);
+}
+
+/// Two coroutines of one worker wait on one descriptor at once (the second
+/// through a duplicate, since one epoll registers a descriptor once): one
+/// byte wakes both.
+#[test]
+fn two_waits_on_one_descriptor_on_one_worker() {
+    let rt = runtime_with(1);
+    let fds = socketpair();
+    let a = spawn_wait_readable(rt, &fds[0]);
+    let b = spawn_wait_readable(rt, &fds[0]);
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    write_byte(fds[1]);
+    await_ok(a);
+    await_ok(b);
+    assert_eq!(unsafe { coro_runtime_shutdown(rt) }, CORO_OK);
+    unsafe { libc::close(fds[0]) };
+    unsafe { libc::close(fds[1]) };
+}
+
+/// A descriptor waited on again and again keeps waking its waits (the
+/// registration a ready wait leaves behind is re-armed), and so does a new
+/// file that takes over a closed descriptor's number (the kernel dropped
+/// the old registration; the wait adds one for the new file).
+#[test]
+fn waits_rearm_and_survive_a_reused_descriptor_number() {
+    let rt = runtime_with(1);
+    let fds = socketpair();
+    for _ in 0..3 {
+        let p = spawn_wait_readable(rt, &fds[0]);
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        write_byte(fds[1]);
+        await_ok(p);
+        read_byte(fds[0]);
+    }
+    let fresh = socketpair();
+    // fds[0]'s number now names `fresh[0]`'s file; the old file is closed.
+    assert_eq!(unsafe { libc::dup2(fresh[0], fds[0]) }, fds[0]);
+    unsafe { libc::close(fresh[0]) };
+    unsafe { libc::close(fds[1]) };
+    let p = spawn_wait_readable(rt, &fds[0]);
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    write_byte(fresh[1]);
+    await_ok(p);
+    assert_eq!(unsafe { coro_runtime_shutdown(rt) }, CORO_OK);
+    unsafe { libc::close(fds[0]) };
+    unsafe { libc::close(fresh[1]) };
+}

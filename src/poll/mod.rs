@@ -1,13 +1,16 @@
-//! The I/O poller and timers of one runtime: a dedicated thread that
-//! blocks in mio's `Poll::poll` until a registered descriptor is ready or
-//! the earliest deadline passes, then resumes the waiting coroutines.
+//! The I/O poller and timers of one worker: its own epoll instance
+//! (through mio), which the worker polls between batches of coroutines
+//! and blocks in when it has nothing to run.
 //!
-//! A dedicated thread rather than workers taking turns at the poll:
-//! coroutines are pinned, so a ready event must reach one particular
-//! worker's queue wherever it was polled; with a dedicated poller the
-//! workers sleep on their own inbox alone and nothing they do is delayed
-//! by a worker stuck in `epoll_wait`. The cost is one cross-thread wake-up
-//! per event batch (measured in `make bench`).
+//! One poller per worker, polled by that worker, rather than a poller
+//! thread: coroutines are pinned (DESIGN section 3), and a coroutine only
+//! ever begins a wait on the worker it is pinned to, so registering it
+//! with that worker's epoll means its event is found by the thread that
+//! will run it. No event crosses a thread, and no third thread competes
+//! for the cores (the echo bench in docs/bench/HISTORY.md measured both).
+//! The worker sleeps in `epoll_wait` with the earliest deadline as its
+//! timeout; a push to its inbox from another thread wakes it through
+//! mio's `Waker` (DESIGN section 4).
 //!
 //! A wait is a record in `slab` keyed by generation and index; the key is
 //! the mio token and the timer key. The waiting coroutine parks as a
@@ -16,28 +19,27 @@
 //! cancellation, which consumes the token through the state word) wins.
 //!
 //! # Implementation notes
-//! One mutex guards the records and the timers; the poller holds it only
-//! to sort a batch, never across `poll`. A new deadline earlier than the
-//! one the poller sleeps until wakes it through mio's `Waker`.
+//! One mutex guards the records and the timers, because a cancellation
+//! may end a wait from any thread; the worker holds it only to sort a
+//! batch, never across `epoll_wait`. `Registry` calls are thread-safe.
 
+mod registration;
 mod slab;
 mod timer;
 
+use std::collections::HashSet;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicBool, Ordering::*};
-use std::sync::Arc;
-use std::thread::JoinHandle;
+use std::sync::atomic::{AtomicUsize, Ordering::*};
 use std::time::Duration;
 
-use mio::unix::SourceFd;
-use mio::{Events, Interest, Poll, Registry, Token as MioToken, Waker};
+use mio::{Events, Poll, Registry, Token as MioToken, Waker};
 
 pub use slab::Outcome;
 use slab::Slab;
 use timer::Timers;
 
 use crate::error::{Error, Result};
-use crate::frame::Token;
 use crate::sanitize::{Mutex, MutexGuard};
 
 /// `coro_wait_fd` event bits.
@@ -45,21 +47,22 @@ pub const READABLE: u32 = 1;
 pub const WRITABLE: u32 = 2;
 
 const WAKER: MioToken = MioToken(usize::MAX);
-const NO_DEADLINE: i64 = i64::MAX;
 
 struct Inner {
     slab: Slab,
     timers: Timers,
-    /// The deadline the poller sleeps until; a new, earlier one wakes it.
-    sleeping_until: i64,
+    armed: Armed,
 }
 
 pub struct Poller {
     registry: Registry,
     waker: Waker,
     inner: Mutex<Inner>,
-    stop: AtomicBool,
-    thread: Mutex<Option<JoinHandle<()>>>,
+    /// Waits in progress, read without the lock by the worker to skip
+    /// `epoll_wait` between batches when there is nothing to look for.
+    live: AtomicUsize,
+    /// The epoll instance itself, until the worker takes it (`take_poll`).
+    poll: Mutex<Option<Poll>>,
 }
 
 /// Monotonic clock, nanoseconds (`coro_now`).
@@ -76,44 +79,56 @@ pub fn now() -> i64 {
     ns
 }
 
+/// What a worker keeps to poll: its epoll instance and the buffers.
+pub struct Polling {
+    poll: Poll,
+    events: Events,
+    /// Tokens of the waits the last turn ended, for the worker to resume.
+    pub ready: Vec<u64>,
+}
+
 impl Poller {
-    /// Creates the poller and starts its thread.
-    pub fn start(name: String) -> Result<Arc<Poller>> {
+    /// Creates a worker's poller (an epoll instance and its waker).
+    pub fn new() -> Result<Poller> {
         let poll = Poll::new().map_err(|_| Error::Io)?;
         let registry = poll.registry().try_clone().map_err(|_| Error::Io)?;
         let waker = Waker::new(poll.registry(), WAKER).map_err(|_| Error::Io)?;
-        let poller = Arc::new(Poller {
+        Ok(Poller {
             registry,
             waker,
             inner: Mutex::new(Inner {
                 slab: Slab::default(),
                 timers: Timers::default(),
-                sleeping_until: NO_DEADLINE,
+                armed: Armed::default(),
             }),
-            stop: AtomicBool::new(false),
-            thread: Mutex::new(None),
-        });
-        let p = poller.clone();
-        let handle = std::thread::Builder::new()
-            .name(name)
-            .spawn(move || p.run(poll))
-            .map_err(|_| Error::Io)?;
-        *poller.thread.lock().unwrap() = Some(handle);
-        Ok(poller)
+            live: AtomicUsize::new(0),
+            poll: Mutex::new(Some(poll)),
+        })
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Stops and joins the thread. Waits still registered are the
-    /// caller's to end first (shutdown cancels every coroutine before).
-    pub fn stop(&self) {
-        self.stop.store(true, SeqCst);
+    /// The epoll instance, for the worker that polls it (once).
+    pub fn take_poll(&self) -> Option<Polling> {
+        let poll = self.poll.lock().unwrap_or_else(|e| e.into_inner()).take()?;
+        Some(Polling {
+            poll,
+            events: Events::with_capacity(1024),
+            ready: Vec::with_capacity(1024),
+        })
+    }
+
+    /// Wakes the worker if it sleeps in `turn` (or makes its next `turn`
+    /// return at once).
+    pub fn wake(&self) {
         let _ = self.waker.wake();
-        if let Some(t) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            let _ = t.join();
-        }
+    }
+
+    /// Whether any wait is in progress (a hint: no lock).
+    pub fn has_waits(&self) -> bool {
+        self.live.load(Relaxed) != 0
     }
 
     /// Waits in progress and pending deadlines (for tests and stats).
@@ -122,184 +137,211 @@ impl Poller {
         (inner.slab.live(), inner.timers.len())
     }
 
-    fn run(&self, mut poll: Poll) {
-        let mut events = Events::with_capacity(1024);
-        let mut ready: Vec<u64> = Vec::with_capacity(1024);
-        while !self.stop.load(Acquire) {
-            let deadline = self.lock().timers.next().unwrap_or(NO_DEADLINE);
-            let timeout = match deadline {
-                NO_DEADLINE => None,
-                // mio's timeout is in milliseconds, rounded up: never early.
-                d => Some(Duration::from_nanos(d.saturating_sub(now()).max(0) as u64)),
-            };
-            if let Err(e) = poll.poll(&mut events, timeout) {
-                if e.kind() != std::io::ErrorKind::Interrupted {
-                    crate::util::die("coframe: the poller's epoll_wait failed; aborting");
-                }
+    /// One poll by the worker: collects events and due deadlines into
+    /// `p.ready`. `block`: sleep in `epoll_wait` until an event, the
+    /// earliest deadline or `wake`; otherwise only look.
+    pub fn turn(&self, p: &mut Polling, block: bool) {
+        let timeout = if !block {
+            Some(Duration::ZERO)
+        } else {
+            // mio's timeout is in milliseconds, rounded up: never early.
+            self.lock()
+                .timers
+                .next()
+                .map(|d| Duration::from_nanos(d.saturating_sub(now()).max(0) as u64))
+        };
+        if let Err(e) = p.poll.poll(&mut p.events, timeout) {
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                crate::util::die("coframe: a worker's epoll_wait failed; aborting");
             }
-            let mut inner = self.lock();
-            for event in events.iter() {
-                if event.token() == WAKER {
-                    continue;
-                }
-                if let Some(w) = inner.slab.get(event.token().0 as u64) {
-                    if w.outcome == Outcome::Pending {
-                        w.outcome = Outcome::Ready;
-                        if w.token != 0 {
-                            ready.push(w.token);
-                        }
+        }
+        let mut inner = self.lock();
+        for event in p.events.iter() {
+            if event.token() == WAKER {
+                continue;
+            }
+            if let Some(w) = inner.slab.get(event.token().0 as u64) {
+                if w.outcome == Outcome::Pending {
+                    w.outcome = Outcome::Ready;
+                    if w.token != 0 {
+                        p.ready.push(w.token);
                     }
                 }
             }
+        }
+        if inner.timers.next().is_some() {
             let t = now();
             while let Some(key) = inner.timers.pop_due(t) {
                 if let Some(w) = inner.slab.get(key) {
                     if w.outcome == Outcome::Pending {
                         w.outcome = Outcome::TimedOut;
                         if w.token != 0 {
-                            ready.push(w.token);
+                            p.ready.push(w.token);
                         }
                     }
                 }
             }
-            inner.slab.turn();
-            inner.sleeping_until = inner.timers.next().unwrap_or(NO_DEADLINE);
-            drop(inner);
-            for token in ready.drain(..) {
-                // A cancellation may have consumed the token first: ESTALE.
-                let _ = crate::coro::resume(Token(token));
-            }
         }
+        inner.slab.turn();
     }
 
     /// Starts a wait for `fd` (or, with `fd < 0`, only for `deadline`).
     /// Returns its key. `Ok(None)`: the descriptor cannot be polled
-    /// (a regular file), so it is ready now.
+    /// (a regular file), so it is ready now. Called by the waiting
+    /// coroutine, on the worker that polls this poller.
     pub fn begin(&self, fd: RawFd, events: u32, deadline: i64) -> Result<Option<u64>> {
-        let mut key = None;
-        if fd >= 0 {
-            let interest = match events & (READABLE | WRITABLE) {
-                READABLE => Interest::READABLE,
-                WRITABLE => Interest::WRITABLE,
-                _ => Interest::READABLE | Interest::WRITABLE,
-            };
-            let (k, registered) = self.register(fd, interest)?;
-            if !registered {
-                return Ok(None);
+        let key = if fd >= 0 {
+            match self.register(fd, events)? {
+                Some(k) => k,
+                None => return Ok(None),
             }
-            key = Some(k);
-        }
-        if key.is_some() && deadline < 0 {
-            // An fd wait without a deadline: register() did all there is.
-            return Ok(key);
-        }
-        let mut inner = self.lock();
-        let key = match key {
-            Some(k) => k,
-            None => inner.slab.insert(-1, false),
+        } else {
+            self.insert(&mut self.lock(), -1)
         };
         if deadline >= 0 {
-            inner.timers.add(deadline, key);
-            if deadline < inner.sleeping_until {
-                inner.sleeping_until = deadline;
-                drop(inner);
-                let _ = self.waker.wake();
+            // The worker is running this coroutine, so it is not asleep:
+            // its next sleep takes this deadline into account.
+            self.lock().timers.add(deadline, key);
+        }
+        Ok(Some(key))
+    }
+
+    fn insert(&self, inner: &mut Inner, fd: RawFd) -> u64 {
+        let key = inner.slab.insert(fd, false);
+        self.live.store(inner.slab.live(), Relaxed);
+        key
+    }
+
+    fn release(&self, inner: &mut Inner, key: u64) -> Option<slab::Wait> {
+        let w = inner.slab.release(key);
+        self.live.store(inner.slab.live(), Relaxed);
+        w
+    }
+
+    /// Registers `fd` for a new record; `None` if epoll refuses the kind
+    /// of file (EPERM: always ready).
+    fn register(&self, fd: RawFd, events: u32) -> Result<Option<u64>> {
+        let (key, shared) = {
+            let mut inner = self.lock();
+            let key = self.insert(&mut inner, fd);
+            (key, !inner.armed.claim(fd))
+        };
+        // epoll keys registrations by descriptor: a second wait on a
+        // descriptor another wait here has armed registers a duplicate.
+        let (source_fd, r) = if shared {
+            // SAFETY: dup of a caller's descriptor; closed when the wait ends.
+            let d = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+            if d < 0 {
+                self.release(&mut self.lock(), key);
+                return Err(Error::Io);
+            }
+            (d, registration::add(&self.registry, d, key, events))
+        } else {
+            (fd, registration::arm(&self.registry, fd, key, events))
+        };
+        let mut inner = self.lock();
+        if let Err(e) = r {
+            self.release(&mut inner, key);
+            if shared {
+                // SAFETY: our own duplicate.
+                unsafe { libc::close(source_fd) };
+            } else {
+                inner.armed.unclaim(fd);
+            }
+            return match e.raw_os_error() {
+                Some(libc::EPERM) => Ok(None),
+                Some(libc::EBADF) | Some(libc::EINVAL) | Some(libc::ELOOP) => Err(Error::Invalid),
+                Some(libc::ENOMEM) | Some(libc::ENOSPC) => Err(Error::NoMem),
+                _ => Err(Error::Io),
+            };
+        }
+        if shared {
+            if let Some(w) = inner.slab.get(key) {
+                w.fd = source_fd;
+                w.dup = true;
             }
         }
         Ok(Some(key))
     }
 
-    /// Registers `fd` under a new record; `false` if epoll refuses the
-    /// kind of file (EPERM: always ready).
-    fn register(&self, fd: RawFd, interest: Interest) -> Result<(u64, bool)> {
-        let key = self.lock().slab.insert(fd, false);
-        let mut source_fd = fd;
-        let mut dup = false;
-        loop {
-            match self.registry.register(
-                &mut SourceFd(&source_fd),
-                MioToken(key as usize),
-                interest,
-            ) {
-                Ok(()) => break,
-                // Another wait registered this fd: epoll keys registrations
-                // by descriptor, so register a duplicate of it instead.
-                Err(e) if e.raw_os_error() == Some(libc::EEXIST) && !dup => {
-                    // SAFETY: dup of a caller's descriptor; we close it.
-                    let d = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
-                    if d < 0 {
-                        self.lock().slab.release(key);
-                        return Err(Error::Io);
-                    }
-                    source_fd = d;
-                    dup = true;
-                }
-                Err(e) => {
-                    if dup {
-                        // SAFETY: our own duplicate.
-                        unsafe { libc::close(source_fd) };
-                    }
-                    self.lock().slab.release(key);
-                    return match e.raw_os_error() {
-                        Some(libc::EPERM) => Ok((key, false)),
-                        Some(libc::EBADF) | Some(libc::EINVAL) | Some(libc::ELOOP) => {
-                            Err(Error::Invalid)
-                        }
-                        Some(libc::ENOMEM) | Some(libc::ENOSPC) => Err(Error::NoMem),
-                        _ => Err(Error::Io),
-                    };
-                }
-            }
-        }
-        if dup {
-            if let Some(w) = self.lock().slab.get(key) {
-                w.fd = source_fd;
-                w.dup = true;
-            }
-        }
-        Ok((key, true))
-    }
-
-    /// Hands the parked waiter's token to the wait. If the wait already
-    /// ended (an event or the deadline came first), resumes it at once.
-    pub fn park(&self, key: u64, token: Token) {
+    /// Hands the parked waiter's token to the wait. `Some(token)`: the wait
+    /// already ended (an event or the deadline came first), so the caller
+    /// resumes it at once.
+    pub fn park(&self, key: u64, token: u64) -> Option<u64> {
         let mut inner = self.lock();
         let Some(w) = inner.slab.get(key) else {
             // Ended by a cancellation, which consumed the token.
-            return;
+            return None;
         };
         if w.outcome == Outcome::Pending {
-            w.token = token.0;
-            return;
+            w.token = token;
+            return None;
         }
-        drop(inner);
-        let _ = crate::coro::resume(token);
+        Some(token)
     }
 
     /// Ends the wait `key` and says how it ended. Called by the waiter
-    /// once resumed, or by its cancellation.
+    /// once resumed, or by its cancellation (from any thread).
     pub fn end(&self, key: u64) -> Outcome {
-        let w = {
-            let mut inner = self.lock();
-            let Some(w) = inner.slab.release(key) else {
-                return Outcome::Pending;
-            };
-            let Inner { slab, timers, .. } = &mut *inner;
-            if timers.len() > 1024 && timers.len() > 2 * slab.live() {
-                timers.retain(|k| slab.get(k).is_some());
-            }
-            w
+        let mut inner = self.lock();
+        let Some(w) = self.release(&mut inner, key) else {
+            return Outcome::Pending;
         };
-        if w.fd >= 0 {
-            // Deregistering a descriptor the program already closed fails
-            // (epoll dropped it itself); nothing to do then.
-            let _ = self.registry.deregister(&mut SourceFd(&w.fd));
-            if w.dup {
-                // SAFETY: our own duplicate.
-                unsafe { libc::close(w.fd) };
+        if w.dup {
+            registration::remove(&self.registry, w.fd);
+            // SAFETY: our own duplicate.
+            unsafe { libc::close(w.fd) };
+        } else if w.fd >= 0 {
+            if !(registration::KEPT_WHEN_READY && w.outcome == Outcome::Ready) {
+                // Under the lock: once unclaimed, this worker may arm the
+                // descriptor again for its next wait.
+                registration::remove(&self.registry, w.fd);
             }
+            inner.armed.unclaim(w.fd);
+        }
+        let Inner { slab, timers, .. } = &mut *inner;
+        if timers.len() > 1024 && timers.len() > 2 * slab.live() {
+            timers.retain(|k| slab.get(k).is_some());
         }
         w.outcome
+    }
+}
+
+/// Descriptors a wait in progress has armed in this poller's epoll (not
+/// through a duplicate). A set, not a table indexed by descriptor: a
+/// program may pass any `int`, and the kernel judges it only afterwards.
+#[derive(Default)]
+struct Armed(HashSet<RawFd, BuildHasherDefault<FdHasher>>);
+
+impl Armed {
+    /// Claims `fd`; `false` if another wait holds it.
+    fn claim(&mut self, fd: RawFd) -> bool {
+        self.0.insert(fd)
+    }
+
+    fn unclaim(&mut self, fd: RawFd) {
+        self.0.remove(&fd);
+    }
+}
+
+/// Descriptors are small distinct integers: a multiplicative hash spreads
+/// them well enough, at a fraction of SipHash's cost.
+#[derive(Default)]
+struct FdHasher(u64);
+
+impl Hasher for FdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8 | b as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+
+    fn write_i32(&mut self, fd: i32) {
+        self.0 = (fd as u32 as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
     }
 }
 

@@ -108,7 +108,7 @@ fn finish(slot: &'static Slot, index: usize, outcome: Outcome, local: Option<&Lo
         Wait::Await(child) if cancelled => crate::coro::cancel_awaited(child),
         Wait::Poll(key) => {
             if let Some(rt) = body.runtime() {
-                let _ = rt.poller.end(key);
+                let _ = rt.pollers[body.worker].end(key);
             }
         }
         _ => {}

@@ -15,7 +15,7 @@ mod harness;
 mod worker;
 
 pub(crate) use harness::{finalize, free, free_with, schedule_owned, schedule_owned_from, Outcome};
-pub(crate) use worker::{current_runtime, local, on_worker, Local};
+pub(crate) use worker::{local, on_worker, Local};
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::*};
 use std::sync::Arc;
@@ -26,7 +26,7 @@ use crate::error::{Error, Result};
 use crate::frame::state::Consume;
 use crate::frame::table;
 use crate::poll::Poller;
-use crate::sanitize::{Condvar, Mutex};
+use crate::sanitize::Mutex;
 use crate::stack::StackPool;
 
 /// Most workers one runtime may have.
@@ -44,14 +44,13 @@ pub struct Config {
 /// What other threads push to one worker.
 struct Inbox {
     queue: Mutex<InboxQueue>,
-    wake: Condvar,
     /// Frames wait in `queue`: what a spinning worker watches.
     pending: AtomicBool,
 }
 
 struct InboxQueue {
     frames: Vec<u32>,
-    /// The worker waits on `wake` (so a push must notify).
+    /// The worker sleeps in its poller (so a push must wake it).
     sleeping: bool,
     closed: bool,
 }
@@ -60,7 +59,8 @@ pub struct Runtime {
     id: u64,
     inboxes: Box<[Inbox]>,
     pub(crate) stacks: StackPool,
-    pub(crate) poller: Arc<Poller>,
+    /// One per worker, polled by that worker (`poll` module).
+    pub(crate) pollers: Box<[Poller]>,
     next_worker: AtomicUsize,
     closing: AtomicBool,
     threads: Mutex<Vec<JoinHandle<()>>>,
@@ -79,7 +79,9 @@ impl Runtime {
         let stacks = StackPool::new(config.stack_size)?;
         crate::stack::install_overflow_handler();
         let id = NEXT_RUNTIME_ID.fetch_add(1, Relaxed);
-        let poller = Poller::start(format!("coframe-poll-{id}"))?;
+        let pollers = (0..workers)
+            .map(|_| Poller::new())
+            .collect::<Result<Box<[Poller]>>>()?;
         let inboxes = (0..workers)
             .map(|_| Inbox {
                 queue: Mutex::new(InboxQueue {
@@ -87,7 +89,6 @@ impl Runtime {
                     sleeping: false,
                     closed: false,
                 }),
-                wake: Condvar::new(),
                 pending: AtomicBool::new(false),
             })
             .collect();
@@ -95,7 +96,7 @@ impl Runtime {
             id,
             inboxes,
             stacks,
-            poller,
+            pollers,
             next_worker: AtomicUsize::new(0),
             closing: AtomicBool::new(false),
             threads: Mutex::new(Vec::with_capacity(workers)),
@@ -109,7 +110,6 @@ impl Runtime {
                 Ok(handle) => rt.threads.lock().unwrap().push(handle),
                 Err(_) => {
                     rt.stop_workers();
-                    rt.poller.stop();
                     return Err(Error::Io);
                 }
             }
@@ -150,7 +150,7 @@ impl Runtime {
         q.frames.push(index as u32);
         inbox.pending.store(true, Relaxed);
         if q.sleeping {
-            inbox.wake.notify_one();
+            self.pollers[worker].wake();
         }
         drop(q);
         Ok(())
@@ -188,14 +188,13 @@ impl Runtime {
             std::thread::sleep(Duration::from_millis(1));
         }
         self.stop_workers();
-        self.poller.stop();
         Ok(())
     }
 
     fn stop_workers(&self) {
-        for inbox in self.inboxes.iter() {
+        for (inbox, poller) in self.inboxes.iter().zip(self.pollers.iter()) {
             inbox.queue.lock().unwrap_or_else(|e| e.into_inner()).closed = true;
-            inbox.wake.notify_one();
+            poller.wake();
         }
         let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
         for t in threads {

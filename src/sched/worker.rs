@@ -9,6 +9,8 @@ use std::sync::Arc;
 
 use super::{harness, Runtime};
 use crate::context::{thread_ctx, ThreadCtx};
+use crate::frame::Token;
+use crate::poll::{Poller, Polling};
 use crate::stack::{AltStack, Stack};
 
 /// After this many local runs the worker looks at its inbox even if the
@@ -112,19 +114,32 @@ pub(crate) fn on_worker() -> bool {
     !thread_ctx().worker().is_null()
 }
 
-/// The runtime whose worker the calling thread is.
-pub(crate) fn current_runtime() -> Option<&'static Runtime> {
-    // SAFETY: `run` holds the runtime's Arc while the worker pointer is
-    // set; callers use the reference only inside a callback run by `run`.
-    local_of(thread_ctx()).map(|l| unsafe { &*l.rt })
-}
-
+/// Looks at the inbox `SPIN_LOOKS` times, giving the CPU away between
+/// looks; returns early when frames arrive.
 fn spin_until_pending(pending: &AtomicBool) {
     for _ in 0..SPIN_LOOKS {
         if pending.load(Relaxed) {
             return;
         }
         std::thread::yield_now();
+    }
+}
+
+impl Local {
+    /// This worker's poller.
+    pub(crate) fn poller(&self) -> &Poller {
+        // SAFETY: as in take_stack.
+        &unsafe { &*self.rt }.pollers[self.index]
+    }
+
+    /// Polls this worker's epoll (`block`: until something happens) and
+    /// queues the coroutines whose waits ended.
+    fn poll_io(&self, polling: &mut Polling, block: bool) {
+        self.poller().turn(polling, block);
+        for token in polling.ready.drain(..) {
+            // A cancellation may have consumed the token first: ESTALE.
+            let _ = crate::coro::resume_from(Token(token), Some(self));
+        }
     }
 }
 
@@ -142,6 +157,9 @@ pub(super) fn run(rt: Arc<Runtime>, index: usize) {
         stacks: RefCell::new(Vec::new()),
     };
     ctx.set_worker((&me as *const Local).cast());
+    let Some(mut polling) = me.poller().take_poll() else {
+        crate::util::die("coframe: a worker started twice; aborting");
+    };
     let inbox = &rt.inboxes[index];
     let mut until_inbox = INBOX_INTERVAL;
     loop {
@@ -153,6 +171,11 @@ pub(super) fn run(rt: Arc<Runtime>, index: usize) {
             }
         }
         until_inbox = INBOX_INTERVAL;
+        // Between batches: descriptors that became ready and deadlines
+        // that passed, without blocking.
+        if me.poller().has_waits() {
+            me.poll_io(&mut polling, false);
+        }
         if me.is_idle() {
             spin_until_pending(&inbox.pending);
         }
@@ -175,8 +198,12 @@ pub(super) fn run(rt: Arc<Runtime>, index: usize) {
                 }
                 return;
             }
+            // Sleep in epoll_wait until an event, a deadline, or a push to
+            // the inbox (`push_remote` wakes us since `sleeping` is set).
             q.sleeping = true;
-            q = inbox.wake.wait(q).unwrap_or_else(|e| e.into_inner());
+            drop(q);
+            me.poll_io(&mut polling, true);
+            q = inbox.queue.lock().unwrap_or_else(|e| e.into_inner());
             q.sleeping = false;
         }
     }

@@ -1,0 +1,104 @@
+//! Arming a descriptor in a worker's epoll for one wait, and disarming it.
+//!
+//! On Linux a registration outlives its wait: it is made `EPOLLONESHOT`,
+//! so the event that ends a wait also disarms it, and the next wait on the
+//! same descriptor re-arms it with one `EPOLL_CTL_MOD` instead of an
+//! `EPOLL_CTL_ADD` and an `EPOLL_CTL_DEL` per wait (the echo bench's
+//! syscalls, docs/bench/HISTORY.md). A wait that ends any other way (its
+//! deadline, a cancellation) deletes the registration, so an armed
+//! registration always belongs to a wait in progress.
+//!
+//! A descriptor the program closed drops out of the epoll set by itself;
+//! if its number is reused, `EPOLL_CTL_MOD` on the new file fails with
+//! `ENOENT` (epoll keys registrations by file and number) and the wait
+//! adds it afresh. Elsewhere (kqueue, through mio) each wait registers and
+//! deregisters.
+
+use std::io;
+use std::os::fd::RawFd;
+
+use mio::Registry;
+
+use super::{READABLE, WRITABLE};
+
+/// Whether a registration left behind by a wait that ended ready is
+/// disarmed (so may stay) rather than still armed.
+pub const KEPT_WHEN_READY: bool = cfg!(target_os = "linux");
+
+#[cfg(target_os = "linux")]
+mod imp {
+    use super::*;
+    use std::os::fd::AsRawFd;
+
+    fn ctl(registry: &Registry, op: i32, fd: RawFd, key: u64, events: u32) -> io::Result<()> {
+        let mut want = libc::EPOLLONESHOT as u32;
+        if events & READABLE != 0 {
+            want |= (libc::EPOLLIN | libc::EPOLLRDHUP) as u32;
+        }
+        if events & WRITABLE != 0 {
+            want |= libc::EPOLLOUT as u32;
+        }
+        let mut ev = libc::epoll_event {
+            events: want,
+            u64: key,
+        };
+        // SAFETY: a valid epoll descriptor (the registry's) and a valid
+        // event; the kernel copies it.
+        if unsafe { libc::epoll_ctl(registry.as_raw_fd(), op, fd, &mut ev) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Arms `fd` for one event under `key`, re-using a registration a
+    /// finished wait left behind.
+    pub fn arm(registry: &Registry, fd: RawFd, key: u64, events: u32) -> io::Result<()> {
+        match ctl(registry, libc::EPOLL_CTL_MOD, fd, key, events) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                ctl(registry, libc::EPOLL_CTL_ADD, fd, key, events)
+            }
+            r => r,
+        }
+    }
+
+    /// Adds `fd`, which must not be registered yet.
+    pub fn add(registry: &Registry, fd: RawFd, key: u64, events: u32) -> io::Result<()> {
+        ctl(registry, libc::EPOLL_CTL_ADD, fd, key, events)
+    }
+
+    pub fn remove(registry: &Registry, fd: RawFd) {
+        let mut ev = libc::epoll_event { events: 0, u64: 0 };
+        // SAFETY: as in `ctl`. A descriptor the program already closed is
+        // not registered any more: the error is expected then.
+        unsafe { libc::epoll_ctl(registry.as_raw_fd(), libc::EPOLL_CTL_DEL, fd, &mut ev) };
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+mod imp {
+    use super::*;
+    use mio::unix::SourceFd;
+    use mio::{Interest, Token};
+
+    fn interest(events: u32) -> Interest {
+        match events & (READABLE | WRITABLE) {
+            READABLE => Interest::READABLE,
+            WRITABLE => Interest::WRITABLE,
+            _ => Interest::READABLE | Interest::WRITABLE,
+        }
+    }
+
+    pub fn arm(registry: &Registry, fd: RawFd, key: u64, events: u32) -> io::Result<()> {
+        add(registry, fd, key, events)
+    }
+
+    pub fn add(registry: &Registry, fd: RawFd, key: u64, events: u32) -> io::Result<()> {
+        registry.register(&mut SourceFd(&fd), Token(key as usize), interest(events))
+    }
+
+    pub fn remove(registry: &Registry, fd: RawFd) {
+        let _ = registry.deregister(&mut SourceFd(&fd));
+    }
+}
+
+pub use imp::{add, arm, remove};
