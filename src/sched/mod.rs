@@ -12,6 +12,7 @@
 //! and joins the workers.
 
 mod harness;
+mod queue;
 mod worker;
 
 pub(crate) use harness::{finalize, free, free_with, schedule_owned, schedule_owned_from, Outcome};

@@ -3,10 +3,10 @@
 
 use core::cell::{RefCell, UnsafeCell};
 use core::ptr;
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering::*};
 use std::sync::Arc;
 
+use super::queue::RunQueue;
 use super::{harness, Runtime};
 use crate::context::{thread_ctx, ThreadCtx};
 use crate::stack::{AltStack, Stack};
@@ -33,7 +33,7 @@ pub(crate) struct Local {
     pub(super) ctx: &'static ThreadCtx,
     /// Frames this worker owns the `EXEC` of, in run order. Only this
     /// thread touches it, and never while holding a reference into it.
-    queue: UnsafeCell<VecDeque<u32>>,
+    queue: UnsafeCell<RunQueue<u32>>,
     /// Free frame slots and idle stacks, so that a spawn and a free on this
     /// worker take no lock (the table and the pool refill and drain them).
     pub(crate) slots: RefCell<Vec<u32>>,
@@ -44,12 +44,12 @@ impl Local {
     /// Queues a frame this worker owns the `EXEC` of.
     pub(crate) fn push(&self, index: usize) {
         // SAFETY: see `queue`: no other reference into it is alive.
-        unsafe { &mut *self.queue.get() }.push_back(index as u32);
+        unsafe { &mut *self.queue.get() }.push(index as u32);
     }
 
     fn pop(&self) -> Option<u32> {
         // SAFETY: as in `push`.
-        unsafe { &mut *self.queue.get() }.pop_front()
+        unsafe { &mut *self.queue.get() }.pop()
     }
 
     fn is_idle(&self) -> bool {
@@ -59,7 +59,10 @@ impl Local {
 
     fn take_inbox(&self, frames: &mut Vec<u32>) {
         // SAFETY: as in `push`.
-        unsafe { &mut *self.queue.get() }.extend(frames.drain(..));
+        let queue = unsafe { &mut *self.queue.get() };
+        for frame in frames.drain(..) {
+            queue.push(frame);
+        }
     }
 
     /// Whether this is worker `worker` of `rt`.
@@ -137,7 +140,7 @@ pub(super) fn run(rt: Arc<Runtime>, index: usize) {
         rt: Arc::as_ptr(&rt),
         index,
         ctx,
-        queue: UnsafeCell::new(VecDeque::new()),
+        queue: UnsafeCell::new(RunQueue::new()),
         slots: RefCell::new(Vec::new()),
         stacks: RefCell::new(Vec::new()),
     };
