@@ -111,7 +111,7 @@ fn init_frame(
     debug_assert_eq!(published, gen);
     let queued = match local {
         Some(l) if l.is(rt, worker) => {
-            l.push(index);
+            l.push(slot);
             Ok(())
         }
         // `local` is this thread's worker of `rt`, if it is one: any

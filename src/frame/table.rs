@@ -108,7 +108,7 @@ fn alloc_one() -> Result<(usize, &'static Slot)> {
                     return Err(Error::NoMem);
                 }
                 if i & (CHUNK - 1) == 0 {
-                    let chunk: Box<[Slot]> = (0..CHUNK).map(|_| Slot::new()).collect();
+                    let chunk: Box<[Slot]> = (i..i + CHUNK).map(|j| Slot::new(j as u32)).collect();
                     let ptr = Box::leak(chunk).as_mut_ptr();
                     TABLE.chunks[i >> CHUNK_BITS].store(ptr, Release);
                 }

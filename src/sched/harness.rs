@@ -15,8 +15,8 @@ pub(crate) enum Outcome {
 
 /// Runs a queued frame until it switches out or finishes.
 /// The caller (the worker) took it off a queue, so it owns `EXEC`.
-pub(super) fn run(local: &Local, index: usize) {
-    let slot = table::slot(index).expect("queued frame exists");
+pub(super) fn run(local: &Local, slot: &'static Slot) {
+    let index = slot.index();
     let snap = slot.state.load();
     // SAFETY: we own EXEC (rule 3); the body is not running.
     let ctx = unsafe { slot.context() }
@@ -40,7 +40,7 @@ pub(super) fn run(local: &Local, index: usize) {
                 finish(slot, index, Outcome::Cancelled, Some(local));
             } else {
                 // Pinned here: straight back on this worker's queue.
-                local.push(index);
+                local.push(slot);
             }
         }
         Step::Switched(Switch::Suspend {
@@ -59,7 +59,7 @@ pub(super) fn run(local: &Local, index: usize) {
                 }
             }
             Park::Finalize => finish(slot, index, Outcome::Cancelled, Some(local)),
-            Park::Requeue => local.push(index),
+            Park::Requeue => local.push(slot),
         },
     }
 }
@@ -75,7 +75,7 @@ pub(crate) fn schedule_owned_from(slot: &'static Slot, index: usize, local: Opti
     let body = unsafe { slot.body() };
     let rt = body.runtime().expect("live frame has a runtime");
     if let Some(l) = local.filter(|l| l.is(rt, body.worker)) {
-        l.push(index);
+        l.push(slot);
         return;
     }
     if rt.push_remote(body.worker, index).is_err() {

@@ -9,6 +9,8 @@ use std::sync::Arc;
 use super::queue::RunQueue;
 use super::{harness, Runtime};
 use crate::context::{thread_ctx, ThreadCtx};
+use crate::frame::slot::Slot;
+use crate::frame::table;
 use crate::stack::{AltStack, Stack};
 
 /// After this many local runs the worker looks at its inbox even if the
@@ -31,9 +33,10 @@ pub(crate) struct Local {
     rt: *const Runtime,
     index: usize,
     pub(super) ctx: &'static ThreadCtx,
-    /// Frames this worker owns the `EXEC` of, in run order. Only this
+    /// Frames this worker owns the `EXEC` of, in run order (their slots,
+    /// which are never freed, so no table lookup per run). Only this
     /// thread touches it, and never while holding a reference into it.
-    queue: UnsafeCell<RunQueue<u32>>,
+    queue: UnsafeCell<RunQueue<&'static Slot>>,
     /// Free frame slots and idle stacks, so that a spawn and a free on this
     /// worker take no lock (the table and the pool refill and drain them).
     pub(crate) slots: RefCell<Vec<u32>>,
@@ -42,12 +45,12 @@ pub(crate) struct Local {
 
 impl Local {
     /// Queues a frame this worker owns the `EXEC` of.
-    pub(crate) fn push(&self, index: usize) {
+    pub(crate) fn push(&self, slot: &'static Slot) {
         // SAFETY: see `queue`: no other reference into it is alive.
-        unsafe { &mut *self.queue.get() }.push(index as u32);
+        unsafe { &mut *self.queue.get() }.push(slot);
     }
 
-    fn pop(&self) -> Option<u32> {
+    fn pop(&self) -> Option<&'static Slot> {
         // SAFETY: as in `push`.
         unsafe { &mut *self.queue.get() }.pop()
     }
@@ -61,7 +64,7 @@ impl Local {
         // SAFETY: as in `push`.
         let queue = unsafe { &mut *self.queue.get() };
         for frame in frames.drain(..) {
-            queue.push(frame);
+            queue.push(table::slot(frame as usize).expect("queued frame exists"));
         }
     }
 
@@ -150,8 +153,8 @@ pub(super) fn run(rt: Arc<Runtime>, index: usize) {
     loop {
         until_inbox -= 1;
         if until_inbox != 0 {
-            if let Some(frame) = me.pop() {
-                harness::run(&me, frame as usize);
+            if let Some(slot) = me.pop() {
+                harness::run(&me, slot);
                 continue;
             }
         }
