@@ -112,7 +112,7 @@ pub struct Slot {
     /// that value out.
     awaiting_thread: UnsafeCell<Option<Thread>>,
     /// The running body's corosensei yielder, set by the body on its first
-    /// run and read by the worker before each resume (both `EXEC` owners).
+    /// run and read by the body's library calls (both `EXEC` owners).
     yielder: Cell<*const ()>,
     /// This slot's place in the table, so a queue can hold the slot itself.
     index: u32,
