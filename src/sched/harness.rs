@@ -34,15 +34,10 @@ pub(super) fn run(local: &Local, slot: &'static Slot) {
     };
     match ctx.resume(local.ctx, slot, how) {
         Step::Returned(value) => finish(slot, index, Outcome::Returned(value), Some(local)),
-        Step::Switched(Switch::Yield) => {
-            let snap = slot.state.load();
-            if snap.has(CANCELLED) && !snap.has(CANCEL_RETURNS) {
-                finish(slot, index, Outcome::Cancelled, Some(local));
-            } else {
-                // Pinned here: straight back on this worker's queue.
-                local.push(slot);
-            }
-        }
+        // Pinned here: straight back on this worker's queue. A cancel that
+        // came meanwhile is acted on above, before the body runs again
+        // (rules 4 and 5), so the state is not looked at twice.
+        Step::Switched(Switch::Yield) => local.push(slot),
         Step::Switched(Switch::Suspend {
             on_suspend,
             arg,
