@@ -39,7 +39,7 @@ pub fn spawn(
     }
     let local = sched::local();
     let (index, slot) = match local {
-        Some(l) => table::alloc(Some(&mut l.slots.borrow_mut()))?,
+        Some(l) => l.alloc_slot()?,
         None => table::alloc(None)?,
     };
     let local = local.filter(|l| l.serves(rt));

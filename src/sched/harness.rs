@@ -193,7 +193,7 @@ pub(crate) fn free_with(slot: &'static Slot, index: usize, local: Option<&Local>
     slot.owner.store(0, core::sync::atomic::Ordering::Release);
     slot.state.release();
     match local {
-        Some(l) => table::free(index, Some(&mut l.slots.borrow_mut())),
+        Some(l) => l.free_slot(index),
         None => table::free(index, None),
     }
 }

@@ -1,7 +1,7 @@
 //! One worker thread: run the local queue, refill it from the inbox,
 //! spin a little, then sleep when both stay empty.
 
-use core::cell::{RefCell, UnsafeCell};
+use core::cell::UnsafeCell;
 use core::ptr;
 use std::sync::atomic::{AtomicBool, Ordering::*};
 use std::sync::Arc;
@@ -39,8 +39,10 @@ pub(crate) struct Local {
     queue: UnsafeCell<RunQueue<&'static Slot>>,
     /// Free frame slots and idle stacks, so that a spawn and a free on this
     /// worker take no lock (the table and the pool refill and drain them).
-    pub(crate) slots: RefCell<Vec<u32>>,
-    stacks: RefCell<Vec<Stack>>,
+    /// Like `queue`, touched only by this thread, through the methods
+    /// below, none of which calls back into this `Local`.
+    slots: UnsafeCell<Vec<u32>>,
+    stacks: UnsafeCell<Vec<Stack>>,
 }
 
 impl Local {
@@ -78,9 +80,22 @@ impl Local {
         ptr::eq(self.rt, rt)
     }
 
+    /// A free frame slot, from the cache or the table.
+    pub(crate) fn alloc_slot(&self) -> crate::error::Result<(usize, &'static Slot)> {
+        // SAFETY: see `slots`: no other reference into it is alive.
+        table::alloc(Some(unsafe { &mut *self.slots.get() }))
+    }
+
+    /// Puts back the slot of a frame this thread freed.
+    pub(crate) fn free_slot(&self, index: usize) {
+        // SAFETY: as in `alloc_slot`.
+        table::free(index, Some(unsafe { &mut *self.slots.get() }))
+    }
+
     /// A stack of this worker's runtime, from the cache or the pool.
     pub(crate) fn take_stack(&self) -> crate::error::Result<Stack> {
-        match self.stacks.borrow_mut().pop() {
+        // SAFETY: as in `alloc_slot`.
+        match unsafe { &mut *self.stacks.get() }.pop() {
             Some(s) => Ok(s),
             // SAFETY: `run` holds the runtime's Arc while this Local lives.
             None => unsafe { &*self.rt }.stacks.get(),
@@ -89,11 +104,11 @@ impl Local {
 
     /// Keeps a stack of this worker's runtime, or gives it to the pool.
     pub(crate) fn give_stack(&self, stack: Stack) {
-        let mut cache = self.stacks.borrow_mut();
+        // SAFETY: as in `alloc_slot`.
+        let cache = unsafe { &mut *self.stacks.get() };
         if cache.len() < STACK_CACHE {
             cache.push(stack);
         } else {
-            drop(cache);
             // SAFETY: as in take_stack.
             unsafe { &*self.rt }.stacks.put(stack);
         }
@@ -139,13 +154,13 @@ pub(super) fn run(rt: Arc<Runtime>, index: usize) {
     // Without an alternate stack a coroutine's overflow could not be reported.
     let _alt = AltStack::install().ok();
     let ctx = thread_ctx();
-    let me = Local {
+    let mut me = Local {
         rt: Arc::as_ptr(&rt),
         index,
         ctx,
         queue: UnsafeCell::new(RunQueue::new()),
-        slots: RefCell::new(Vec::new()),
-        stacks: RefCell::new(Vec::new()),
+        slots: UnsafeCell::new(Vec::new()),
+        stacks: UnsafeCell::new(Vec::new()),
     };
     ctx.set_worker((&me as *const Local).cast());
     let inbox = &rt.inboxes[index];
@@ -175,8 +190,8 @@ pub(super) fn run(rt: Arc<Runtime>, index: usize) {
             if q.closed {
                 drop(q);
                 ctx.set_worker(ptr::null());
-                crate::frame::table::flush(&mut me.slots.borrow_mut());
-                for stack in me.stacks.borrow_mut().drain(..) {
+                table::flush(me.slots.get_mut());
+                for stack in me.stacks.get_mut().drain(..) {
                     rt.stacks.put(stack);
                 }
                 return;
