@@ -1,6 +1,7 @@
 //! Running, finalizing and freeing one frame: what the `EXEC` owner does.
 
 use super::worker::Local;
+use super::Runtime;
 use crate::context::{self, OnSuspend, Resumed, Step, Switch};
 use crate::frame::slot::{awaiter, Slot, Wait};
 use crate::frame::state::{Complete, Park, CANCELLED, CANCEL_RETURNS};
@@ -68,6 +69,7 @@ pub(crate) fn schedule_owned(slot: &'static Slot, index: usize) {
 }
 
 /// `schedule_owned` for a caller that knows which worker it is (`local`).
+#[inline]
 pub(crate) fn schedule_owned_from(slot: &'static Slot, index: usize, local: Option<&Local>) {
     // SAFETY: we own EXEC.
     let body = unsafe { slot.body() };
@@ -76,7 +78,14 @@ pub(crate) fn schedule_owned_from(slot: &'static Slot, index: usize, local: Opti
         l.push(slot);
         return;
     }
-    if rt.push_remote(body.worker, index).is_err() {
+    schedule_remote(slot, index, rt, body.worker);
+}
+
+/// `schedule_owned_from` for a frame pinned to another thread's worker:
+/// out of line, so the local push saves no registers for the inbox lock.
+#[inline(never)]
+fn schedule_remote(slot: &'static Slot, index: usize, rt: &Runtime, worker: usize) {
+    if rt.push_remote(worker, index).is_err() {
         // The workers are gone (shutdown): nothing will run it again.
         finalize(slot, index, Outcome::Cancelled);
     }

@@ -47,6 +47,7 @@ pub(crate) struct Local {
 
 impl Local {
     /// Queues a frame this worker owns the `EXEC` of.
+    #[inline]
     pub(crate) fn push(&self, slot: &'static Slot) {
         // SAFETY: see `queue`: no other reference into it is alive.
         unsafe { &mut *self.queue.get() }.push(slot);
