@@ -39,7 +39,7 @@ pub fn spawn(
     }
     let local = sched::local();
     let (index, slot) = match local {
-        Some(l) => table::alloc(Some(&mut l.slots.borrow_mut()))?,
+        Some(l) => l.alloc_slot()?,
         None => table::alloc(None)?,
     };
     let local = local.filter(|l| l.serves(rt));
@@ -111,7 +111,7 @@ fn init_frame(
     debug_assert_eq!(published, gen);
     let queued = match local {
         Some(l) if l.is(rt, worker) => {
-            l.push(index);
+            l.push(slot);
             Ok(())
         }
         // `local` is this thread's worker of `rt`, if it is one: any

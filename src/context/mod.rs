@@ -66,17 +66,17 @@ pub struct Context {
     fiber: Fiber,
 }
 
-/// What runs on this thread: the frame whose body is on the CPU (if any),
-/// its yielder, and the worker this thread is (if any).
+/// What runs on this thread: the frame whose body is on the CPU (if any)
+/// and the worker this thread is (if any). The body's yielder is in its
+/// slot, so a resume sets one pointer here and a first run none.
 pub struct ThreadCtx {
     slot: Cell<*const Slot>,
-    yielder: Cell<*const CoYielder>,
     worker: Cell<*const ()>,
 }
 
 thread_local! {
     static CTX: ThreadCtx = const {
-        ThreadCtx { slot: Cell::new(ptr::null()), yielder: Cell::new(ptr::null()), worker: Cell::new(ptr::null()) }
+        ThreadCtx { slot: Cell::new(ptr::null()), worker: Cell::new(ptr::null()) }
     };
 }
 
@@ -110,21 +110,18 @@ impl ThreadCtx {
         let slot = unsafe { slot.as_ref() }?;
         Some(Running {
             slot,
-            yielder: self.yielder.get(),
+            yielder: slot.yielder().cast(),
         })
     }
 
     /// Hides the running coroutine while library code runs plain
     /// callbacks (defers) on its stack; `restore` puts it back.
-    pub fn hide(&self) -> (*const Slot, *const CoYielder) {
-        let saved = (self.slot.get(), self.yielder.get());
-        self.slot.set(ptr::null());
-        saved
+    pub fn hide(&self) -> *const Slot {
+        self.slot.replace(ptr::null())
     }
 
-    pub fn restore(&self, saved: (*const Slot, *const CoYielder)) {
-        self.slot.set(saved.0);
-        self.yielder.set(saved.1);
+    pub fn restore(&self, saved: *const Slot) {
+        self.slot.set(saved);
     }
 }
 
@@ -169,9 +166,8 @@ impl Context {
         env: *mut c_void,
     ) -> Context {
         let co = Co::with_stack(stack, move |yielder: &CoYielder, _first: Resumed| {
-            let y = yielder as *const CoYielder;
-            slot.set_yielder(y.cast());
-            thread_ctx().yielder.set(y);
+            // Before the entry runs, so `running()` finds the yielder.
+            slot.set_yielder((yielder as *const CoYielder).cast());
             // SAFETY: entry and env come from coro_spawn: a C function and
             // the frame's own copy of its environment.
             unsafe { entry(env) }
@@ -186,7 +182,6 @@ impl Context {
     /// The caller owns the frame's `EXEC`; `ctx` is its thread's context.
     pub fn resume(&mut self, ctx: &ThreadCtx, slot: &'static Slot, how: Resumed) -> Step {
         ctx.slot.set(slot);
-        ctx.yielder.set(slot.yielder().cast());
         let r = self.fiber.run(|| self.co.resume(how));
         ctx.slot.set(ptr::null());
         match r {

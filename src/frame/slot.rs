@@ -112,8 +112,10 @@ pub struct Slot {
     /// that value out.
     awaiting_thread: UnsafeCell<Option<Thread>>,
     /// The running body's corosensei yielder, set by the body on its first
-    /// run and read by the worker before each resume (both `EXEC` owners).
+    /// run and read by the body's library calls (both `EXEC` owners).
     yielder: Cell<*const ()>,
+    /// This slot's place in the table, so a queue can hold the slot itself.
+    index: u32,
 }
 
 // SAFETY: `body` is only touched by the thread that owns `EXEC` in the
@@ -122,7 +124,8 @@ pub struct Slot {
 unsafe impl Sync for Slot {}
 
 impl Slot {
-    pub fn new() -> Slot {
+    /// The slot at `index` of the table.
+    pub fn new(index: u32) -> Slot {
         Slot {
             state: State::new(),
             awaiter: AtomicU64::new(0),
@@ -132,7 +135,14 @@ impl Slot {
             context: UnsafeCell::new(None),
             awaiting_thread: UnsafeCell::new(None),
             yielder: Cell::new(ptr::null()),
+            index,
         }
+    }
+
+    /// This slot's index in the table.
+    #[inline]
+    pub fn index(&self) -> usize {
+        self.index as usize
     }
 
     /// The body.
@@ -199,11 +209,5 @@ impl Slot {
         // SAFETY: by the caller's contract the awaiter's write happened
         // before and no one else reads or writes it now.
         unsafe { (*self.awaiting_thread.get()).take() }
-    }
-}
-
-impl Default for Slot {
-    fn default() -> Self {
-        Slot::new()
     }
 }

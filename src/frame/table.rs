@@ -54,11 +54,27 @@ pub fn slot(index: usize) -> Option<&'static Slot> {
 /// Takes a free slot, from `cache` if it has one (refilled from the
 /// table in batches, so a worker takes the table's lock once per batch).
 /// The caller owns the slot until it publishes a frame in it.
+#[inline]
 pub fn alloc(cache: Option<&mut Vec<u32>>) -> Result<(usize, &'static Slot)> {
     let Some(cache) = cache else {
         return alloc_one();
     };
-    if cache.is_empty() {
+    match cache.pop() {
+        Some(i) => {
+            TABLE.live.fetch_add(1, Relaxed);
+            let index = i as usize;
+            Ok((index, slot(index).expect("cached slot exists")))
+        }
+        None => refill_and_alloc(cache),
+    }
+}
+
+/// `alloc` with an empty cache: the locked path, out of line so the
+/// common one saves no registers for it.
+#[cold]
+#[inline(never)]
+fn refill_and_alloc(cache: &mut Vec<u32>) -> Result<(usize, &'static Slot)> {
+    {
         let mut list = TABLE.free.lock().unwrap_or_else(|e| e.into_inner());
         let n = list.free.len().min(BATCH);
         let at = list.free.len() - n;
@@ -76,6 +92,7 @@ pub fn alloc(cache: Option<&mut Vec<u32>>) -> Result<(usize, &'static Slot)> {
 
 /// Puts a slot back, into `cache` while it holds fewer than `2 * BATCH`.
 /// The caller freed the frame in it.
+#[inline]
 pub fn free(index: usize, cache: Option<&mut Vec<u32>>) {
     TABLE.live.fetch_sub(1, Relaxed);
     if let Some(cache) = cache {
@@ -84,6 +101,12 @@ pub fn free(index: usize, cache: Option<&mut Vec<u32>>) {
             return;
         }
     }
+    free_locked(index);
+}
+
+#[cold]
+#[inline(never)]
+fn free_locked(index: usize) {
     let mut list = TABLE.free.lock().unwrap_or_else(|e| e.into_inner());
     list.free.push(index as u32);
 }
@@ -108,7 +131,7 @@ fn alloc_one() -> Result<(usize, &'static Slot)> {
                     return Err(Error::NoMem);
                 }
                 if i & (CHUNK - 1) == 0 {
-                    let chunk: Box<[Slot]> = (0..CHUNK).map(|_| Slot::new()).collect();
+                    let chunk: Box<[Slot]> = (i..i + CHUNK).map(|j| Slot::new(j as u32)).collect();
                     let ptr = Box::leak(chunk).as_mut_ptr();
                     TABLE.chunks[i >> CHUNK_BITS].store(ptr, Release);
                 }

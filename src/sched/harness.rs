@@ -1,6 +1,7 @@
 //! Running, finalizing and freeing one frame: what the `EXEC` owner does.
 
 use super::worker::Local;
+use super::Runtime;
 use crate::context::{self, OnSuspend, Resumed, Step, Switch};
 use crate::frame::slot::{awaiter, Slot, Wait};
 use crate::frame::state::{Complete, Park, CANCELLED, CANCEL_RETURNS};
@@ -15,8 +16,11 @@ pub(crate) enum Outcome {
 
 /// Runs a queued frame until it switches out or finishes.
 /// The caller (the worker) took it off a queue, so it owns `EXEC`.
-pub(super) fn run(local: &Local, index: usize) {
-    let slot = table::slot(index).expect("queued frame exists");
+/// Inlined into the worker's loop, its only caller: a yield round trip
+/// then pays no call and no second set of register saves.
+#[inline(always)]
+pub(super) fn run(local: &Local, slot: &'static Slot) {
+    let index = slot.index();
     let snap = slot.state.load();
     // SAFETY: we own EXEC (rule 3); the body is not running.
     let ctx = unsafe { slot.context() }
@@ -34,15 +38,10 @@ pub(super) fn run(local: &Local, index: usize) {
     };
     match ctx.resume(local.ctx, slot, how) {
         Step::Returned(value) => finish(slot, index, Outcome::Returned(value), Some(local)),
-        Step::Switched(Switch::Yield) => {
-            let snap = slot.state.load();
-            if snap.has(CANCELLED) && !snap.has(CANCEL_RETURNS) {
-                finish(slot, index, Outcome::Cancelled, Some(local));
-            } else {
-                // Pinned here: straight back on this worker's queue.
-                local.push(index);
-            }
-        }
+        // Pinned here: straight back on this worker's queue. A cancel that
+        // came meanwhile is acted on above, before the body runs again
+        // (rules 4 and 5), so the state is not looked at twice.
+        Step::Switched(Switch::Yield) => local.push(slot),
         Step::Switched(Switch::Suspend {
             on_suspend,
             arg,
@@ -59,7 +58,7 @@ pub(super) fn run(local: &Local, index: usize) {
                 }
             }
             Park::Finalize => finish(slot, index, Outcome::Cancelled, Some(local)),
-            Park::Requeue => local.push(index),
+            Park::Requeue => local.push(slot),
         },
     }
 }
@@ -70,15 +69,23 @@ pub(crate) fn schedule_owned(slot: &'static Slot, index: usize) {
 }
 
 /// `schedule_owned` for a caller that knows which worker it is (`local`).
+#[inline]
 pub(crate) fn schedule_owned_from(slot: &'static Slot, index: usize, local: Option<&Local>) {
     // SAFETY: we own EXEC.
     let body = unsafe { slot.body() };
     let rt = body.runtime().expect("live frame has a runtime");
     if let Some(l) = local.filter(|l| l.is(rt, body.worker)) {
-        l.push(index);
+        l.push(slot);
         return;
     }
-    if rt.push_remote(body.worker, index).is_err() {
+    schedule_remote(slot, index, rt, body.worker);
+}
+
+/// `schedule_owned_from` for a frame pinned to another thread's worker:
+/// out of line, so the local push saves no registers for the inbox lock.
+#[inline(never)]
+fn schedule_remote(slot: &'static Slot, index: usize, rt: &Runtime, worker: usize) {
+    if rt.push_remote(worker, index).is_err() {
         // The workers are gone (shutdown): nothing will run it again.
         finalize(slot, index, Outcome::Cancelled);
     }
@@ -195,7 +202,7 @@ pub(crate) fn free_with(slot: &'static Slot, index: usize, local: Option<&Local>
     slot.owner.store(0, core::sync::atomic::Ordering::Release);
     slot.state.release();
     match local {
-        Some(l) => table::free(index, Some(&mut l.slots.borrow_mut())),
+        Some(l) => l.free_slot(index),
         None => table::free(index, None),
     }
 }

@@ -12,6 +12,7 @@
 //! and joins the workers.
 
 mod harness;
+mod queue;
 mod worker;
 
 pub(crate) use harness::{finalize, free, free_with, schedule_owned, schedule_owned_from, Outcome};
@@ -132,7 +133,11 @@ impl Runtime {
 
     /// The worker a new frame is pinned to: round robin.
     pub(crate) fn pick_worker(&self) -> usize {
-        self.next_worker.fetch_add(1, Relaxed) % self.inboxes.len()
+        match self.inboxes.len() {
+            // No choice to make: skip the shared counter's atomic add.
+            1 => 0,
+            n => self.next_worker.fetch_add(1, Relaxed) % n,
+        }
     }
 
     /// Queues frame `index` on `worker`'s inbox, from another thread.

@@ -1,15 +1,16 @@
 //! One worker thread: run the local queue, refill it from the inbox,
 //! spin a little, then sleep when both stay empty.
 
-use core::cell::{RefCell, UnsafeCell};
+use core::cell::UnsafeCell;
 use core::ptr;
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering::*};
 use std::sync::Arc;
 
+use super::queue::RunQueue;
 use super::{harness, Runtime};
 use crate::context::{thread_ctx, ThreadCtx};
-use crate::frame::Token;
+use crate::frame::slot::Slot;
+use crate::frame::{table, Token};
 use crate::poll::{Poller, Polling};
 use crate::stack::{AltStack, Stack};
 
@@ -33,25 +34,29 @@ pub(crate) struct Local {
     rt: *const Runtime,
     index: usize,
     pub(super) ctx: &'static ThreadCtx,
-    /// Frames this worker owns the `EXEC` of, in run order. Only this
+    /// Frames this worker owns the `EXEC` of, in run order (their slots,
+    /// which are never freed, so no table lookup per run). Only this
     /// thread touches it, and never while holding a reference into it.
-    queue: UnsafeCell<VecDeque<u32>>,
+    queue: UnsafeCell<RunQueue<&'static Slot>>,
     /// Free frame slots and idle stacks, so that a spawn and a free on this
     /// worker take no lock (the table and the pool refill and drain them).
-    pub(crate) slots: RefCell<Vec<u32>>,
-    stacks: RefCell<Vec<Stack>>,
+    /// Like `queue`, touched only by this thread, through the methods
+    /// below, none of which calls back into this `Local`.
+    slots: UnsafeCell<Vec<u32>>,
+    stacks: UnsafeCell<Vec<Stack>>,
 }
 
 impl Local {
     /// Queues a frame this worker owns the `EXEC` of.
-    pub(crate) fn push(&self, index: usize) {
+    #[inline]
+    pub(crate) fn push(&self, slot: &'static Slot) {
         // SAFETY: see `queue`: no other reference into it is alive.
-        unsafe { &mut *self.queue.get() }.push_back(index as u32);
+        unsafe { &mut *self.queue.get() }.push(slot);
     }
 
-    fn pop(&self) -> Option<u32> {
+    fn pop(&self) -> Option<&'static Slot> {
         // SAFETY: as in `push`.
-        unsafe { &mut *self.queue.get() }.pop_front()
+        unsafe { &mut *self.queue.get() }.pop()
     }
 
     fn is_idle(&self) -> bool {
@@ -61,7 +66,10 @@ impl Local {
 
     fn take_inbox(&self, frames: &mut Vec<u32>) {
         // SAFETY: as in `push`.
-        unsafe { &mut *self.queue.get() }.extend(frames.drain(..));
+        let queue = unsafe { &mut *self.queue.get() };
+        for frame in frames.drain(..) {
+            queue.push(table::slot(frame as usize).expect("queued frame exists"));
+        }
     }
 
     /// Whether this is worker `worker` of `rt`.
@@ -74,9 +82,22 @@ impl Local {
         ptr::eq(self.rt, rt)
     }
 
+    /// A free frame slot, from the cache or the table.
+    pub(crate) fn alloc_slot(&self) -> crate::error::Result<(usize, &'static Slot)> {
+        // SAFETY: see `slots`: no other reference into it is alive.
+        table::alloc(Some(unsafe { &mut *self.slots.get() }))
+    }
+
+    /// Puts back the slot of a frame this thread freed.
+    pub(crate) fn free_slot(&self, index: usize) {
+        // SAFETY: as in `alloc_slot`.
+        table::free(index, Some(unsafe { &mut *self.slots.get() }))
+    }
+
     /// A stack of this worker's runtime, from the cache or the pool.
     pub(crate) fn take_stack(&self) -> crate::error::Result<Stack> {
-        match self.stacks.borrow_mut().pop() {
+        // SAFETY: as in `alloc_slot`.
+        match unsafe { &mut *self.stacks.get() }.pop() {
             Some(s) => Ok(s),
             // SAFETY: `run` holds the runtime's Arc while this Local lives.
             None => unsafe { &*self.rt }.stacks.get(),
@@ -85,11 +106,11 @@ impl Local {
 
     /// Keeps a stack of this worker's runtime, or gives it to the pool.
     pub(crate) fn give_stack(&self, stack: Stack) {
-        let mut cache = self.stacks.borrow_mut();
+        // SAFETY: as in `alloc_slot`.
+        let cache = unsafe { &mut *self.stacks.get() };
         if cache.len() < STACK_CACHE {
             cache.push(stack);
         } else {
-            drop(cache);
             // SAFETY: as in take_stack.
             unsafe { &*self.rt }.stacks.put(stack);
         }
@@ -148,13 +169,13 @@ pub(super) fn run(rt: Arc<Runtime>, index: usize) {
     // Without an alternate stack a coroutine's overflow could not be reported.
     let _alt = AltStack::install().ok();
     let ctx = thread_ctx();
-    let me = Local {
+    let mut me = Local {
         rt: Arc::as_ptr(&rt),
         index,
         ctx,
-        queue: UnsafeCell::new(VecDeque::new()),
-        slots: RefCell::new(Vec::new()),
-        stacks: RefCell::new(Vec::new()),
+        queue: UnsafeCell::new(RunQueue::new()),
+        slots: UnsafeCell::new(Vec::new()),
+        stacks: UnsafeCell::new(Vec::new()),
     };
     ctx.set_worker((&me as *const Local).cast());
     let Some(mut polling) = me.poller().take_poll() else {
@@ -165,8 +186,8 @@ pub(super) fn run(rt: Arc<Runtime>, index: usize) {
     loop {
         until_inbox -= 1;
         if until_inbox != 0 {
-            if let Some(frame) = me.pop() {
-                harness::run(&me, frame as usize);
+            if let Some(slot) = me.pop() {
+                harness::run(&me, slot);
                 continue;
             }
         }
@@ -192,8 +213,8 @@ pub(super) fn run(rt: Arc<Runtime>, index: usize) {
             if q.closed {
                 drop(q);
                 ctx.set_worker(ptr::null());
-                crate::frame::table::flush(&mut me.slots.borrow_mut());
-                for stack in me.stacks.borrow_mut().drain(..) {
+                table::flush(me.slots.get_mut());
+                for stack in me.stacks.get_mut().drain(..) {
                     rt.stacks.put(stack);
                 }
                 return;

@@ -1,0 +1,105 @@
+//! A worker's local run queue: a FIFO ring whose capacity is a power of
+//! two, so a push and a pop are a mask and a compare each. It grows when
+//! full and never shrinks (a worker's queue is as long as its busiest
+//! moment). `VecDeque` does the same job with more arithmetic per call,
+//! which the yield round trip pays twice.
+
+/// First capacity: enough for a busy worker without an early regrow.
+const FIRST: usize = 64;
+
+pub(crate) struct RunQueue<T: Copy> {
+    /// Empty until the first push, then a power of two long.
+    buf: Vec<T>,
+    /// Positions of the oldest item and of the next push; they only grow
+    /// (wrapping), and `tail - head` is the length.
+    head: usize,
+    tail: usize,
+}
+
+impl<T: Copy> RunQueue<T> {
+    pub(crate) const fn new() -> RunQueue<T> {
+        RunQueue {
+            buf: Vec::new(),
+            head: 0,
+            tail: 0,
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.head == self.tail
+    }
+
+    #[inline]
+    pub(crate) fn push(&mut self, item: T) {
+        if self.tail.wrapping_sub(self.head) == self.buf.len() {
+            self.grow(item);
+        }
+        let at = self.tail & (self.buf.len() - 1);
+        // SAFETY: `buf.len()` is a power of two (at least FIRST) after
+        // `grow`, so the masked position is in bounds.
+        unsafe { *self.buf.get_unchecked_mut(at) = item };
+        self.tail = self.tail.wrapping_add(1);
+    }
+
+    #[inline]
+    pub(crate) fn pop(&mut self) -> Option<T> {
+        if self.head == self.tail {
+            return None;
+        }
+        let at = self.head & (self.buf.len() - 1);
+        // SAFETY: the queue is not empty, so `buf` was grown to a power of
+        // two and the masked position is in bounds.
+        let item = unsafe { *self.buf.get_unchecked(at) };
+        self.head = self.head.wrapping_add(1);
+        Some(item)
+    }
+
+    /// Doubles the ring (or makes the first one), keeping the order; `fill`
+    /// only initialises the new cells.
+    #[cold]
+    #[inline(never)]
+    fn grow(&mut self, fill: T) {
+        let cap = (self.buf.len() * 2).max(FIRST);
+        let mut buf = Vec::with_capacity(cap);
+        while let Some(item) = self.pop() {
+            buf.push(item);
+        }
+        let len = buf.len();
+        buf.resize(cap, fill);
+        self.buf = buf;
+        self.head = 0;
+        self.tail = len;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RunQueue;
+
+    #[test]
+    fn fifo_across_growth_and_wrap() {
+        let mut q = RunQueue::new();
+        assert!(q.is_empty() && q.pop().is_none());
+        let mut next_in = 0u32;
+        let mut next_out = 0u32;
+        // Keep the queue partly full while it wraps and grows several times.
+        for round in 0..2000u32 {
+            for _ in 0..(round % 7) + 1 {
+                q.push(next_in);
+                next_in += 1;
+            }
+            for _ in 0..(round % 5) {
+                if let Some(v) = q.pop() {
+                    assert_eq!(v, next_out);
+                    next_out += 1;
+                }
+            }
+        }
+        while let Some(v) = q.pop() {
+            assert_eq!(v, next_out);
+            next_out += 1;
+        }
+        assert_eq!(next_in, next_out);
+        assert!(q.is_empty());
+    }
+}
