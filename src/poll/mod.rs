@@ -27,7 +27,7 @@ mod registration;
 mod slab;
 mod timer;
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicUsize, Ordering::*};
@@ -51,7 +51,7 @@ const WAKER: MioToken = MioToken(usize::MAX);
 struct Inner {
     slab: Slab,
     timers: Timers,
-    armed: Armed,
+    regs: Registrations,
 }
 
 pub struct Poller {
@@ -99,7 +99,7 @@ impl Poller {
             inner: Mutex::new(Inner {
                 slab: Slab::default(),
                 timers: Timers::default(),
-                armed: Armed::default(),
+                regs: Registrations::default(),
             }),
             live: AtomicUsize::new(0),
             poll: Mutex::new(Some(poll)),
@@ -221,24 +221,29 @@ impl Poller {
     /// Registers `fd` for a new record; `None` if epoll refuses the kind
     /// of file (EPERM: always ready).
     fn register(&self, fd: RawFd, events: u32) -> Result<Option<u64>> {
-        let (key, shared) = {
+        let (key, claim) = {
             let mut inner = self.lock();
             let key = self.insert(&mut inner, fd);
-            (key, !inner.armed.claim(fd))
+            (key, inner.regs.claim(fd))
         };
         // epoll keys registrations by descriptor: a second wait on a
         // descriptor another wait here has armed registers a duplicate.
-        let (source_fd, r) = if shared {
-            // SAFETY: dup of a caller's descriptor; closed when the wait ends.
-            let d = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
-            if d < 0 {
-                self.release(&mut self.lock(), key);
-                return Err(Error::Io);
+        let shared = claim.is_none();
+        let (source_fd, r) = match claim {
+            Some(kept) => (fd, registration::arm(&self.registry, fd, key, events, kept)),
+            None => {
+                // SAFETY: dup of a caller's descriptor; closed when the wait ends.
+                let d = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+                if d < 0 {
+                    self.release(&mut self.lock(), key);
+                    return Err(Error::Io);
+                }
+                (d, registration::add(&self.registry, d, key, events))
             }
-            (d, registration::add(&self.registry, d, key, events))
-        } else {
-            (fd, registration::arm(&self.registry, fd, key, events))
         };
+        if r.is_ok() && !shared {
+            return Ok(Some(key));
+        }
         let mut inner = self.lock();
         if let Err(e) = r {
             self.release(&mut inner, key);
@@ -246,7 +251,7 @@ impl Poller {
                 // SAFETY: our own duplicate.
                 unsafe { libc::close(source_fd) };
             } else {
-                inner.armed.unclaim(fd);
+                inner.regs.unclaim(fd, false);
             }
             return match e.raw_os_error() {
                 Some(libc::EPERM) => Ok(None),
@@ -292,12 +297,13 @@ impl Poller {
             // SAFETY: our own duplicate.
             unsafe { libc::close(w.fd) };
         } else if w.fd >= 0 {
-            if !(registration::KEPT_WHEN_READY && w.outcome == Outcome::Ready) {
+            let kept = registration::KEPT_WHEN_READY && w.outcome == Outcome::Ready;
+            if !kept {
                 // Under the lock: once unclaimed, this worker may arm the
                 // descriptor again for its next wait.
                 registration::remove(&self.registry, w.fd);
             }
-            inner.armed.unclaim(w.fd);
+            inner.regs.unclaim(w.fd, kept);
         }
         let Inner { slab, timers, .. } = &mut *inner;
         if timers.len() > 1024 && timers.len() > 2 * slab.live() {
@@ -307,20 +313,37 @@ impl Poller {
     }
 }
 
-/// Descriptors a wait in progress has armed in this poller's epoll (not
-/// through a duplicate). A set, not a table indexed by descriptor: a
-/// program may pass any `int`, and the kernel judges it only afterwards.
+/// This poller's registrations of programs' descriptors (duplicates
+/// aside): armed by a wait in progress, or kept disarmed after a wait that
+/// ended ready. A map, not a table indexed by descriptor: a program may
+/// pass any `int`, and the kernel judges it only afterwards.
 #[derive(Default)]
-struct Armed(HashSet<RawFd, BuildHasherDefault<FdHasher>>);
+struct Registrations(HashMap<RawFd, Reg, BuildHasherDefault<FdHasher>>);
 
-impl Armed {
-    /// Claims `fd`; `false` if another wait holds it.
-    fn claim(&mut self, fd: RawFd) -> bool {
-        self.0.insert(fd)
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Reg {
+    Armed,
+    Kept,
+}
+
+impl Registrations {
+    /// Claims `fd` for a wait: `None` if another wait has it armed, else
+    /// whether a disarmed registration was kept.
+    fn claim(&mut self, fd: RawFd) -> Option<bool> {
+        match self.0.insert(fd, Reg::Armed) {
+            Some(Reg::Armed) => None,
+            Some(Reg::Kept) => Some(true),
+            None => Some(false),
+        }
     }
 
-    fn unclaim(&mut self, fd: RawFd) {
-        self.0.remove(&fd);
+    /// The wait holding `fd` ended; `kept`: its disarmed registration stays.
+    fn unclaim(&mut self, fd: RawFd, kept: bool) {
+        if kept {
+            self.0.insert(fd, Reg::Kept);
+        } else {
+            self.0.remove(&fd);
+        }
     }
 }
 

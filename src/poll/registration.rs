@@ -50,13 +50,24 @@ mod imp {
         Ok(())
     }
 
-    /// Arms `fd` for one event under `key`, re-using a registration a
-    /// finished wait left behind.
-    pub fn arm(registry: &Registry, fd: RawFd, key: u64, events: u32) -> io::Result<()> {
-        match ctl(registry, libc::EPOLL_CTL_MOD, fd, key, events) {
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
-                ctl(registry, libc::EPOLL_CTL_ADD, fd, key, events)
-            }
+    /// Arms `fd` for one event under `key`. `kept`: a finished wait left
+    /// a disarmed registration behind, so modify it (unless the program
+    /// closed the descriptor since: then add); otherwise add one (unless
+    /// one exists after all: then modify it).
+    pub fn arm(
+        registry: &Registry,
+        fd: RawFd,
+        key: u64,
+        events: u32,
+        kept: bool,
+    ) -> io::Result<()> {
+        let (first, missing, second) = if kept {
+            (libc::EPOLL_CTL_MOD, libc::ENOENT, libc::EPOLL_CTL_ADD)
+        } else {
+            (libc::EPOLL_CTL_ADD, libc::EEXIST, libc::EPOLL_CTL_MOD)
+        };
+        match ctl(registry, first, fd, key, events) {
+            Err(e) if e.raw_os_error() == Some(missing) => ctl(registry, second, fd, key, events),
             r => r,
         }
     }
@@ -88,7 +99,13 @@ mod imp {
         }
     }
 
-    pub fn arm(registry: &Registry, fd: RawFd, key: u64, events: u32) -> io::Result<()> {
+    pub fn arm(
+        registry: &Registry,
+        fd: RawFd,
+        key: u64,
+        events: u32,
+        _kept: bool,
+    ) -> io::Result<()> {
         add(registry, fd, key, events)
     }
 
