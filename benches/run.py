@@ -687,7 +687,7 @@ def write_md(R, m, rows, targets, path):
   `CLOCK_MONOTONIC` before and after, so the main thread's wake-up is not in the figure.
 - **Instructions**: the same binary under `valgrind --tool=callgrind` with one repetition, at N1 and N2
   iterations: (Ir(N2) − Ir(N1)) / (ops(N2) − ops(N1)), which cancels setup and teardown. Ir is the `totals:`
-  line: every thread of the process (workers, poller, main), user space only — system calls' kernel work is not
+  line: every thread of the process (workers, main), user space only — system calls' kernel work is not
   in it. Under valgrind threads run one at a time, so for the cross-thread and echo benches the instruction
   counts include whatever an idle worker does while its partner is not yet ready (spinning, polling,
   `sched_yield` loops, parking): the more a runtime spins, the more it is charged. The per-function lists

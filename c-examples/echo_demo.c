@@ -5,7 +5,7 @@
  * Two runtimes in one process: the server's (echo_server.c: an accept-loop
  * coroutine and one coroutine per connection) and the clients'
  * (echo_load.c: one coroutine per client connection). Each has its own
- * workers and its own poller thread; they talk over loopback TCP.
+ * workers, each polling its own epoll; they talk over loopback TCP.
  *
  *   1. the server listens on 127.0.0.1, port 0 (the kernel picks one)
  *   2. the clients connect, then send 64-byte requests and wait for each
@@ -135,7 +135,7 @@ int main(int argc, char **argv)
     printf("before the server starts: %d open descriptors, %llu live frames\n", fds_before,
            (unsigned long long)frames_before);
 
-    /* 1. The server, on its own runtime (one worker + its poller thread). */
+    /* 1. The server, on its own runtime (one worker, which polls its epoll). */
     coro_runtime *srv_rt = new_runtime("server");
     echo_server *srv = NULL;
     int rc = echo_server_start(srv_rt, "127.0.0.1", 0, 1, &srv);
