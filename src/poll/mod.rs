@@ -131,12 +131,6 @@ impl Poller {
         self.live.load(Relaxed) != 0
     }
 
-    /// Waits in progress and pending deadlines (for tests and stats).
-    pub fn load(&self) -> (usize, usize) {
-        let inner = self.lock();
-        (inner.slab.live(), inner.timers.len())
-    }
-
     /// One poll by the worker: collects events and due deadlines into
     /// `p.ready`. `block`: sleep in `epoll_wait` until an event, the
     /// earliest deadline or `wake`; otherwise only look.
