@@ -18,12 +18,12 @@ use crate::stack::{AltStack, Stack};
 /// local queue is not empty, so remote wake-ups are not starved.
 const INBOX_INTERVAL: u32 = 61;
 
-/// How many times an idle worker looks at its inbox, giving its CPU away
-/// between looks, before it sleeps on it. A hand-off from another thread
-/// that lands meanwhile costs no futex call and no context switch; on a
-/// busy machine the threads that would give it work run in its place.
-/// (A pause-loop spin was faster on an idle machine but burnt the other
-/// threads' CPU: see docs/bench/RESULTS.md.)
+/// How many times an idle worker looks for work, giving its CPU away
+/// between looks, before it sleeps in `epoll_wait`. A hand-off from another
+/// thread or an event that lands meanwhile costs no wake-up; on a busy
+/// machine the threads that would give it work run in its place. (A
+/// pause-loop spin was faster on an idle machine but burnt the other
+/// threads' CPU: see docs/bench/HISTORY.md.)
 const SPIN_LOOKS: u32 = 64;
 
 /// Idle stacks a worker keeps for its next spawns, besides the pool's.
@@ -135,22 +135,33 @@ pub(crate) fn on_worker() -> bool {
     !thread_ctx().worker().is_null()
 }
 
-/// Looks at the inbox `SPIN_LOOKS` times, giving the CPU away between
-/// looks; returns early when frames arrive.
-fn spin_until_pending(pending: &AtomicBool) {
-    for _ in 0..SPIN_LOOKS {
-        if pending.load(Relaxed) {
-            return;
-        }
-        std::thread::yield_now();
-    }
-}
-
 impl Local {
     /// This worker's poller.
     pub(crate) fn poller(&self) -> &Poller {
         // SAFETY: as in take_stack.
         &unsafe { &*self.rt }.pollers[self.index]
+    }
+
+    /// Looks for work `SPIN_LOOKS` times, giving the CPU away between
+    /// looks, before the worker sleeps: at the inbox and, with waits in
+    /// progress, at the epoll (timeout 0). Work that lands meanwhile costs
+    /// no wake-up, and a thread woken from `epoll_wait` or a futex takes
+    /// tens of microseconds on these VMs: the one-connection echo round
+    /// trip took 68-92 µs when a worker with waits slept at once, 12.5 µs
+    /// with these looks (docs/bench/HISTORY.md).
+    fn look_for_work(&self, polling: &mut Polling, pending: &AtomicBool) {
+        for _ in 0..SPIN_LOOKS {
+            if pending.load(Relaxed) {
+                return;
+            }
+            if self.poller().has_waits() {
+                self.poll_io(polling, false);
+                if !self.is_idle() {
+                    return;
+                }
+            }
+            std::thread::yield_now();
+        }
     }
 
     /// Polls this worker's epoll (`block`: until something happens) and
@@ -197,12 +208,8 @@ pub(super) fn run(rt: Arc<Runtime>, index: usize) {
         if me.poller().has_waits() {
             me.poll_io(&mut polling, false);
         }
-        // With waits in progress, sleep in epoll_wait at once rather than
-        // look at the inbox alone: the looks would not see an event, and
-        // an inbox push wakes the sleep anyway (poll_race ran 0.56 s
-        // instead of 0.9-1.6 s for 20,000 races; docs/bench/HISTORY.md).
-        if me.is_idle() && !me.poller().has_waits() {
-            spin_until_pending(&inbox.pending);
+        if me.is_idle() {
+            me.look_for_work(&mut polling, &inbox.pending);
         }
         let mut q = inbox.queue.lock().unwrap_or_else(|e| e.into_inner());
         loop {
