@@ -3,15 +3,16 @@
 
 use core::cell::UnsafeCell;
 use core::ptr;
-use std::sync::atomic::{AtomicBool, Ordering::*};
+use std::sync::atomic::Ordering::*;
 use std::sync::Arc;
 
 use super::queue::RunQueue;
-use super::{harness, Runtime};
+use super::{harness, Inbox, Runtime, CLOSED, FRAMES, SLEEPING};
 use crate::context::{thread_ctx, ThreadCtx};
 use crate::frame::slot::Slot;
 use crate::frame::{table, Token};
 use crate::poll::{Poller, Polling};
+use crate::sanitize;
 use crate::stack::{AltStack, Stack};
 
 /// After this many local runs the worker looks at its inbox even if the
@@ -64,12 +65,26 @@ impl Local {
         unsafe { &*self.queue.get() }.is_empty()
     }
 
-    fn take_inbox(&self, frames: &mut Vec<u32>) {
+    /// Moves the frames pushed to `inbox` to the local queue, oldest
+    /// first; `false` if there were none. `batch` is scratch space.
+    fn take_inbox(&self, inbox: &Inbox, batch: &mut Vec<&'static Slot>) -> bool {
+        if inbox.head.load(Relaxed) & FRAMES == 0 {
+            return false;
+        }
+        let head = inbox.head.fetch_and(!FRAMES, Acquire);
+        sanitize::acquire(&inbox.head);
+        let mut next = (head & FRAMES) as u32;
+        while next != 0 {
+            let slot = table::slot(next as usize - 1).expect("queued frame exists");
+            batch.push(slot);
+            next = slot.link.load(Relaxed);
+        }
         // SAFETY: as in `push`.
         let queue = unsafe { &mut *self.queue.get() };
-        for frame in frames.drain(..) {
-            queue.push(table::slot(frame as usize).expect("queued frame exists"));
+        for slot in batch.drain(..).rev() {
+            queue.push(slot);
         }
+        true
     }
 
     /// Whether this is worker `worker` of `rt`.
@@ -137,9 +152,9 @@ pub(crate) fn on_worker() -> bool {
 
 /// Looks at the inbox `SPIN_LOOKS` times, giving the CPU away between
 /// looks; returns early when frames arrive.
-fn spin_until_pending(pending: &AtomicBool) {
+fn spin_until_pending(inbox: &Inbox) {
     for _ in 0..SPIN_LOOKS {
-        if pending.load(Relaxed) {
+        if inbox.head.load(Relaxed) & FRAMES != 0 {
             return;
         }
         std::thread::yield_now();
@@ -182,6 +197,7 @@ pub(super) fn run(rt: Arc<Runtime>, index: usize) {
         crate::util::die("coframe: a worker started twice; aborting");
     };
     let inbox = &rt.inboxes[index];
+    let mut batch = Vec::new();
     let mut until_inbox = INBOX_INTERVAL;
     loop {
         until_inbox -= 1;
@@ -198,20 +214,14 @@ pub(super) fn run(rt: Arc<Runtime>, index: usize) {
             me.poll_io(&mut polling, false);
         }
         if me.is_idle() {
-            spin_until_pending(&inbox.pending);
+            spin_until_pending(inbox);
         }
-        let mut q = inbox.queue.lock().unwrap_or_else(|e| e.into_inner());
         loop {
-            if !q.frames.is_empty() {
-                me.take_inbox(&mut q.frames);
-                inbox.pending.store(false, Relaxed);
+            if me.take_inbox(inbox, &mut batch) || !me.is_idle() {
                 break;
             }
-            if !me.is_idle() {
-                break;
-            }
-            if q.closed {
-                drop(q);
+            // Closed and empty (a push that came first is run first).
+            if inbox.head.load(Relaxed) & (CLOSED | FRAMES) == CLOSED {
                 ctx.set_worker(ptr::null());
                 table::flush(me.slots.get_mut());
                 for stack in me.stacks.get_mut().drain(..) {
@@ -220,12 +230,16 @@ pub(super) fn run(rt: Arc<Runtime>, index: usize) {
                 return;
             }
             // Sleep in epoll_wait until an event, a deadline, or a push to
-            // the inbox (`push_remote` wakes us since `sleeping` is set).
-            q.sleeping = true;
-            drop(q);
-            me.poll_io(&mut polling, true);
-            q = inbox.queue.lock().unwrap_or_else(|e| e.into_inner());
-            q.sleeping = false;
+            // the inbox: the push that finds SLEEPING set wakes us. Only
+            // from an empty, open inbox; otherwise look again.
+            if inbox
+                .head
+                .compare_exchange(0, SLEEPING, Relaxed, Relaxed)
+                .is_ok()
+            {
+                me.poll_io(&mut polling, true);
+                inbox.head.fetch_and(!SLEEPING, Relaxed);
+            }
         }
     }
 }
