@@ -116,7 +116,7 @@ fn init_frame(
         }
         // `local` is this thread's worker of `rt`, if it is one: any
         // other target is another thread's queue.
-        _ => rt.push_remote(worker, index),
+        _ => rt.push_remote(worker, slot),
     };
     if queued.is_err() {
         // Shutdown stopped the workers in between: the caller keeps its

@@ -82,10 +82,10 @@ pub(crate) fn schedule_owned_from(slot: &'static Slot, index: usize, local: Opti
 }
 
 /// `schedule_owned_from` for a frame pinned to another thread's worker:
-/// out of line, so the local push saves no registers for the inbox lock.
+/// out of line, so the local push saves no registers for the inbox push.
 #[inline(never)]
 fn schedule_remote(slot: &'static Slot, index: usize, rt: &Runtime, worker: usize) {
-    if rt.push_remote(worker, index).is_err() {
+    if rt.push_remote(worker, slot).is_err() {
         // The workers are gone (shutdown): nothing will run it again.
         finalize(slot, index, Outcome::Cancelled);
     }

@@ -24,6 +24,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
+use crate::frame::slot::Slot;
 use crate::frame::state::Consume;
 use crate::frame::table;
 use crate::poll::Poller;
@@ -42,19 +43,25 @@ pub struct Config {
     pub stack_size: usize,
 }
 
-/// What other threads push to one worker.
+/// What other threads push to one worker: a stack of frames linked
+/// through their slots' `link`, pushed with a compare-exchange and taken
+/// whole by the worker (a swap), so a hand-off takes no lock and moves one
+/// cache line. Taking the whole stack at once means no pop races a push,
+/// so there is no ABA; the worker reverses the batch to run it in order.
 struct Inbox {
-    queue: Mutex<InboxQueue>,
-    /// Frames wait in `queue`: what a spinning worker watches.
-    pending: AtomicBool,
+    /// `FRAMES`: index + 1 of the frame pushed last (0: none); `SLEEPING`:
+    /// the worker sleeps in its poller, so the push that clears this bit
+    /// wakes it; `CLOSED`: pushes fail, the worker stops once idle.
+    head: AtomicU64,
+    /// Held by a push across its wake, and by `stop_workers` before the
+    /// runtime may go: once a frame is pushed it may run, finish and let
+    /// shutdown drop the runtime, whose poller the wake still needs.
+    waking: Mutex<()>,
 }
 
-struct InboxQueue {
-    frames: Vec<u32>,
-    /// The worker sleeps in its poller (so a push must wake it).
-    sleeping: bool,
-    closed: bool,
-}
+const FRAMES: u64 = u32::MAX as u64;
+const SLEEPING: u64 = 1 << 32;
+const CLOSED: u64 = 1 << 33;
 
 pub struct Runtime {
     id: u64,
@@ -85,12 +92,8 @@ impl Runtime {
             .collect::<Result<Box<[Poller]>>>()?;
         let inboxes = (0..workers)
             .map(|_| Inbox {
-                queue: Mutex::new(InboxQueue {
-                    frames: Vec::new(),
-                    sleeping: false,
-                    closed: false,
-                }),
-                pending: AtomicBool::new(false),
+                head: AtomicU64::new(0),
+                waking: Mutex::new(()),
             })
             .collect();
         let rt = Arc::new(Runtime {
@@ -140,24 +143,46 @@ impl Runtime {
         }
     }
 
-    /// Queues frame `index` on `worker`'s inbox, from another thread.
+    /// Queues a frame (its `EXEC` is ours) on `worker`'s inbox, from
+    /// another thread.
     ///
-    /// Once queued, the frame may run and be freed at once, and then
-    /// shutdown may finish and drop the runtime: so everything here,
-    /// the notify included, happens under the inbox lock, which
-    /// `stop_workers` takes before the runtime can go.
-    pub(crate) fn push_remote(&self, worker: usize, index: usize) -> Result<()> {
+    /// Once pushed, the frame may run and be freed at once, and then
+    /// shutdown may finish and drop the runtime: so a push touches the
+    /// runtime after its compare-exchange only to wake a sleeping worker,
+    /// and then under `waking`, which `stop_workers` takes before the
+    /// runtime can go.
+    pub(crate) fn push_remote(&self, worker: usize, slot: &'static Slot) -> Result<()> {
         let inbox = &self.inboxes[worker];
-        let mut q = inbox.queue.lock().unwrap_or_else(|e| e.into_inner());
-        if q.closed {
-            return Err(Error::Shutdown);
+        let frame = slot.index() as u64 + 1;
+        debug_assert!(frame <= FRAMES);
+        let mut waking = None;
+        let mut head = inbox.head.load(Relaxed);
+        loop {
+            if head & CLOSED != 0 {
+                return Err(Error::Shutdown);
+            }
+            if head & SLEEPING != 0 && waking.is_none() {
+                // This push may be the one to wake the worker: lock first.
+                waking = Some(inbox.waking.lock().unwrap_or_else(|e| e.into_inner()));
+                head = inbox.head.load(Relaxed);
+                continue;
+            }
+            slot.link.store((head & FRAMES) as u32, Relaxed);
+            // The worker's swap acquires what we did with the frame.
+            crate::sanitize::release(&inbox.head);
+            // Pushing clears SLEEPING: this push wakes the worker.
+            match inbox
+                .head
+                .compare_exchange_weak(head, frame, Release, Relaxed)
+            {
+                Ok(_) => break,
+                Err(now) => head = now,
+            }
         }
-        q.frames.push(index as u32);
-        inbox.pending.store(true, Relaxed);
-        if q.sleeping {
+        if head & SLEEPING != 0 {
             self.pollers[worker].wake();
         }
-        drop(q);
+        drop(waking);
         Ok(())
     }
 
@@ -198,7 +223,9 @@ impl Runtime {
 
     fn stop_workers(&self) {
         for (inbox, poller) in self.inboxes.iter().zip(self.pollers.iter()) {
-            inbox.queue.lock().unwrap_or_else(|e| e.into_inner()).closed = true;
+            // Waits for a push's wake in progress (see `push_remote`).
+            let _waking = inbox.waking.lock().unwrap_or_else(|e| e.into_inner());
+            inbox.head.fetch_or(CLOSED, Relaxed);
             poller.wake();
         }
         let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));

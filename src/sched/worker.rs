@@ -3,15 +3,16 @@
 
 use core::cell::UnsafeCell;
 use core::ptr;
-use std::sync::atomic::{AtomicBool, Ordering::*};
+use std::sync::atomic::Ordering::*;
 use std::sync::Arc;
 
 use super::queue::RunQueue;
-use super::{harness, Runtime};
+use super::{harness, Inbox, Runtime, CLOSED, FRAMES, SLEEPING};
 use crate::context::{thread_ctx, ThreadCtx};
 use crate::frame::slot::Slot;
 use crate::frame::{table, Token};
 use crate::poll::{Poller, Polling};
+use crate::sanitize;
 use crate::stack::{AltStack, Stack};
 
 /// After this many local runs the worker looks at its inbox even if the
@@ -25,6 +26,19 @@ const INBOX_INTERVAL: u32 = 61;
 /// pause-loop spin was faster on an idle machine but burnt the other
 /// threads' CPU: see docs/bench/HISTORY.md.)
 const SPIN_LOOKS: u32 = 64;
+
+/// How many times an idle worker on a quiet CPU looks at its inbox with a
+/// pause between looks, before the looks above: about half a microsecond,
+/// which covers a ping-pong partner's turn (a cross-worker round trip 960
+/// -> 420 ns) and is short enough not to cost the race demo's threads
+/// (100 pauses did: 248k -> 206k races/s on 2 cores).
+const SPIN_PAUSES: u32 = 20;
+
+/// A `sched_yield` that returns within this found no other thread ready
+/// on this CPU (measured: ~0.5-1.2 µs here; a real switch takes longer).
+/// Under a CPU hog, pausing even 100 times made the ping-pong 2-3x slower;
+/// gated by this, it stayed as fast as without pauses.
+const QUIET_YIELD_NS: i64 = 2_000;
 
 /// Idle stacks a worker keeps for its next spawns, besides the pool's.
 const STACK_CACHE: usize = 16;
@@ -64,12 +78,26 @@ impl Local {
         unsafe { &*self.queue.get() }.is_empty()
     }
 
-    fn take_inbox(&self, frames: &mut Vec<u32>) {
+    /// Moves the frames pushed to `inbox` to the local queue, oldest
+    /// first; `false` if there were none. `batch` is scratch space.
+    fn take_inbox(&self, inbox: &Inbox, batch: &mut Vec<&'static Slot>) -> bool {
+        if inbox.head.load(Relaxed) & FRAMES == 0 {
+            return false;
+        }
+        let head = inbox.head.fetch_and(!FRAMES, Acquire);
+        sanitize::acquire(&inbox.head);
+        let mut next = (head & FRAMES) as u32;
+        while next != 0 {
+            let slot = table::slot(next as usize - 1).expect("queued frame exists");
+            batch.push(slot);
+            next = slot.link.load(Relaxed);
+        }
         // SAFETY: as in `push`.
         let queue = unsafe { &mut *self.queue.get() };
-        for frame in frames.drain(..) {
-            queue.push(table::slot(frame as usize).expect("queued frame exists"));
+        for slot in batch.drain(..).rev() {
+            queue.push(slot);
         }
+        true
     }
 
     /// Whether this is worker `worker` of `rt`.
@@ -142,16 +170,28 @@ impl Local {
         &unsafe { &*self.rt }.pollers[self.index]
     }
 
-    /// Looks for work `SPIN_LOOKS` times, giving the CPU away between
-    /// looks, before the worker sleeps: at the inbox and, with waits in
-    /// progress, at the epoll (timeout 0). Work that lands meanwhile costs
-    /// no wake-up, and a thread woken from `epoll_wait` or a futex takes
-    /// tens of microseconds on these VMs: the one-connection echo round
-    /// trip took 68-92 µs when a worker with waits slept at once, 12.5 µs
-    /// with these looks (docs/bench/HISTORY.md).
-    fn look_for_work(&self, polling: &mut Polling, pending: &AtomicBool) {
+    /// Looks for work until some arrives or it gives up: first, if the CPU
+    /// was quiet (`quiet`), `SPIN_PAUSES` times at the inbox with a pause
+    /// between looks; then `SPIN_LOOKS` times giving the CPU away between
+    /// looks, at the inbox and, with waits in progress, at the epoll
+    /// (timeout 0). Work that lands meanwhile costs no wake-up, and a thread
+    /// woken from `epoll_wait` takes tens of microseconds on these VMs (the
+    /// one-connection echo round trip took 68-92 µs when a worker with
+    /// waits slept at once, 12.5 µs with these looks). Each give-away is
+    /// timed: one that came back within `QUIET_YIELD_NS` found no other
+    /// thread wanting this CPU, so the next idle spell may pause-spin
+    /// without taking time from anyone; a slow one turns that off.
+    fn look_for_work(&self, polling: &mut Polling, inbox: &Inbox, quiet: &mut bool) {
+        if *quiet {
+            for _ in 0..SPIN_PAUSES {
+                if inbox.head.load(Relaxed) & FRAMES != 0 {
+                    return;
+                }
+                core::hint::spin_loop();
+            }
+        }
         for _ in 0..SPIN_LOOKS {
-            if pending.load(Relaxed) {
+            if inbox.head.load(Relaxed) & FRAMES != 0 {
                 return;
             }
             if self.poller().has_waits() {
@@ -160,7 +200,9 @@ impl Local {
                     return;
                 }
             }
+            let start = crate::poll::now();
             std::thread::yield_now();
+            *quiet = crate::poll::now() - start < QUIET_YIELD_NS;
         }
     }
 
@@ -193,6 +235,9 @@ pub(super) fn run(rt: Arc<Runtime>, index: usize) {
         crate::util::die("coframe: a worker started twice; aborting");
     };
     let inbox = &rt.inboxes[index];
+    let mut batch = Vec::new();
+    // Whether the last give-away found this CPU quiet (`look_for_work`).
+    let mut quiet = false;
     let mut until_inbox = INBOX_INTERVAL;
     loop {
         until_inbox -= 1;
@@ -209,20 +254,14 @@ pub(super) fn run(rt: Arc<Runtime>, index: usize) {
             me.poll_io(&mut polling, false);
         }
         if me.is_idle() {
-            me.look_for_work(&mut polling, &inbox.pending);
+            me.look_for_work(&mut polling, inbox, &mut quiet);
         }
-        let mut q = inbox.queue.lock().unwrap_or_else(|e| e.into_inner());
         loop {
-            if !q.frames.is_empty() {
-                me.take_inbox(&mut q.frames);
-                inbox.pending.store(false, Relaxed);
+            if me.take_inbox(inbox, &mut batch) || !me.is_idle() {
                 break;
             }
-            if !me.is_idle() {
-                break;
-            }
-            if q.closed {
-                drop(q);
+            // Closed and empty (a push that came first is run first).
+            if inbox.head.load(Relaxed) & (CLOSED | FRAMES) == CLOSED {
                 ctx.set_worker(ptr::null());
                 table::flush(me.slots.get_mut());
                 for stack in me.stacks.get_mut().drain(..) {
@@ -231,12 +270,16 @@ pub(super) fn run(rt: Arc<Runtime>, index: usize) {
                 return;
             }
             // Sleep in epoll_wait until an event, a deadline, or a push to
-            // the inbox (`push_remote` wakes us since `sleeping` is set).
-            q.sleeping = true;
-            drop(q);
-            me.poll_io(&mut polling, true);
-            q = inbox.queue.lock().unwrap_or_else(|e| e.into_inner());
-            q.sleeping = false;
+            // the inbox: the push that finds SLEEPING set wakes us. Only
+            // from an empty, open inbox; otherwise look again.
+            if inbox
+                .head
+                .compare_exchange(0, SLEEPING, Relaxed, Relaxed)
+                .is_ok()
+            {
+                me.poll_io(&mut polling, true);
+                inbox.head.fetch_and(!SLEEPING, Relaxed);
+            }
         }
     }
 }
