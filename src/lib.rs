@@ -6,8 +6,9 @@
 //! `frame` for the rules and `docs/DESIGN.md` for the contract.
 #![warn(unsafe_op_in_unsafe_fn)]
 
-// Under `--cfg loom` only the state word is built: the loom models check
-// it alone (frame/loom_state.rs).
+// Under `--cfg loom` only the state word and the worker inbox are built:
+// the loom models check them alone (frame/loom_state.rs,
+// sched/loom_inbox.rs).
 #[cfg(not(loom))]
 pub mod context;
 #[cfg(not(loom))]
@@ -22,6 +23,12 @@ pub mod poll;
 pub(crate) mod sanitize;
 #[cfg(not(loom))]
 pub mod sched;
+#[cfg(loom)]
+mod sched {
+    mod inbox;
+    #[cfg(test)]
+    mod loom_inbox;
+}
 #[cfg(not(loom))]
 pub mod stack;
 #[cfg(not(loom))]

@@ -7,7 +7,7 @@
 use core::cell::{Cell, UnsafeCell};
 use core::ffi::{c_char, c_void};
 use core::ptr;
-use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering::*};
+use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering::*};
 use std::thread::Thread;
 
 use super::handle::Promise;
@@ -117,10 +117,10 @@ pub struct Slot {
     /// This slot's place in the table, so a queue can hold the slot itself.
     index: u32,
     /// The next frame (index + 1; 0: none) in the worker inbox this frame
-    /// waits in (`sched::Inbox`). Written by the pusher, which owns
+    /// waits in (`sched/inbox.rs`). Written by the pusher, which owns
     /// `EXEC`, before the push publishes it; read by the worker that took
     /// the inbox. A frame is in one inbox at a time: only `EXEC` queues it.
-    pub link: AtomicU32,
+    pub link: crate::loom::AtomicU32,
 }
 
 // SAFETY: `body` is only touched by the thread that owns `EXEC` in the
@@ -141,7 +141,7 @@ impl Slot {
             awaiting_thread: UnsafeCell::new(None),
             yielder: Cell::new(ptr::null()),
             index,
-            link: AtomicU32::new(0),
+            link: crate::loom::AtomicU32::new(0),
         }
     }
 

@@ -12,6 +12,7 @@
 //! and joins the workers.
 
 mod harness;
+mod inbox;
 mod queue;
 mod worker;
 
@@ -30,6 +31,7 @@ use crate::frame::table;
 use crate::poll::Poller;
 use crate::sanitize::Mutex;
 use crate::stack::StackPool;
+use inbox::Push;
 
 /// Most workers one runtime may have.
 pub const MAX_WORKERS: usize = 1024;
@@ -43,25 +45,14 @@ pub struct Config {
     pub stack_size: usize,
 }
 
-/// What other threads push to one worker: a stack of frames linked
-/// through their slots' `link`, pushed with a compare-exchange and taken
-/// whole by the worker (a swap), so a hand-off takes no lock and moves one
-/// cache line. Taking the whole stack at once means no pop races a push,
-/// so there is no ABA; the worker reverses the batch to run it in order.
+/// What other threads push to one worker (`inbox.rs`).
 struct Inbox {
-    /// `FRAMES`: index + 1 of the frame pushed last (0: none); `SLEEPING`:
-    /// the worker sleeps in its poller, so the push that clears this bit
-    /// wakes it; `CLOSED`: pushes fail, the worker stops once idle.
-    head: AtomicU64,
+    head: inbox::Head,
     /// Held by a push across its wake, and by `stop_workers` before the
     /// runtime may go: once a frame is pushed it may run, finish and let
     /// shutdown drop the runtime, whose poller the wake still needs.
     waking: Mutex<()>,
 }
-
-const FRAMES: u64 = u32::MAX as u64;
-const SLEEPING: u64 = 1 << 32;
-const CLOSED: u64 = 1 << 33;
 
 pub struct Runtime {
     id: u64,
@@ -92,7 +83,7 @@ impl Runtime {
             .collect::<Result<Box<[Poller]>>>()?;
         let inboxes = (0..workers)
             .map(|_| Inbox {
-                head: AtomicU64::new(0),
+                head: inbox::Head::new(),
                 waking: Mutex::new(()),
             })
             .collect();
@@ -153,37 +144,23 @@ impl Runtime {
     /// runtime can go.
     pub(crate) fn push_remote(&self, worker: usize, slot: &'static Slot) -> Result<()> {
         let inbox = &self.inboxes[worker];
-        let frame = slot.index() as u64 + 1;
-        debug_assert!(frame <= FRAMES);
+        let frame = slot.index() as u32 + 1;
         let mut waking = None;
-        let mut head = inbox.head.load(Relaxed);
         loop {
-            if head & CLOSED != 0 {
-                return Err(Error::Shutdown);
-            }
-            if head & SLEEPING != 0 && waking.is_none() {
+            match inbox.head.push(frame, &slot.link, waking.is_some()) {
+                Push::Queued { wake } => {
+                    if wake {
+                        self.pollers[worker].wake();
+                    }
+                    return Ok(());
+                }
                 // This push may be the one to wake the worker: lock first.
-                waking = Some(inbox.waking.lock().unwrap_or_else(|e| e.into_inner()));
-                head = inbox.head.load(Relaxed);
-                continue;
-            }
-            slot.link.store((head & FRAMES) as u32, Relaxed);
-            // The worker's swap acquires what we did with the frame.
-            crate::sanitize::release(&inbox.head);
-            // Pushing clears SLEEPING: this push wakes the worker.
-            match inbox
-                .head
-                .compare_exchange_weak(head, frame, Release, Relaxed)
-            {
-                Ok(_) => break,
-                Err(now) => head = now,
+                Push::NeedsLock => {
+                    waking = Some(inbox.waking.lock().unwrap_or_else(|e| e.into_inner()))
+                }
+                Push::Closed => return Err(Error::Shutdown),
             }
         }
-        if head & SLEEPING != 0 {
-            self.pollers[worker].wake();
-        }
-        drop(waking);
-        Ok(())
     }
 
     /// Cancels every coroutine of this runtime, runs their defers, frees
@@ -225,7 +202,7 @@ impl Runtime {
         for (inbox, poller) in self.inboxes.iter().zip(self.pollers.iter()) {
             // Waits for a push's wake in progress (see `push_remote`).
             let _waking = inbox.waking.lock().unwrap_or_else(|e| e.into_inner());
-            inbox.head.fetch_or(CLOSED, Relaxed);
+            inbox.head.close();
             poller.wake();
         }
         let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));

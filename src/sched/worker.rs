@@ -7,12 +7,11 @@ use std::sync::atomic::Ordering::*;
 use std::sync::Arc;
 
 use super::queue::RunQueue;
-use super::{harness, Inbox, Runtime, CLOSED, FRAMES, SLEEPING};
+use super::{harness, Inbox, Runtime};
 use crate::context::{thread_ctx, ThreadCtx};
 use crate::frame::slot::Slot;
 use crate::frame::{table, Token};
 use crate::poll::{Poller, Polling};
-use crate::sanitize;
 use crate::stack::{AltStack, Stack};
 
 /// After this many local runs the worker looks at its inbox even if the
@@ -81,12 +80,10 @@ impl Local {
     /// Moves the frames pushed to `inbox` to the local queue, oldest
     /// first; `false` if there were none. `batch` is scratch space.
     fn take_inbox(&self, inbox: &Inbox, batch: &mut Vec<&'static Slot>) -> bool {
-        if inbox.head.load(Relaxed) & FRAMES == 0 {
+        let mut next = inbox.head.take();
+        if next == 0 {
             return false;
         }
-        let head = inbox.head.fetch_and(!FRAMES, Acquire);
-        sanitize::acquire(&inbox.head);
-        let mut next = (head & FRAMES) as u32;
         while next != 0 {
             let slot = table::slot(next as usize - 1).expect("queued frame exists");
             batch.push(slot);
@@ -184,14 +181,14 @@ impl Local {
     fn look_for_work(&self, polling: &mut Polling, inbox: &Inbox, quiet: &mut bool) {
         if *quiet {
             for _ in 0..SPIN_PAUSES {
-                if inbox.head.load(Relaxed) & FRAMES != 0 {
+                if inbox.head.has_frames() {
                     return;
                 }
                 core::hint::spin_loop();
             }
         }
         for _ in 0..SPIN_LOOKS {
-            if inbox.head.load(Relaxed) & FRAMES != 0 {
+            if inbox.head.has_frames() {
                 return;
             }
             if self.poller().has_waits() {
@@ -261,7 +258,7 @@ pub(super) fn run(rt: Arc<Runtime>, index: usize) {
                 break;
             }
             // Closed and empty (a push that came first is run first).
-            if inbox.head.load(Relaxed) & (CLOSED | FRAMES) == CLOSED {
+            if inbox.head.closed_and_empty() {
                 ctx.set_worker(ptr::null());
                 table::flush(me.slots.get_mut());
                 for stack in me.stacks.get_mut().drain(..) {
@@ -272,13 +269,9 @@ pub(super) fn run(rt: Arc<Runtime>, index: usize) {
             // Sleep in epoll_wait until an event, a deadline, or a push to
             // the inbox: the push that finds SLEEPING set wakes us. Only
             // from an empty, open inbox; otherwise look again.
-            if inbox
-                .head
-                .compare_exchange(0, SLEEPING, Relaxed, Relaxed)
-                .is_ok()
-            {
+            if inbox.head.try_sleep() {
                 me.poll_io(&mut polling, true);
-                inbox.head.fetch_and(!SLEEPING, Relaxed);
+                inbox.head.woke();
             }
         }
     }
