@@ -7,16 +7,8 @@ use std::sync::Mutex;
 
 use coframe::ffi::*;
 
-fn runtime(workers: u32) -> *mut coro_runtime {
-    let cfg = coro_config {
-        struct_size: core::mem::size_of::<coro_config>() as u32,
-        workers,
-        stack_size: 0,
-    };
-    let mut rt = ptr::null_mut();
-    assert_eq!(unsafe { coro_runtime_new(&cfg, &mut rt) }, CORO_OK);
-    rt
-}
+mod common;
+use common::runtime;
 
 unsafe extern "C" fn add_one(env: *mut c_void) -> *mut c_void {
     let v = unsafe { *(env as *const u64) };

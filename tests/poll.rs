@@ -6,6 +6,8 @@ use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering::*};
 
 use coframe::ffi::*;
 
+mod common;
+
 fn runtime() -> *mut coro_runtime {
     let mut rt = ptr::null_mut();
     assert_eq!(unsafe { coro_runtime_new(ptr::null(), &mut rt) }, CORO_OK);
@@ -176,17 +178,6 @@ fn bad_descriptors_are_refused() {
     assert_eq!(coro_wait_fd(0, 8, -1), CORO_EINVAL);
 }
 
-fn runtime_with(workers: u32) -> *mut coro_runtime {
-    let cfg = coro_config {
-        struct_size: core::mem::size_of::<coro_config>() as u32,
-        workers,
-        stack_size: 0,
-    };
-    let mut rt = ptr::null_mut();
-    assert_eq!(unsafe { coro_runtime_new(&cfg, &mut rt) }, CORO_OK);
-    rt
-}
-
 fn spawn_wait_readable(rt: *mut coro_runtime, fd: &i32) -> coro_promise {
     let mut p = coro_promise { id: 0 };
     let env = (fd as *const i32).cast();
@@ -217,7 +208,7 @@ fn read_byte(fd: i32) {
 /// byte wakes both.
 #[test]
 fn two_waits_on_one_descriptor_on_one_worker() {
-    let rt = runtime_with(1);
+    let rt = common::runtime(1);
     let fds = socketpair();
     let a = spawn_wait_readable(rt, &fds[0]);
     let b = spawn_wait_readable(rt, &fds[0]);
@@ -236,7 +227,7 @@ fn two_waits_on_one_descriptor_on_one_worker() {
 /// the old registration; the wait adds one for the new file).
 #[test]
 fn waits_rearm_and_survive_a_reused_descriptor_number() {
-    let rt = runtime_with(1);
+    let rt = common::runtime(1);
     let fds = socketpair();
     for _ in 0..3 {
         let p = spawn_wait_readable(rt, &fds[0]);
