@@ -395,6 +395,30 @@ static void test_two_waiters(void)
     CHECK_EQ(count_fds(), fds_before); /* the dups were closed */
 }
 
+/* Again on a one-worker runtime: there both waits register in one epoll,
+ * so the second goes through a dup of the descriptor, which must be closed
+ * when its wait ends. */
+static void test_two_waiters_one_worker(void)
+{
+    coro_runtime *saved_rt = rt;
+    epoll_set_t saved_pollers = pollers;
+    int saved_idle = idle_regs;
+    epoll_snapshot_t eps;
+    epoll_snapshot(&eps);
+    coro_config cfg = { .struct_size = sizeof(coro_config), .workers = 1, .stack_size = 0 };
+    if (CHECK_RC(coro_runtime_new(&cfg, &rt), CORO_OK)) {
+        CHECK(epoll_find_new(&eps, &pollers) != 0); /* 1, or -1 without kcmp */
+        idle_regs = epoll_count(&pollers);
+        if (pollers.n > 0)
+            CHECK_EQ(idle_regs, 1); /* one worker: its waker */
+        test_two_waiters();
+        CHECK_RC(coro_runtime_shutdown(rt), CORO_OK);
+    }
+    rt = saved_rt;
+    pollers = saved_pollers;
+    idle_regs = saved_idle;
+}
+
 /* ------------------------------------------------------------------ */
 /* A peer that resets                                                  */
 
@@ -727,6 +751,7 @@ int main(int argc, char **argv)
     test_deadlines();
     test_cancel();
     test_two_waiters();
+    test_two_waiters_one_worker();
     test_reset();
     test_plain_thread();
     echo_server *srv = emfile ? test_emfile() : NULL;
