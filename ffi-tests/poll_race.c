@@ -7,8 +7,8 @@
  * coroutine in turn, two threads are released together:
  *
  *   thread A  writes one byte to the other end of the pair, so the
- *             runtime's poller thread gets an epoll event and resumes the
- *             coroutine (it holds the wait's suspend reference);
+ *             coroutine's worker gets an epoll event and resumes the
+ *             coroutine (the wait holds its suspend reference);
  *   thread B  calls coro_cancel_async on the coroutine, unless it has
  *             already woken (a "cancel it if it is not done yet" timeout).
  *
