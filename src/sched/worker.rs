@@ -140,27 +140,7 @@ impl Local {
             unsafe { &*self.rt }.stacks.put(stack);
         }
     }
-}
 
-/// The worker the calling thread is, if any.
-pub(crate) fn local() -> Option<&'static Local> {
-    // SAFETY: see local_of; callers never keep the reference beyond the
-    // library call they make on this thread.
-    local_of(thread_ctx()).map(|l| unsafe { &*(l as *const Local) })
-}
-
-pub(crate) fn local_of(ctx: &ThreadCtx) -> Option<&Local> {
-    // SAFETY: the worker pointer is set by `run` to the `Local` on its own
-    // stack and cleared before `run` returns; `ThreadCtx` is per thread.
-    unsafe { ctx.worker().cast::<Local>().as_ref() }
-}
-
-/// Whether the calling thread is one of any runtime's workers.
-pub(crate) fn on_worker() -> bool {
-    !thread_ctx().worker().is_null()
-}
-
-impl Local {
     /// This worker's poller.
     pub(crate) fn poller(&self) -> &Poller {
         // SAFETY: as in take_stack.
@@ -212,6 +192,24 @@ impl Local {
             let _ = crate::coro::resume_from(Token(token), Some(self));
         }
     }
+}
+
+/// The worker the calling thread is, if any.
+pub(crate) fn local() -> Option<&'static Local> {
+    // SAFETY: see local_of; callers never keep the reference beyond the
+    // library call they make on this thread.
+    local_of(thread_ctx()).map(|l| unsafe { &*(l as *const Local) })
+}
+
+pub(crate) fn local_of(ctx: &ThreadCtx) -> Option<&Local> {
+    // SAFETY: the worker pointer is set by `run` to the `Local` on its own
+    // stack and cleared before `run` returns; `ThreadCtx` is per thread.
+    unsafe { ctx.worker().cast::<Local>().as_ref() }
+}
+
+/// Whether the calling thread is one of any runtime's workers.
+pub(crate) fn on_worker() -> bool {
+    !thread_ctx().worker().is_null()
 }
 
 /// The worker thread's body.
