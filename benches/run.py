@@ -300,6 +300,16 @@ def raw_top(raw, limit=30):
     return "\n".join(out)
 
 
+def process_cpu_s(pid):
+    """User + system CPU seconds of a running process (Linux), or None."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def echo_throughput(server_cmd, secs, name):
     """Starts a server that prints {"port":P} and echoes until stdin
     closes; drives it with loadgen (1,000 connections); stops it."""
@@ -317,8 +327,15 @@ def echo_throughput(server_cmd, secs, name):
         pass
     res = None
     if port:
+        cpu0 = process_cpu_s(p.pid)
         res = run_json(name + " loadgen", [LOADGEN, str(port), "1000", str(secs), "0.3"],
                        secs + 60)
+        cpu1 = process_cpu_s(p.pid)
+        # The server's CPU time (user + system) per round trip over the
+        # whole load, warm-up included: steadier than the rate on a
+        # shared VM, and it counts system calls, which callgrind does not.
+        if res and cpu0 is not None and cpu1 is not None and res.get("total_round_trips"):
+            res["server_cpu_us_per_rt"] = (cpu1 - cpu0) * 1e6 / res["total_round_trips"]
     try:
         p.stdin.close()
     except OSError:
@@ -549,7 +566,7 @@ def build_rows(R, m):
     targets.append(dict(id="5b", text="echo throughput, 1,000 connections, ≥ tokio with the same settings",
                         met=t5b, detail=f"{fmt_num(c_rps)} vs {fmt_num(t_rps)} round trips/s (medians of "
                         f"{(tp.get('coframe') or {}).get('runs', 0)} alternated runs each; every run under "
-                        f"Echo throughput details)"))
+                        f"Echo throughput details){cpu_detail(tp)}"))
     rows.append(dict(op="e. echo throughput, 1,000 connections", coframe="coframe from C, 2 workers",
                      peer="tokio, 2 workers", coframe_val=f"{fmt_num(c_rps)} rt/s",
                      peer_val=f"{fmt_num(t_rps)} rt/s", val_ratio=fmt_ratio(ratio(c_rps, t_rps)),
@@ -572,6 +589,15 @@ HOT_KEYS = {
     "5b": ["echo.coframe_c"],
     "6": ["scale.yield.big", "scale.spawn.big"],
 }
+
+
+def cpu_detail(tp):
+    """The servers' median CPU per round trip, for the 5b row."""
+    c = (tp.get("coframe") or {}).get("median_cpu_us_per_rt")
+    t = (tp.get("tokio") or {}).get("median_cpu_us_per_rt")
+    if c is None or t is None:
+        return ""
+    return f"; server CPU per round trip {c:.2f} vs {t:.2f} µs"
 
 
 def mark(met):
@@ -666,9 +692,12 @@ def write_md(R, m, rows, targets, path):
         for k, v in tp.items():
             if v:
                 every = ", ".join(f"{r:,.0f}" for r in v.get("all_rps", [v["rps"]]))
+                cpu = v.get("all_cpu_us_per_rt") or []
+                cpu_txt = (f" Server CPU time (user + system) per round trip, same runs: "
+                           f"{', '.join(f'{c:.2f}' for c in cpu)} µs." if cpu else "")
                 L.append(f"- {k}: median run {v['round_trips']:,} round trips in {v['secs']:.2f} s = "
                          f"{v['rps']:,.0f}/s, {v['errors']} errors; {v.get('runs', 1)} run(s), alternated "
-                         f"with the other server's, in order: {every} round trips/s.")
+                         f"with the other server's, in order: {every} round trips/s.{cpu_txt}")
         L.append("")
     tm = R.get("timers")
     if tm:
@@ -929,6 +958,10 @@ def main():
                 best = dict(rs[len(rs) // 2])
                 best["runs"] = len(rs)
                 best["all_rps"] = [r["rps"] for r in runs[name]]
+                cpus = [r["server_cpu_us_per_rt"] for r in runs[name] if "server_cpu_us_per_rt" in r]
+                best["all_cpu_us_per_rt"] = cpus
+                if cpus:
+                    best["median_cpu_us_per_rt"] = sorted(cpus)[len(cpus) // 2]
                 R["throughput"][name] = best
                 log(f"  throughput.{name:19s} {best['rps']:12,.0f} round trips/s "
                     f"(median of {len(rs)}: {', '.join(f'{r:,.0f}' for r in best['all_rps'])})")

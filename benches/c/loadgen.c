@@ -81,7 +81,7 @@ int main(int argc, char **argv)
 
     struct epoll_event evs[256];
     double start = now_s(), t_count = start + warmup, t_end = t_count + secs;
-    long done = 0;
+    long done = 0, total = 0; /* total: warm-up included */
     int counting = 0;
     for (;;) {
         double t = now_s();
@@ -101,6 +101,7 @@ int main(int argc, char **argv)
                 if (c->got == MSG) {
                     c->got = 0;
                     done++;
+                    total++;
                     if (write(c->fd, msg, MSG) != MSG)
                         errors++;
                 }
@@ -113,7 +114,8 @@ int main(int argc, char **argv)
     double elapsed = now_s() - t_count;
     for (int i = 0; i < nconn; i++)
         close(cs[i].fd);
-    printf("{\"conns\":%d,\"secs\":%.3f,\"round_trips\":%ld,\"rps\":%.1f,\"errors\":%ld}\n",
-           nconn, elapsed, done, (double)done / elapsed, errors);
+    printf("{\"conns\":%d,\"secs\":%.3f,\"round_trips\":%ld,\"rps\":%.1f,\"errors\":%ld,"
+           "\"total_round_trips\":%ld}\n",
+           nconn, elapsed, done, (double)done / elapsed, errors, total);
     return 0;
 }
