@@ -33,26 +33,10 @@ unsafe extern "C" fn wait_readable(env: *mut c_void) -> *mut c_void {
 fn wait_fd_wakes_on_data() {
     let rt = runtime();
     let fds = socketpair();
-    let mut p = coro_promise { id: 0 };
-    assert_eq!(
-        unsafe {
-            coro_spawn(
-                rt,
-                Some(wait_readable),
-                (&fds[0] as *const i32).cast(),
-                4,
-                None,
-                0,
-                &mut p,
-            )
-        },
-        CORO_OK
-    );
+    let p = spawn_on_fd(rt, wait_readable, &fds[0]);
     std::thread::sleep(std::time::Duration::from_millis(20));
-    assert_eq!(unsafe { libc::write(fds[1], b"x".as_ptr().cast(), 1) }, 1);
-    let mut r = ptr::null_mut();
-    assert_eq!(unsafe { coro_await(p, &mut r) }, CORO_OK);
-    assert_eq!(r as isize, CORO_OK as isize);
+    write_byte(fds[1]);
+    await_ok(p);
     assert_eq!(unsafe { coro_runtime_shutdown(rt) }, CORO_OK);
     unsafe { libc::close(fds[0]) };
     unsafe { libc::close(fds[1]) };
@@ -74,21 +58,7 @@ unsafe extern "C" fn wait_with_deadline(env: *mut c_void) -> *mut c_void {
 fn wait_fd_times_out_not_before_its_deadline() {
     let rt = runtime();
     let fds = socketpair();
-    let mut p = coro_promise { id: 0 };
-    assert_eq!(
-        unsafe {
-            coro_spawn(
-                rt,
-                Some(wait_with_deadline),
-                (&fds[0] as *const i32).cast(),
-                4,
-                None,
-                0,
-                &mut p,
-            )
-        },
-        CORO_OK
-    );
+    let p = spawn_on_fd(rt, wait_with_deadline, &fds[0]);
     let mut r = ptr::null_mut();
     assert_eq!(unsafe { coro_await(p, &mut r) }, CORO_OK);
     assert_eq!(r as isize, CORO_ETIMEDOUT as isize);
@@ -118,21 +88,7 @@ unsafe extern "C" fn sleep_forever(_env: *mut c_void) -> *mut c_void {
 fn cancel_and_shutdown_end_waits() {
     let rt = runtime();
     let fds = socketpair();
-    let mut p = coro_promise { id: 0 };
-    assert_eq!(
-        unsafe {
-            coro_spawn(
-                rt,
-                Some(wait_and_defer_close),
-                (&fds[0] as *const i32).cast(),
-                4,
-                None,
-                0,
-                &mut p,
-            )
-        },
-        CORO_OK
-    );
+    let p = spawn_on_fd(rt, wait_and_defer_close, &fds[0]);
     std::thread::sleep(std::time::Duration::from_millis(20));
     assert_eq!(coro_cancel_async(p), CORO_OK);
     assert_eq!(
@@ -178,11 +134,16 @@ fn bad_descriptors_are_refused() {
     assert_eq!(coro_wait_fd(0, 8, -1), CORO_EINVAL);
 }
 
-fn spawn_wait_readable(rt: *mut coro_runtime, fd: &i32) -> coro_promise {
+/// Spawns `entry` with a copy of `*fd` as its environment.
+fn spawn_on_fd(
+    rt: *mut coro_runtime,
+    entry: unsafe extern "C" fn(*mut c_void) -> *mut c_void,
+    fd: &i32,
+) -> coro_promise {
     let mut p = coro_promise { id: 0 };
     let env = (fd as *const i32).cast();
     assert_eq!(
-        unsafe { coro_spawn(rt, Some(wait_readable), env, 4, None, 0, &mut p) },
+        unsafe { coro_spawn(rt, Some(entry), env, 4, None, 0, &mut p) },
         CORO_OK
     );
     p
@@ -210,8 +171,8 @@ fn read_byte(fd: i32) {
 fn two_waits_on_one_descriptor_on_one_worker() {
     let rt = common::runtime(1);
     let fds = socketpair();
-    let a = spawn_wait_readable(rt, &fds[0]);
-    let b = spawn_wait_readable(rt, &fds[0]);
+    let a = spawn_on_fd(rt, wait_readable, &fds[0]);
+    let b = spawn_on_fd(rt, wait_readable, &fds[0]);
     std::thread::sleep(std::time::Duration::from_millis(20));
     write_byte(fds[1]);
     await_ok(a);
@@ -230,7 +191,7 @@ fn waits_rearm_and_survive_a_reused_descriptor_number() {
     let rt = common::runtime(1);
     let fds = socketpair();
     for _ in 0..3 {
-        let p = spawn_wait_readable(rt, &fds[0]);
+        let p = spawn_on_fd(rt, wait_readable, &fds[0]);
         std::thread::sleep(std::time::Duration::from_millis(5));
         write_byte(fds[1]);
         await_ok(p);
@@ -241,7 +202,7 @@ fn waits_rearm_and_survive_a_reused_descriptor_number() {
     assert_eq!(unsafe { libc::dup2(fresh[0], fds[0]) }, fds[0]);
     unsafe { libc::close(fresh[0]) };
     unsafe { libc::close(fds[1]) };
-    let p = spawn_wait_readable(rt, &fds[0]);
+    let p = spawn_on_fd(rt, wait_readable, &fds[0]);
     std::thread::sleep(std::time::Duration::from_millis(20));
     write_byte(fresh[1]);
     await_ok(p);
