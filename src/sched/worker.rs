@@ -171,15 +171,16 @@ impl Local {
             if inbox.head.has_frames() {
                 return;
             }
+            let start = crate::poll::now();
+            std::thread::yield_now();
+            *quiet = crate::poll::now() - start < QUIET_YIELD_NS;
+            // After the give-away: the caller has just polled.
             if self.poller().has_waits() {
                 self.poll_io(polling, false);
                 if !self.is_idle() {
                     return;
                 }
             }
-            let start = crate::poll::now();
-            std::thread::yield_now();
-            *quiet = crate::poll::now() - start < QUIET_YIELD_NS;
         }
     }
 
