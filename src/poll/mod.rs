@@ -184,25 +184,22 @@ impl Poller {
     /// (a regular file), so it is ready now. Called by the waiting
     /// coroutine, on the worker that polls this poller.
     pub fn begin(&self, fd: RawFd, events: u32, deadline: i64) -> Result<Option<u64>> {
-        let key = if fd >= 0 {
-            match self.register(fd, events)? {
-                Some(k) => k,
-                None => return Ok(None),
-            }
-        } else {
-            self.insert(&mut self.lock(), -1)
-        };
-        if deadline >= 0 {
-            // The worker is running this coroutine, so it is not asleep:
-            // its next sleep takes this deadline into account.
-            self.lock().timers.add(deadline, key);
+        if fd < 0 {
+            return Ok(Some(self.insert(&mut self.lock(), -1, deadline)));
         }
-        Ok(Some(key))
+        self.register(fd, events, deadline)
     }
 
-    fn insert(&self, inner: &mut Inner, fd: RawFd) -> u64 {
+    /// A new wait record, with its deadline (if `deadline >= 0`). The
+    /// worker is running the waiting coroutine, so it is not asleep: its
+    /// next sleep takes the deadline into account. A record released
+    /// early leaves its timer entry behind (lazy deletion, `timer.rs`).
+    fn insert(&self, inner: &mut Inner, fd: RawFd, deadline: i64) -> u64 {
         let key = inner.slab.insert(fd, false);
         self.live.store(inner.slab.live(), Relaxed);
+        if deadline >= 0 {
+            inner.timers.add(deadline, key);
+        }
         key
     }
 
@@ -214,10 +211,10 @@ impl Poller {
 
     /// Registers `fd` for a new record; `None` if epoll refuses the kind
     /// of file (EPERM: always ready).
-    fn register(&self, fd: RawFd, events: u32) -> Result<Option<u64>> {
+    fn register(&self, fd: RawFd, events: u32, deadline: i64) -> Result<Option<u64>> {
         let (key, claim) = {
             let mut inner = self.lock();
-            let key = self.insert(&mut inner, fd);
+            let key = self.insert(&mut inner, fd, deadline);
             (key, inner.regs.claim(fd))
         };
         // epoll keys registrations by descriptor: a second wait on a
