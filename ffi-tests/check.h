@@ -8,6 +8,12 @@
  *   REQUIRE(cond)            CHECK, and `return` from the current function on
  *   REQUIRE_RC(expr, want)   failure (use in void test functions)
  *   WAIT_UNTIL(cond, ms)     poll `cond` until it holds or `ms` milliseconds pass
+ *   CHECK_FRAMES_BACK_TO(base, ms)
+ *                            wait until coro_live_frames() is `base` again, check it
+ *   check_runtime(workers)   a runtime with that many workers (0: one per CPU),
+ *                            its creation checked; NULL if it failed
+ *   lockstep_wait(pos, i)    spin (then yield) until another thread's position
+ *                            counter reaches `i`: the race tests' lock step
  *   check_summary()          prints "<name>: N passed, N failed", returns the
  *                            process exit status (0 only if nothing failed)
  *
@@ -162,6 +168,31 @@ static inline void pause_briefly(void)
         while (!(cond) && now_sec() < wait_until_end_)                                             \
             pause_briefly();                                                                       \
     } while (0)
+
+/* Frames a test made are gone once it ends. */
+#define CHECK_FRAMES_BACK_TO(base, ms)                                                             \
+    do {                                                                                           \
+        WAIT_UNTIL(coro_live_frames() == (base), (ms));                                            \
+        CHECK_EQ(coro_live_frames(), (base));                                                      \
+    } while (0)
+
+static inline coro_runtime *check_runtime(uint32_t workers)
+{
+    coro_config cfg = { .struct_size = sizeof(coro_config), .workers = workers, .stack_size = 0 };
+    coro_runtime *r = NULL;
+    CHECK_RC(coro_runtime_new(&cfg, &r), CORO_OK);
+    return r;
+}
+
+/* The race tests' threads walk a batch in lock step: each waits until the
+ * other is done with the previous item. */
+static inline void lockstep_wait(atomic_long *other, long i)
+{
+    int spins = 0;
+    while (atomic_load_explicit(other, memory_order_acquire) < i)
+        if (++spins > 64)
+            sched_yield();
+}
 
 /*
  * A token mailbox: the usual `on_suspend` callback stores the token of the

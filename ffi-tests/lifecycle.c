@@ -18,21 +18,6 @@
 static coro_runtime *rt;  /* 2 workers */
 static coro_runtime *rt1; /* 1 worker */
 
-static coro_runtime *make_runtime(uint32_t workers)
-{
-    coro_config cfg = { .struct_size = sizeof(coro_config), .workers = workers, .stack_size = 0 };
-    coro_runtime *r = NULL;
-    CHECK_RC(coro_runtime_new(&cfg, &r), CORO_OK);
-    return r;
-}
-
-/* Frames made by a test are gone once it ends. */
-static void check_frames_back_to(uint64_t base)
-{
-    WAIT_UNTIL(coro_live_frames() == base, TIMEOUT_MS);
-    CHECK_EQ(coro_live_frames(), base);
-}
-
 /* The order log shared by defers, errdefers, env_drops and bodies. */
 static order_log olog;
 static atomic_int drops; /* env_drop calls */
@@ -94,7 +79,7 @@ static void test_spawn_await_thread(void)
     /* A NULL result pointer is allowed. */
     REQUIRE_RC(coro_spawn(rt, double_it, &env, sizeof env, NULL, 0, &p), CORO_OK);
     CHECK_RC(coro_await(p, NULL), CORO_OK);
-    check_frames_back_to(base);
+    CHECK_FRAMES_BACK_TO(base, TIMEOUT_MS);
 }
 
 /* coro_await from a thread blocks until the coroutine finishes. */
@@ -134,7 +119,7 @@ static void test_await_blocks_thread(void)
     CHECK(atomic_load(&b.resumed) == 1); /* await did not return before the resume */
     CHECK_EQ((intptr_t)res, 7);
     pthread_join(th, NULL);
-    check_frames_back_to(base);
+    CHECK_FRAMES_BACK_TO(base, TIMEOUT_MS);
 }
 
 /* ------------------------------------------------------------------ */
@@ -202,7 +187,7 @@ static void test_spawn_await_in_coroutine(void)
     CHECK_RC(coro_await(p, &res), CORO_OK);
     CHECK_EQ((intptr_t)res, 11);
     CHECK_EQ(atomic_load(&awaiting), 2);
-    check_frames_back_to(base);
+    CHECK_FRAMES_BACK_TO(base, TIMEOUT_MS);
 }
 
 /* ------------------------------------------------------------------ */
@@ -275,7 +260,7 @@ static void test_env_is_a_copy(void)
     CHECK_EQ(atomic_load(&env_drop_calls), 1);
     CHECK(atomic_load(&env_at_drop) == seen); /* env_drop gets the same copy */
     CHECK(atomic_load(&env_intact_at_drop));
-    check_frames_back_to(base);
+    CHECK_FRAMES_BACK_TO(base, TIMEOUT_MS);
 }
 
 /* ------------------------------------------------------------------ */
@@ -304,7 +289,7 @@ static void test_defers_at_completion(void)
     CHECK_EQ(atomic_load(&drops), 1);
     sleep_ms(20);
     CHECK_EQ(atomic_load(&drops), 1); /* exactly once */
-    check_frames_back_to(base);
+    CHECK_FRAMES_BACK_TO(base, TIMEOUT_MS);
 }
 
 /* env_drop runs even when the env is empty (size 0, NULL pointer). */
@@ -322,7 +307,7 @@ static void test_env_drop_empty_env(void)
     REQUIRE_RC(coro_spawn(rt, return_null, NULL, 0, log_drop, 0, &p), CORO_OK);
     CHECK_RC(coro_await(p, NULL), CORO_OK);
     CHECK_EQ(atomic_load(&drops), 1);
-    check_frames_back_to(base);
+    CHECK_FRAMES_BACK_TO(base, TIMEOUT_MS);
 }
 
 /* ------------------------------------------------------------------ */
@@ -355,7 +340,7 @@ static void test_cancel_async_suspended(void)
     /* The poller's token still holds the frame. */
     CHECK_EQ(coro_live_frames(), base + 1);
     CHECK_RC(coro_resume(t), CORO_OK); /* late resume: only drops the reference */
-    check_frames_back_to(base);
+    CHECK_FRAMES_BACK_TO(base, TIMEOUT_MS);
     sleep_ms(20);
     CHECK_LOG(&olog, "SeDcBaX"); /* the body never continued, nothing ran twice */
     CHECK_EQ(atomic_load(&drops), 1);
@@ -378,7 +363,7 @@ static void test_cancel_suspend(void)
     CHECK_EQ(coro_live_frames(), base + 1); /* the promise still holds the frame */
     void *res = CH(1);
     CHECK_RC(coro_await(p, &res), CORO_ECANCELED);
-    check_frames_back_to(base);
+    CHECK_FRAMES_BACK_TO(base, TIMEOUT_MS);
     sleep_ms(20);
     CHECK_LOG(&olog, "SeDcBaX");
     CHECK_EQ(atomic_load(&drops), 1);
@@ -467,7 +452,7 @@ static void test_cancel_returns_via_cancel_async(void)
     CHECK_EQ(coro_live_frames(), base + 1);
     CHECK_RC(coro_resume(t), CORO_OK); /* hands control back: suspend returns ECANCELED */
     check_cancel_returns_outcome(&s);
-    check_frames_back_to(base);
+    CHECK_FRAMES_BACK_TO(base, TIMEOUT_MS);
     CHECK_RC(coro_resume(t), CORO_ESTALE);
 }
 
@@ -489,7 +474,7 @@ static void test_cancel_returns_via_cancel_suspend(void)
     void *res = NULL;
     CHECK_RC(coro_await(p, &res), CORO_ECANCELED);
     check_cancel_returns_outcome(&s);
-    check_frames_back_to(base);
+    CHECK_FRAMES_BACK_TO(base, TIMEOUT_MS);
     CHECK_RC(coro_resume(t), CORO_ESTALE);
 }
 
@@ -534,7 +519,7 @@ static void test_cancel_running_default(void)
     CHECK_LOG(&olog, "SEdX"); /* the suspension did not suspend, the body never continued */
     CHECK_EQ(atomic_load(&s.rc_suspend1), 1);
     cr_cleanup(&s);
-    check_frames_back_to(base);
+    CHECK_FRAMES_BACK_TO(base, TIMEOUT_MS);
 }
 
 static void *running_returns_body(void *envp)
@@ -571,7 +556,7 @@ static void test_cancel_running_returns(void)
     CHECK_RC(atomic_load(&s.rc_yield), CORO_ECANCELED);
     CHECK_LOG(&olog, "SCEdX");
     cr_cleanup(&s);
-    check_frames_back_to(base);
+    CHECK_FRAMES_BACK_TO(base, TIMEOUT_MS);
 }
 
 /* ------------------------------------------------------------------ */
@@ -617,7 +602,7 @@ static void test_detach(void)
     WAIT_UNTIL(atomic_load(&detached_done) == 1 && atomic_load(&detached_defers) == 1, TIMEOUT_MS);
     CHECK_EQ(atomic_load(&detached_done), 1);
     CHECK_EQ(atomic_load(&detached_defers), 1);
-    check_frames_back_to(base);
+    CHECK_FRAMES_BACK_TO(base, TIMEOUT_MS);
 
     /* Detached right after spawn: many of them, all complete. */
     token_box *none = NULL;
@@ -628,7 +613,7 @@ static void test_detach(void)
     WAIT_UNTIL(atomic_load(&detached_defers) == 101, TIMEOUT_MS);
     CHECK_EQ(atomic_load(&detached_done), 101);
     CHECK_EQ(atomic_load(&detached_defers), 101);
-    check_frames_back_to(base);
+    CHECK_FRAMES_BACK_TO(base, TIMEOUT_MS);
 }
 
 /* ------------------------------------------------------------------ */
@@ -685,7 +670,7 @@ static void test_yield_ping_pong(void)
         fprintf(stderr, "    interleaving was \"%s\"\n", pp_log);
     CHECK_EQ(na, PING_ROUNDS);
     CHECK(pthread_equal(pp_thread[0], pp_thread[1])); /* one worker ran both */
-    check_frames_back_to(base);
+    CHECK_FRAMES_BACK_TO(base, TIMEOUT_MS);
 }
 
 /* ------------------------------------------------------------------ */
@@ -717,7 +702,7 @@ static void test_self_id(void)
     CHECK_EQ(ids[0], p[0].id);
     CHECK_EQ(ids[1], p[1].id);
     CHECK_EQ(coro_self_id(), 0);
-    check_frames_back_to(base);
+    CHECK_FRAMES_BACK_TO(base, TIMEOUT_MS);
 }
 
 /* ------------------------------------------------------------------ */
@@ -799,7 +784,7 @@ static void test_cancel_propagates_through_await(void)
     CHECK_EQ(atomic_load(&prop_child_defers), 1); /* the child was cancelled with it */
     /* The child's frame waits for the token we hold; resuming it only drops it. */
     CHECK_RC(coro_resume(ct), CORO_OK);
-    check_frames_back_to(base);
+    CHECK_FRAMES_BACK_TO(base, TIMEOUT_MS);
     sleep_ms(20);
     CHECK_EQ(atomic_load(&prop_bodies_continued), 0);
     CHECK_EQ(atomic_load(&prop_child_defers), 1);
@@ -840,7 +825,7 @@ static void test_await_of_token_cancelled(void)
     CHECK_RC(coro_await(p, &res), CORO_OK); /* the parent itself was not cancelled */
     CHECK_EQ((intptr_t)res, 7);
     CHECK_RC(atomic_load(&awaited_rc), CORO_ECANCELED);
-    check_frames_back_to(base);
+    CHECK_FRAMES_BACK_TO(base, TIMEOUT_MS);
 }
 
 /* ------------------------------------------------------------------ */
@@ -879,8 +864,8 @@ int main(void)
 {
     check_init("lifecycle");
     uint64_t frames_at_start = coro_live_frames();
-    rt = make_runtime(2);
-    rt1 = make_runtime(1);
+    rt = check_runtime(2);
+    rt1 = check_runtime(1);
     if (rt && rt1) {
         test_strerror();
         test_self_id();

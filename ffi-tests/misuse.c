@@ -19,12 +19,6 @@
 
 static coro_runtime *rt;
 
-static void check_frames_back_to(uint64_t base)
-{
-    WAIT_UNTIL(coro_live_frames() == base, TIMEOUT_MS);
-    CHECK_EQ(coro_live_frames(), base);
-}
-
 /* A stale or shut-down handle: either code is allowed by the contract. */
 #define CHECK_GONE(expr)                                                                           \
     do {                                                                                           \
@@ -168,7 +162,7 @@ static void test_misuse_inside_a_coroutine(void)
     CHECK_RC(coro_await(p, &res), CORO_OK);
     CHECK_EQ((intptr_t)res, 3);
     CHECK_EQ(atomic_load(&env.stray_suspends), 0);
-    check_frames_back_to(base);
+    CHECK_FRAMES_BACK_TO(base, TIMEOUT_MS);
 }
 
 /* ------------------------------------------------------------------ */
@@ -199,7 +193,7 @@ static void test_second_resume(void)
     CHECK_EQ((intptr_t)res, 2);
     CHECK_EQ(atomic_load(&progress), 2);
     CHECK_RC(coro_resume(t2), CORO_ESTALE);
-    check_frames_back_to(base);
+    CHECK_FRAMES_BACK_TO(base, TIMEOUT_MS);
 }
 
 static void test_resume_after_cancel_suspend(void)
@@ -218,7 +212,7 @@ static void test_resume_after_cancel_suspend(void)
     CHECK_RC(coro_await(p, NULL), CORO_ESTALE);
     CHECK_RC(coro_resume(t), CORO_ESTALE);
     CHECK_EQ(atomic_load(&progress), 0);
-    check_frames_back_to(base);
+    CHECK_FRAMES_BACK_TO(base, TIMEOUT_MS);
 }
 
 static void test_cancel_suspend_after_resume(void)
@@ -232,7 +226,7 @@ static void test_cancel_suspend_after_resume(void)
     CHECK_RC(coro_resume(t), CORO_OK);
     CHECK_RC(coro_cancel_suspend(t), CORO_ESTALE);
     CHECK_RC(coro_await(p, NULL), CORO_OK); /* the stale cancel did not cancel it */
-    check_frames_back_to(base);
+    CHECK_FRAMES_BACK_TO(base, TIMEOUT_MS);
 }
 
 /* Save the token, resume, let it finish, await, then use the token again. */
@@ -248,7 +242,7 @@ static void test_token_of_finished_coroutine(void)
     void *res = NULL;
     CHECK_RC(coro_await(p, &res), CORO_OK);
     CHECK_EQ((intptr_t)res, 1);
-    check_frames_back_to(base);
+    CHECK_FRAMES_BACK_TO(base, TIMEOUT_MS);
     CHECK_RC(coro_resume(t), CORO_ESTALE);
     CHECK_RC(coro_cancel_suspend(t), CORO_ESTALE);
 }
@@ -264,7 +258,7 @@ static void test_stale_handles_after_slot_reuse(void)
     REQUIRE(old_t.id != 0);
     CHECK_RC(coro_resume(old_t), CORO_OK);
     CHECK_RC(coro_await(old_p, NULL), CORO_OK);
-    check_frames_back_to(base);
+    CHECK_FRAMES_BACK_TO(base, TIMEOUT_MS);
 
     /* New suspended coroutines, likely in the freed slot. */
     enum { N = 8 };
@@ -293,7 +287,7 @@ static void test_stale_handles_after_slot_reuse(void)
         CHECK_RC(coro_await(ps[i], &res), CORO_OK);
         CHECK_EQ((intptr_t)res, 1);
     }
-    check_frames_back_to(base);
+    CHECK_FRAMES_BACK_TO(base, TIMEOUT_MS);
 }
 
 /* Handles nobody ever handed out: an error, never a crash. */
@@ -359,14 +353,14 @@ static void test_promise_consumed_once(void)
     CHECK_RC(coro_await(p, NULL), CORO_ESTALE);
     CHECK_RC(coro_cancel_async(p), CORO_ESTALE);
     CHECK_RC(coro_resume(t), CORO_OK);
-    check_frames_back_to(base);
+    CHECK_FRAMES_BACK_TO(base, TIMEOUT_MS);
 
     /* cancel_async of a coroutine that already finished: consumes, frees */
     REQUIRE_RC(coro_spawn(rt, return_arg, &v, sizeof v, NULL, 0, &p), CORO_OK);
     sleep_ms(20);
     CHECK_RC(coro_cancel_async(p), CORO_OK);
     CHECK_RC(coro_await(p, NULL), CORO_ESTALE);
-    check_frames_back_to(base);
+    CHECK_FRAMES_BACK_TO(base, TIMEOUT_MS);
 }
 
 /* ------------------------------------------------------------------ */
@@ -407,8 +401,7 @@ int main(void)
     test_zeroed_handles();
     test_outside_a_coroutine();
     test_forged_handles();
-    coro_config cfg = { .struct_size = sizeof(coro_config), .workers = 2, .stack_size = 0 };
-    CHECK_RC(coro_runtime_new(&cfg, &rt), CORO_OK);
+    rt = check_runtime(2);
     if (rt) {
         test_null_arguments();
         test_misuse_inside_a_coroutine();

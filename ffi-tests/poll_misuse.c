@@ -405,8 +405,8 @@ static void test_two_waiters_one_worker(void)
     int saved_idle = idle_regs;
     epoll_snapshot_t eps;
     epoll_snapshot(&eps);
-    coro_config cfg = { .struct_size = sizeof(coro_config), .workers = 1, .stack_size = 0 };
-    if (CHECK_RC(coro_runtime_new(&cfg, &rt), CORO_OK)) {
+    rt = check_runtime(1);
+    if (rt) {
         CHECK(epoll_find_new(&eps, &pollers) != 0); /* 1, or -1 without kcmp */
         idle_regs = epoll_count(&pollers);
         if (pollers.n > 0)
@@ -738,8 +738,7 @@ int main(int argc, char **argv)
     uint64_t frames_at_start = coro_live_frames();
     epoll_snapshot_t eps;
     epoll_snapshot(&eps);
-    coro_config cfg = { .struct_size = sizeof(coro_config), .workers = 2, .stack_size = 0 };
-    CHECK_RC(coro_runtime_new(&cfg, &rt), CORO_OK);
+    rt = check_runtime(2);
     if (!rt)
         return check_summary();
     epoll_find_new(&eps, &pollers);

@@ -102,14 +102,6 @@ static void *body(void *envp)
     return (void *)(intptr_t)(i + 1);
 }
 
-static void wait_for(atomic_long *other, long i)
-{
-    int spins = 0;
-    while (atomic_load_explicit(other, memory_order_acquire) < i)
-        if (++spins > 64)
-            sched_yield();
-}
-
 static void *writer_a(void *arg)
 {
     (void)arg;
@@ -118,7 +110,7 @@ static void *writer_a(void *arg)
         if (atomic_load(&quit))
             return NULL;
         for (long i = 0; i < k; i++) {
-            wait_for(&b_pos, i);
+            lockstep_wait(&b_pos, i);
             slots[i].write_n = (int)write(pairs[i][1], "x", 1);
             atomic_store_explicit(&a_pos, i + 1, memory_order_release);
         }
@@ -135,7 +127,7 @@ static void *canceller_b(void *arg)
         if (atomic_load(&quit))
             return NULL;
         for (long i = 0; i < k; i++) {
-            wait_for(&a_pos, i);
+            lockstep_wait(&a_pos, i);
             struct slot *s = &slots[i];
             long d = atomic_load_explicit(&delay_ns, memory_order_relaxed);
             if (d > 0) {

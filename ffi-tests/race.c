@@ -90,15 +90,6 @@ static void *body(void *envp)
     return (void *)(intptr_t)(e->i + 1);
 }
 
-/* Waits until the other side has reached `i`, without hogging a shared core. */
-static void wait_for(atomic_long *other, long i)
-{
-    int spins = 0;
-    while (atomic_load_explicit(other, memory_order_acquire) < i)
-        if (++spins > 64)
-            sched_yield();
-}
-
 static void *poller_a(void *arg)
 {
     (void)arg;
@@ -107,7 +98,7 @@ static void *poller_a(void *arg)
         if (atomic_load(&quit))
             return NULL;
         for (long i = 0; i < k; i++) {
-            wait_for(&b_pos, i);
+            lockstep_wait(&b_pos, i);
             coro_token t = { atomic_load(&slots[i].token) };
             slots[i].resume_rc = coro_resume(t);
             atomic_store_explicit(&a_pos, i + 1, memory_order_release);
@@ -124,7 +115,7 @@ static void *canceller_b(void *arg)
         if (atomic_load(&quit))
             return NULL;
         for (long i = 0; i < k; i++) {
-            wait_for(&a_pos, i);
+            lockstep_wait(&a_pos, i);
             struct slot *s = &slots[i];
             if (!atomic_load(&s->continued)) {
                 s->cancel_rc = coro_cancel_async(s->promise);

@@ -25,20 +25,6 @@
 static int n_resumptions = 100; /* pinning: suspensions per coroutine */
 static int n_shutdown = 1000;   /* shutdown: suspended coroutines */
 
-static coro_runtime *new_runtime(uint32_t workers)
-{
-    coro_config cfg = { .struct_size = sizeof(coro_config), .workers = workers, .stack_size = 0 };
-    coro_runtime *r = NULL;
-    CHECK_RC(coro_runtime_new(&cfg, &r), CORO_OK);
-    return r;
-}
-
-static void check_frames_back_to(uint64_t base)
-{
-    WAIT_UNTIL(coro_live_frames() == base, TIMEOUT_MS);
-    CHECK_EQ(coro_live_frames(), base);
-}
-
 /* A token queue: workers push from on_suspend, a foreign thread pops. */
 struct token_queue {
     pthread_mutex_t mu;
@@ -141,7 +127,7 @@ static void test_balance(coro_runtime *rt)
             fprintf(stderr, "    worker %d ran only %d of %d\n", k, count[k], BALANCE_N);
     }
     printf("\n");
-    check_frames_back_to(base);
+    CHECK_FRAMES_BACK_TO(base, TIMEOUT_MS);
 }
 
 /* ------------------------------------------------------------------ */
@@ -232,7 +218,7 @@ static void test_pinning(coro_runtime *rt)
     printf("pinning: %d coroutines x %d foreign resumes, %d moved threads\n", spawned,
            n_resumptions, atomic_load(&moved));
     tq_destroy(&q);
-    check_frames_back_to(base);
+    CHECK_FRAMES_BACK_TO(base, TIMEOUT_MS);
 }
 
 /* ------------------------------------------------------------------ */
@@ -320,7 +306,7 @@ static void test_cancel_from_foreign_threads(coro_runtime *rt)
         CHECK_RC(coro_resume(fc_tokens[i]), CORO_OK);
     for (int i = 1; i < FOREIGN_N; i += 2)
         CHECK_RC(coro_await(fc_promises[i], NULL), CORO_ECANCELED);
-    check_frames_back_to(base);
+    CHECK_FRAMES_BACK_TO(base, TIMEOUT_MS);
     CHECK_EQ(atomic_load(&foreign_continued), 0);
     once = 0;
     for (int i = 0; i < FOREIGN_N; i++)
@@ -396,7 +382,7 @@ static void *sd_body(void *envp)
 static void test_shutdown_with_foreign_tokens(void)
 {
     uint64_t base = coro_live_frames();
-    coro_runtime *rt = new_runtime(3);
+    coro_runtime *rt = check_runtime(3);
     REQUIRE(rt != NULL);
     struct holder h;
     memset(&h, 0, sizeof h);
@@ -470,7 +456,7 @@ int main(int argc, char **argv)
         return 2;
     }
     uint64_t frames_at_start = coro_live_frames();
-    coro_runtime *rt = new_runtime(3);
+    coro_runtime *rt = check_runtime(3);
     if (rt) {
         test_balance(rt);
         test_pinning(rt);
