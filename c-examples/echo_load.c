@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "echo.h"
+#include "echo_io.h"
 
 #define MAX_MSG 4096
 #define IO_TIMEOUT_NS (10LL * 1000000000LL) /* a server that stops answering */
@@ -91,50 +92,6 @@ static void client_cleanup(void *arg)
     atomic_fetch_sub(&c->l->open, 1);
 }
 
-enum io_end { IO_OK, IO_CLOSED, IO_ERROR };
-
-static enum io_end send_all(int fd, const char *p, size_t n)
-{
-    while (n > 0) {
-        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
-        if (w > 0) {
-            p += w;
-            n -= (size_t)w;
-        } else if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            if (coro_wait_fd(fd, CORO_WRITABLE, coro_now() + IO_TIMEOUT_NS) != CORO_OK)
-                return IO_ERROR;
-        } else if (w < 0 && errno == EINTR) {
-            continue;
-        } else {
-            return errno == EPIPE || errno == ECONNRESET ? IO_CLOSED : IO_ERROR;
-        }
-    }
-    return IO_OK;
-}
-
-/* Reads exactly `n` bytes; *waited says whether it had to suspend. */
-static enum io_end recv_all(int fd, char *p, size_t n, int *waited)
-{
-    while (n > 0) {
-        ssize_t r = recv(fd, p, n, 0);
-        if (r > 0) {
-            p += r;
-            n -= (size_t)r;
-        } else if (r == 0) {
-            return IO_CLOSED;
-        } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
-            *waited = 1;
-            if (coro_wait_fd(fd, CORO_READABLE, coro_now() + IO_TIMEOUT_NS) != CORO_OK)
-                return IO_ERROR;
-        } else if (errno == EINTR) {
-            continue;
-        } else {
-            return errno == ECONNRESET || errno == EPIPE ? IO_CLOSED : IO_ERROR;
-        }
-    }
-    return IO_OK;
-}
-
 static int connect_nb(echo_load *l, int fd)
 {
     if (connect(fd, (struct sockaddr *)&l->addr, sizeof l->addr) == 0)
@@ -183,14 +140,14 @@ static void *client_main(void *envp)
 
         int64_t t0 = coro_now();
         int waited = 0;
-        enum io_end e = send_all(c->fd, out, n);
-        if (e == IO_OK)
-            e = recv_all(c->fd, in, n, &waited);
-        if (e == IO_CLOSED) {
+        enum echo_io e = echo_send_all(c->fd, out, n, IO_TIMEOUT_NS);
+        if (e == ECHO_IO_OK)
+            e = echo_recv_all(c->fd, in, n, IO_TIMEOUT_NS, &waited);
+        if (e == ECHO_IO_PEER_GONE) {
             atomic_fetch_add(&l->ended_by_server, 1);
             break;
         }
-        if (e != IO_OK || memcmp(in, out, n) != 0) {
+        if (e != ECHO_IO_OK || memcmp(in, out, n) != 0) {
             atomic_fetch_add(&l->errors, 1);
             break;
         }

@@ -46,6 +46,7 @@
 #include <unistd.h>
 
 #include "echo.h"
+#include "echo_io.h"
 
 #define BACKOFF_NS (5 * 1000000LL) /* after EMFILE/ENFILE */
 #define BUF_SIZE 4096
@@ -190,33 +191,6 @@ static void conn_cleanup(void *arg)
         (void)coro_detach(to_detach);
 }
 
-enum io_end { IO_OK, IO_RESET, IO_ERROR };
-
-static enum io_end classify(int err)
-{
-    return err == ECONNRESET || err == EPIPE ? IO_RESET : IO_ERROR;
-}
-
-/* Sends all `n` bytes, waiting while the socket is full. */
-static enum io_end send_all(int fd, const char *p, size_t n)
-{
-    while (n > 0) {
-        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
-        if (w > 0) {
-            p += w;
-            n -= (size_t)w;
-        } else if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            if (coro_wait_fd(fd, CORO_WRITABLE, -1) != CORO_OK)
-                return IO_ERROR;
-        } else if (w < 0 && errno == EINTR) {
-            continue;
-        } else {
-            return classify(errno);
-        }
-    }
-    return IO_OK;
-}
-
 static void *conn_main(void *envp)
 {
     struct conn_env *c = envp;
@@ -228,9 +202,9 @@ static void *conn_main(void *envp)
     for (;;) {
         ssize_t n = recv(c->fd, buf, sizeof buf, 0);
         if (n > 0) {
-            enum io_end e = send_all(c->fd, buf, (size_t)n);
-            if (e != IO_OK) {
-                atomic_fetch_add(e == IO_RESET ? &s->resets : &s->errors, 1);
+            enum echo_io e = echo_send_all(c->fd, buf, (size_t)n, -1);
+            if (e != ECHO_IO_OK) {
+                atomic_fetch_add(e == ECHO_IO_PEER_GONE ? &s->resets : &s->errors, 1);
                 break;
             }
             atomic_fetch_add_explicit(&s->bytes, n, memory_order_relaxed);
@@ -251,7 +225,7 @@ static void *conn_main(void *envp)
         } else if (errno == EINTR) {
             continue;
         } else {
-            atomic_fetch_add(classify(errno) == IO_RESET ? &s->resets : &s->errors, 1);
+            atomic_fetch_add(echo_io_failed(errno) == ECHO_IO_PEER_GONE ? &s->resets : &s->errors, 1);
             break;
         }
     }
