@@ -268,7 +268,8 @@ pub fn detach(p: Promise) -> Result<()> {
 pub fn await_promise(p: Promise) -> Result<*mut c_void> {
     let (index, gen) = p.split()?;
     let slot = lookup(index)?;
-    let me = context::running();
+    let ctx = context::thread_ctx();
+    let me = ctx.running();
     if let Some(me) = &me {
         if core::ptr::eq(me.slot, slot) {
             // Awaiting itself would wait forever.
@@ -293,7 +294,12 @@ pub fn await_promise(p: Promise) -> Result<*mut c_void> {
             }
             return Err(e);
         }
-    } else if sched::on_worker() {
+        if slot.state.load().gen() == gen {
+            if let Some(local) = sched::local_of(ctx) {
+                local.run_awaited_now(slot);
+            }
+        }
+    } else if !ctx.worker().is_null() {
         // Blocking a worker could deadlock the frames queued behind it.
         return Err(Error::State);
     }
@@ -304,7 +310,7 @@ pub fn await_promise(p: Promise) -> Result<*mut c_void> {
     crate::sanitize::acquire(&slot.result);
     if let AwaitStart::Ready { cancelled, free } = start {
         if free {
-            sched::free(slot, index);
+            sched::free_with(slot, index, sched::local_of(ctx));
         }
         return if cancelled {
             Err(Error::Canceled)

@@ -29,6 +29,10 @@ impl<T: Copy> RunQueue<T> {
         self.head == self.tail
     }
 
+    pub(crate) fn len(&self) -> usize {
+        self.tail.wrapping_sub(self.head)
+    }
+
     #[inline]
     pub(crate) fn push(&mut self, item: T) {
         if self.tail.wrapping_sub(self.head) == self.buf.len() {
@@ -51,6 +55,23 @@ impl<T: Copy> RunQueue<T> {
         // two and the masked position is in bounds.
         let item = unsafe { *self.buf.get_unchecked(at) };
         self.head = self.head.wrapping_add(1);
+        Some(item)
+    }
+
+    /// The most recently pushed item, taken back, if `is_it` says it is
+    /// the one wanted; it then leaves the queue as if never pushed.
+    #[inline]
+    pub(crate) fn take_last_if(&mut self, is_it: impl FnOnce(T) -> bool) -> Option<T> {
+        if self.head == self.tail {
+            return None;
+        }
+        let last = self.tail.wrapping_sub(1);
+        // SAFETY: as in `pop`.
+        let item = unsafe { *self.buf.get_unchecked(last & (self.buf.len() - 1)) };
+        if !is_it(item) {
+            return None;
+        }
+        self.tail = last;
         Some(item)
     }
 
@@ -101,5 +122,24 @@ mod tests {
         }
         assert_eq!(next_in, next_out);
         assert!(q.is_empty());
+    }
+
+    #[test]
+    fn take_last_if_takes_only_the_newest_and_only_when_asked() {
+        let mut q = RunQueue::new();
+        assert_eq!(q.take_last_if(|_| true), None);
+        for v in 0..100u32 {
+            q.push(v);
+        }
+        assert_eq!(q.take_last_if(|v| v == 98), None);
+        assert_eq!(q.take_last_if(|v| v == 99), Some(99));
+        assert_eq!(q.take_last_if(|v| v == 99), None);
+        q.push(100);
+        let mut out = Vec::new();
+        while let Some(v) = q.pop() {
+            out.push(v);
+        }
+        let want: Vec<u32> = (0..99).chain([100]).collect();
+        assert_eq!(out, want);
     }
 }

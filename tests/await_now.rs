@@ -1,0 +1,153 @@
+//! A coroutine that awaits a child its worker has queued, and nothing
+//! else, runs the child at once, nested (`Local::run_awaited_now`). These
+//! tests pin down what that must not change: who is running, where a
+//! suspension's callback runs, and that the worker still gets to its
+//! timers while a coroutine spawns and awaits in a loop.
+
+use core::ffi::c_void;
+use core::ptr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::*};
+
+use coframe::ffi::*;
+
+mod common;
+use common::runtime;
+
+fn spawn(rt: *mut coro_runtime, entry: coro_entry, env: &[u8]) -> coro_promise {
+    let mut p = coro_promise { id: 0 };
+    let rc = unsafe { coro_spawn(rt, entry, env.as_ptr().cast(), env.len(), None, 0, &mut p) };
+    assert_eq!(rc, CORO_OK);
+    p
+}
+
+fn await_value(p: coro_promise) -> (i32, u64) {
+    let mut r = ptr::null_mut();
+    let rc = unsafe { coro_await(p, &mut r) };
+    (rc, r as usize as u64)
+}
+
+fn rt_of(env: *mut c_void) -> *mut coro_runtime {
+    // SAFETY: every parent below is spawned with its runtime's address.
+    unsafe { *(env as *const usize) as *mut coro_runtime }
+}
+
+unsafe extern "C" fn own_id(_env: *mut c_void) -> *mut c_void {
+    coro_self_id() as usize as *mut c_void
+}
+
+/// Spawns children that return their own id and awaits each: the child
+/// must see itself as running, and the parent itself again afterwards.
+unsafe extern "C" fn ids_parent(env: *mut c_void) -> *mut c_void {
+    let rt = rt_of(env);
+    let me = coro_self_id();
+    for _ in 0..1000 {
+        let p = spawn(rt, Some(own_id), &[]);
+        let (rc, child_said) = await_value(p);
+        if rc != CORO_OK || child_said != p.id || coro_self_id() != me {
+            return 1 as *mut c_void;
+        }
+    }
+    ptr::null_mut()
+}
+
+#[test]
+fn an_awaited_child_runs_as_itself_and_the_awaiter_stays_itself() {
+    let rt = runtime(1);
+    let env = (rt as usize).to_ne_bytes();
+    let (rc, failed) = await_value(spawn(rt, Some(ids_parent), &env));
+    assert_eq!(rc, CORO_OK);
+    assert_eq!(
+        failed, 0,
+        "a child saw another id, or the parent lost its own"
+    );
+    assert_eq!(unsafe { coro_runtime_shutdown(rt) }, CORO_OK);
+}
+
+static TOKEN: AtomicU64 = AtomicU64::new(0);
+/// What `coro_self_id` said inside the suspension's callback (+1, so 0
+/// means "not yet").
+static ID_IN_CALLBACK: AtomicU64 = AtomicU64::new(0);
+
+unsafe extern "C" fn hand_token(t: coro_token, _arg: *mut c_void) {
+    ID_IN_CALLBACK.store(coro_self_id() + 1, SeqCst);
+    TOKEN.store(t.id, SeqCst);
+}
+
+unsafe extern "C" fn suspends_then_returns(_env: *mut c_void) -> *mut c_void {
+    if coro_suspend(Some(hand_token), ptr::null_mut()) != CORO_OK {
+        return ptr::null_mut();
+    }
+    77 as *mut c_void
+}
+
+unsafe extern "C" fn suspending_parent(env: *mut c_void) -> *mut c_void {
+    let p = spawn(rt_of(env), Some(suspends_then_returns), &[]);
+    let (rc, v) = await_value(p);
+    if rc != CORO_OK {
+        return ptr::null_mut();
+    }
+    v as usize as *mut c_void
+}
+
+#[test]
+fn an_awaited_child_that_suspends_hands_its_token_from_outside_any_coroutine() {
+    let rt = runtime(1);
+    let env = (rt as usize).to_ne_bytes();
+    let parent = spawn(rt, Some(suspending_parent), &env);
+    let token = loop {
+        match TOKEN.load(SeqCst) {
+            0 => std::thread::yield_now(),
+            t => break t,
+        }
+    };
+    // The callback runs after the switch, as on the worker: no coroutine
+    // is current there, neither the child nor the parent it ran in.
+    assert_eq!(ID_IN_CALLBACK.load(SeqCst), 1);
+    assert_eq!(coro_resume(coro_token { id: token }), CORO_OK);
+    assert_eq!(await_value(parent), (CORO_OK, 77));
+    assert_eq!(unsafe { coro_runtime_shutdown(rt) }, CORO_OK);
+}
+
+static WOKE: AtomicBool = AtomicBool::new(false);
+
+unsafe extern "C" fn sleeper(_env: *mut c_void) -> *mut c_void {
+    let rc = coro_sleep_until(coro_now() + 1_000_000);
+    WOKE.store(rc == CORO_OK, SeqCst);
+    ptr::null_mut()
+}
+
+unsafe extern "C" fn empty(_env: *mut c_void) -> *mut c_void {
+    ptr::null_mut()
+}
+
+/// Spawns and awaits empty children until the sleeper has woken, or
+/// gives up after 2,000,000 (seconds, not a millisecond).
+unsafe extern "C" fn spawn_loop(env: *mut c_void) -> *mut c_void {
+    let rt = rt_of(env);
+    for _ in 0..2_000_000 {
+        if WOKE.load(SeqCst) {
+            return ptr::null_mut();
+        }
+        let (rc, _) = await_value(spawn(rt, Some(empty), &[]));
+        if rc != CORO_OK {
+            return 2 as *mut c_void;
+        }
+    }
+    1 as *mut c_void
+}
+
+#[test]
+fn a_spawn_and_await_loop_leaves_its_worker_time_for_timers() {
+    let rt = runtime(1);
+    let env = (rt as usize).to_ne_bytes();
+    let sleeping = spawn(rt, Some(sleeper), &[]);
+    let looping = spawn(rt, Some(spawn_loop), &env);
+    assert_eq!(
+        await_value(looping),
+        (CORO_OK, 0),
+        "the sleeper never woke while the loop ran"
+    );
+    assert_eq!(await_value(sleeping).0, CORO_OK);
+    assert!(WOKE.load(SeqCst));
+    assert_eq!(unsafe { coro_runtime_shutdown(rt) }, CORO_OK);
+}
