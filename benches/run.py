@@ -95,6 +95,10 @@ def impls(m):
                              (50_000, 100_000), 2, "yield", "coframe_c"),
         "yield.corosensei": I("corosensei 0.3.4", [COMPARE, "yield_corosensei"], 10_000_000,
                               (500_000, 1_000_000), 1, "yield", "corosensei"),
+        "yield.corosensei_fn": I("corosensei 0.3.4, suspend one call deep",
+                                 [COMPARE, "yield_corosensei_fn"], 10_000_000,
+                                 (500_000, 1_000_000), 1, "yield", "corosensei",
+                                 "corosensei (call)"),
         "yield.may": I("may yield_now", [COMPARE, "yield_may"], 500_000,
                        (50_000, 100_000), 2, "yield", "may"),
         "yield.boost": I("Boost.Context fiber", [FIBER, "yield"], 10_000_000,
@@ -491,6 +495,9 @@ def build_rows(R, m):
                 f"{fmt_num(ir.get('yield.coframe_c'))} instr, "
                 f"{fmt_ratio(ratio(ns.get('yield.coframe_c'), ns.get('yield.corosensei')))})"))
             row("a. yield round trip", ck, "yield.corosensei", "1: ≤ 100 instr, ≤ 2.5× time", ok)
+            row("a. yield round trip", ck, "yield.corosensei_fn", "", None,
+                "the same switch with the suspend in a non-inlined function, as every "
+                "library's yield is: the CPU's return-address predictions miss")
             row("a. yield round trip", ck, "yield.may")
             row("a. yield round trip", ck, "yield.boost")
         else:
@@ -668,6 +675,10 @@ def write_md(R, m, rows, targets, path):
                      f"{fmt_num(r['peer_instr'])} | {fmt_ratio(r['instr_ratio'])} | {r['ref']} | "
                      f"{r['target']} | {mark(r['met']) if r['target'] else ''} |")
     L.append("")
+    for r in rows:
+        if r.get("note"):
+            L.append(f"- {r['op']}, {r['coframe']} against {r['peer']}: {r['note']}.")
+    L.append("")
     mem = R.get("memory", {})
     if mem.get("coframe"):
         c = mem["coframe"]
@@ -739,7 +750,7 @@ def write_md(R, m, rows, targets, path):
   server is one coroutine per connection, non-blocking sockets, read/write first and `coro_wait_fd` only on
   EAGAIN; tokio's is a task per connection with `read` / `write_all`. Throughput: `loadgen` (one thread, epoll)
   keeps one 64-byte message in flight on each of 1,000 connections for {m['echo_secs']:g} s after a 0.3 s warm-up,
-  against each server (2 workers each; coframe also has its poller thread).
+  against each server (2 workers each, each worker polling its own epoll).
   f. the a. and b. loops on a one-worker runtime that also holds K coroutines suspended in `coro_suspend`.
 - Memory benches run in their own processes; RSS is VmRSS from /proc/self/status.
 - Quick mode (`make bench`) uses {MODES['quick']['mem_count']:,} coroutines for memory and

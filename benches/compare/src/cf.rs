@@ -27,7 +27,10 @@ fn check(rc: i32, what: &str) {
 fn fail(rc: i32, what: &str) -> ! {
     // SAFETY: coro_strerror returns a static NUL-terminated string.
     let msg = unsafe { core::ffi::CStr::from_ptr(coro_strerror(rc)) };
-    eprintln!("coframe bench: {what} failed: {rc} ({})", msg.to_string_lossy());
+    eprintln!(
+        "coframe bench: {what} failed: {rc} ({})",
+        msg.to_string_lossy()
+    );
     std::process::abort();
 }
 
@@ -39,13 +42,19 @@ pub fn rt_new(workers: u32) -> *mut coro_runtime {
     };
     let mut rt = ptr::null_mut();
     // SAFETY: cfg and rt are valid for the call.
-    check(unsafe { coro_runtime_new(&cfg, &mut rt) }, "coro_runtime_new");
+    check(
+        unsafe { coro_runtime_new(&cfg, &mut rt) },
+        "coro_runtime_new",
+    );
     rt
 }
 
 pub fn rt_shutdown(rt: *mut coro_runtime) {
     // SAFETY: a runtime from rt_new, shut down once.
-    check(unsafe { coro_runtime_shutdown(rt) }, "coro_runtime_shutdown");
+    check(
+        unsafe { coro_runtime_shutdown(rt) },
+        "coro_runtime_shutdown",
+    );
 }
 
 /// `coro_spawn` with a copy of `env` (nothing to drop).
@@ -269,7 +278,10 @@ unsafe extern "C" fn pinger(e: *mut c_void) -> *mut c_void {
     // SAFETY: spawned with a Ping.
     let p: Ping = unsafe { env(e) };
     for _ in 0..p.n {
-        check(coro_suspend(Some(hand_off), p.mailbox as *mut c_void), "coro_suspend");
+        check(
+            coro_suspend(Some(hand_off), p.mailbox as *mut c_void),
+            "coro_suspend",
+        );
     }
     // SAFETY: the mailbox outlives both coroutines.
     let other = unsafe { &*p.mailbox }.swap(0, AcqRel);
@@ -331,7 +343,10 @@ unsafe extern "C" fn foreign_coro(e: *mut c_void) -> *mut c_void {
     // SAFETY: spawned with a ForeignEnv.
     let fe: ForeignEnv = unsafe { env(e) };
     for _ in 0..fe.n {
-        check(coro_suspend(Some(to_foreign), fe.f as *mut c_void), "coro_suspend");
+        check(
+            coro_suspend(Some(to_foreign), fe.f as *mut c_void),
+            "coro_suspend",
+        );
     }
     ptr::null_mut()
 }
@@ -436,7 +451,10 @@ struct Sleeper {
 unsafe extern "C" fn sleeper(e: *mut c_void) -> *mut c_void {
     // SAFETY: spawned with a Sleeper whose pointers outlive it.
     let s: Sleeper = unsafe { env(e) };
-    check(coro_suspend(Some(keep_token), s.cell as *mut c_void), "coro_suspend");
+    check(
+        coro_suspend(Some(keep_token), s.cell as *mut c_void),
+        "coro_suspend",
+    );
     let deadline = BASE.load(Acquire) + s.offset;
     // SAFETY: as above.
     let late = unsafe { &*s.late };
@@ -562,7 +580,10 @@ pub fn timers_coframe(a: &Args) {
         .num("p90_us", pct(0.90))
         .num("p99_us", pct(0.99))
         .num("max_us", pct(1.0))
-        .num("mean_us", v.iter().map(|&l| l as f64).sum::<f64>() / m as f64 / 1e3)
+        .num(
+            "mean_us",
+            v.iter().map(|&l| l as f64).sum::<f64>() / m as f64 / 1e3,
+        )
         .num("early", early as f64)
         .num("spawn_ms", spawn_ns as f64 / 1e6)
         .num("resume_ms", resume_ns as f64 / 1e6)

@@ -9,6 +9,7 @@ mod util;
 pub const BENCHES: &[&str] = &[
     "yield_coframe",
     "yield_corosensei",
+    "yield_corosensei_fn",
     "yield_may",
     "spawn_coframe_coro",
     "spawn_coframe_thread",
@@ -29,6 +30,7 @@ fn main() {
     match a.bench.as_str() {
         "yield_coframe" => cf::yield_coframe(&a),
         "yield_corosensei" => peers::yield_corosensei(&a),
+        "yield_corosensei_fn" => peers::yield_corosensei_fn(&a),
         "yield_may" => peers::yield_may(&a),
         "spawn_coframe_coro" => cf::spawn_coframe_coro(&a),
         "spawn_coframe_thread" => cf::spawn_coframe_thread(&a),

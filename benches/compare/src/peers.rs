@@ -36,6 +36,35 @@ pub fn yield_corosensei(a: &Args) {
     drop(co);
 }
 
+/// The suspend of `yield_corosensei_fn`, a call away from the loop as
+/// `coro_yield` is from a coroutine's code.
+#[inline(never)]
+fn suspend_in_a_call(y: &Yielder<(), ()>) {
+    y.suspend(black_box(()));
+}
+
+/// `yield_corosensei` with the suspend one (non-inlined) call deep. Every
+/// library yield is reached that way, and it costs corosensei's switch its
+/// return-address prediction: the switch out returns to the resumer, not
+/// to the caller that the CPU's return stack expects, and the next resume
+/// lands in a function whose `ret` it mispredicts too.
+pub fn yield_corosensei_fn(a: &Args) {
+    let stack = DefaultStack::new(STACK).expect("stack");
+    let mut co = Coroutine::with_stack(stack, |y: &Yielder<(), ()>, ()| loop {
+        suspend_in_a_call(y);
+    });
+    let n = a.iters;
+    let s = sample(a.reps, n, || {
+        util::time(|| {
+            for _ in 0..n {
+                black_box(co.resume(black_box(())));
+            }
+        })
+    });
+    Report::new(&a.bench).samples(n, &s).print();
+    drop(co);
+}
+
 /// Create + run to completion + drop, the stack taken back each time.
 pub fn spawn_corosensei(a: &Args) {
     let mut stack = Some(DefaultStack::new(STACK).expect("stack"));
