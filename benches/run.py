@@ -747,8 +747,10 @@ def write_md(R, m, rows, targets, path):
   futex until its `on_suspend` callback hands the token back; tokio: two tasks on a 2-worker runtime,
   `notify_one` / `notified().await` on two `Notify`s. e. one op = a 64-byte write and reading 64 bytes back
   over one loopback TCP connection (TCP_NODELAY), client and server in one process on 2 workers; the coframe
-  server is one coroutine per connection, non-blocking sockets, read/write first and `coro_wait_fd` only on
-  EAGAIN; tokio's is a task per connection with `read` / `write_all`. Throughput: `loadgen` (one thread, epoll)
+  server is one coroutine per connection, non-blocking sockets, read/write first and `coro_wait_fd` on
+  EAGAIN or after a read shorter than its 4 KiB buffer (a drained socket: tokio too clears a socket's
+  readiness after a short read, so neither server makes a failing read per round trip); tokio's is a task per
+  connection with `read` / `write_all` into the same 4 KiB buffer. Throughput: `loadgen` (one thread, epoll)
   keeps one 64-byte message in flight on each of 1,000 connections for {m['echo_secs']:g} s after a 0.3 s warm-up,
   against each server (2 workers each, each worker polling its own epoll).
   f. the a. and b. loops on a one-worker runtime that also holds K coroutines suspended in `coro_suspend`.

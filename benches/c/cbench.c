@@ -180,6 +180,11 @@ static void *echo_conn(void *env)
         if (k > 0) {
             if (write_all(fd, buf, (size_t)k) != 0)
                 break;
+            /* A short read drained the socket: wait before reading again
+             * rather than make a read that fails with EAGAIN (tokio does
+             * the same: it clears readiness after a short read). */
+            if ((size_t)k < sizeof buf && coro_wait_fd(fd, CORO_READABLE, -1) != 0)
+                break;
         } else if (k == 0) {
             break;
         } else if (errno == EAGAIN) {
