@@ -19,21 +19,7 @@ const STACK: usize = 64 * 1024;
 
 /// One resume + one suspend of a coroutine on a reused stack.
 pub fn yield_corosensei(a: &Args) {
-    let stack = DefaultStack::new(STACK).expect("stack");
-    let mut co = Coroutine::with_stack(stack, |y: &Yielder<(), ()>, ()| loop {
-        y.suspend(black_box(()));
-    });
-    let n = a.iters;
-    let s = sample(a.reps, n, || {
-        util::time(|| {
-            for _ in 0..n {
-                black_box(co.resume(black_box(())));
-            }
-        })
-    });
-    Report::new(&a.bench).samples(n, &s).print();
-    // Dropping a suspended coroutine unwinds it; not timed.
-    drop(co);
+    resume_round_trips(a, |y| y.suspend(black_box(())));
 }
 
 /// The suspend of `yield_corosensei_fn`, a call away from the loop as
@@ -49,9 +35,16 @@ fn suspend_in_a_call(y: &Yielder<(), ()>) {
 /// to the caller that the CPU's return stack expects, and the next resume
 /// lands in a function whose `ret` it mispredicts too.
 pub fn yield_corosensei_fn(a: &Args) {
+    resume_round_trips(a, suspend_in_a_call);
+}
+
+/// Times `a.iters` resumes of a coroutine whose body calls `suspend` in
+/// a loop, and prints the report. Generic, so a closure is inlined into
+/// the body and a non-inlined function stays a direct call.
+fn resume_round_trips(a: &Args, suspend: impl Fn(&Yielder<(), ()>) + 'static) {
     let stack = DefaultStack::new(STACK).expect("stack");
-    let mut co = Coroutine::with_stack(stack, |y: &Yielder<(), ()>, ()| loop {
-        suspend_in_a_call(y);
+    let mut co = Coroutine::with_stack(stack, move |y: &Yielder<(), ()>, ()| loop {
+        suspend(y);
     });
     let n = a.iters;
     let s = sample(a.reps, n, || {
@@ -62,6 +55,7 @@ pub fn yield_corosensei_fn(a: &Args) {
         })
     });
     Report::new(&a.bench).samples(n, &s).print();
+    // Dropping a suspended coroutine unwinds it; not timed.
     drop(co);
 }
 
