@@ -270,6 +270,7 @@ pub fn await_promise(p: Promise) -> Result<*mut c_void> {
     let slot = lookup(index)?;
     let ctx = context::thread_ctx();
     let me = ctx.running();
+    let mut nested = false;
     if let Some(me) = &me {
         if core::ptr::eq(me.slot, slot) {
             // Awaiting itself would wait forever.
@@ -294,9 +295,12 @@ pub fn await_promise(p: Promise) -> Result<*mut c_void> {
             }
             return Err(e);
         }
-        if slot.state.load().gen() == gen {
+        // The child may run at once, nested, as if the awaiter had parked
+        // and the worker had run it next. Not for a cancelled awaiter: its
+        // park would begin its cancellation and cancel the child instead.
+        if slot.state.load().gen() == gen && !me.slot.state.load().has(CANCELLED) {
             if let Some(local) = sched::local_of(ctx) {
-                local.run_awaited_now(slot);
+                nested = local.run_awaited_now(slot);
             }
         }
     } else if !ctx.worker().is_null() {
@@ -311,6 +315,14 @@ pub fn await_promise(p: Promise) -> Result<*mut c_void> {
     if let AwaitStart::Ready { cancelled, free } = start {
         if free {
             sched::free_with(slot, index, sched::local_of(ctx));
+        }
+        // Cancelled while the child ran nested: a parked awaiter would have
+        // begun its cancellation in this await, so this one does. The
+        // worker finalizes a default-mode frame instead of running it
+        // again; a cancel-returns one comes back with CORO_ECANCELED.
+        if let Some(me) = me.filter(|me| nested && me.slot.state.load().has(CANCELLED)) {
+            let _ = me.switch_out(Switch::Yield);
+            return Err(Error::Canceled);
         }
         return if cancelled {
             Err(Error::Canceled)

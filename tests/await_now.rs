@@ -151,3 +151,171 @@ fn a_spawn_and_await_loop_leaves_its_worker_time_for_timers() {
     assert!(WOKE.load(SeqCst));
     assert_eq!(unsafe { coro_runtime_shutdown(rt) }, CORO_OK);
 }
+
+/// A parent that a plain thread cancels while it runs, and that then
+/// spawns a child and awaits it (`wait_for` holds it until the cancel is
+/// done); `CHILD_RAN`, `CONTINUED` and `ERRDEFERS` say what happened.
+struct CancelCase {
+    /// The child spins until the cancel is done (else the parent does,
+    /// before it spawns the child).
+    child_waits: bool,
+    running: AtomicBool,
+    cancelled: AtomicBool,
+    child_ran: AtomicBool,
+    continued: AtomicBool,
+    await_rc: AtomicU64,
+    errdefers: AtomicU64,
+}
+
+impl CancelCase {
+    const fn new(child_waits: bool) -> CancelCase {
+        CancelCase {
+            child_waits,
+            running: AtomicBool::new(false),
+            cancelled: AtomicBool::new(false),
+            child_ran: AtomicBool::new(false),
+            continued: AtomicBool::new(false),
+            await_rc: AtomicU64::new(0),
+            errdefers: AtomicU64::new(0),
+        }
+    }
+
+    fn wait_for_cancel(&self) {
+        while !self.cancelled.load(SeqCst) {
+            std::thread::yield_now();
+        }
+    }
+}
+
+/// The env of both coroutines: the runtime and the case.
+#[repr(C)]
+struct CaseEnv {
+    rt: usize,
+    case: *const CancelCase,
+}
+
+fn case_of(env: *mut c_void) -> (*mut coro_runtime, &'static CancelCase) {
+    // SAFETY: spawned below with a CaseEnv whose case is a static.
+    let e = unsafe { &*(env as *const CaseEnv) };
+    (e.rt as *mut coro_runtime, unsafe { &*e.case })
+}
+
+unsafe extern "C" fn count_errdefer(arg: *mut c_void) {
+    // SAFETY: registered with a static case.
+    unsafe { &*(arg as *const CancelCase) }
+        .errdefers
+        .fetch_add(1, SeqCst);
+}
+
+unsafe extern "C" fn case_child(env: *mut c_void) -> *mut c_void {
+    let (_, case) = case_of(env);
+    case.child_ran.store(true, SeqCst);
+    if case.child_waits {
+        case.running.store(true, SeqCst);
+        case.wait_for_cancel();
+    }
+    5 as *mut c_void
+}
+
+unsafe extern "C" fn case_parent(env: *mut c_void) -> *mut c_void {
+    let (rt, case) = case_of(env);
+    let arg = case as *const CancelCase as *mut c_void;
+    assert_eq!(coro_errdefer(Some(count_errdefer), arg), CORO_OK);
+    if !case.child_waits {
+        case.running.store(true, SeqCst);
+        case.wait_for_cancel();
+    }
+    let env = CaseEnv {
+        rt: rt as usize,
+        case,
+    };
+    let mut p = coro_promise { id: 0 };
+    let size = core::mem::size_of::<CaseEnv>();
+    let rc = unsafe {
+        coro_spawn(
+            rt,
+            Some(case_child),
+            (&env as *const CaseEnv).cast(),
+            size,
+            None,
+            0,
+            &mut p,
+        )
+    };
+    assert_eq!(rc, CORO_OK);
+    let (rc, _) = await_value(p);
+    case.await_rc.store(rc as u64, SeqCst);
+    case.continued.store(true, SeqCst);
+    ptr::null_mut()
+}
+
+/// Runs `case` with its parent spawned with `flags`; returns when the
+/// parent's errdefer has run.
+fn run_cancel_case(case: &'static CancelCase, flags: u32) {
+    let rt = runtime(1);
+    let env = CaseEnv {
+        rt: rt as usize,
+        case,
+    };
+    let mut parent = coro_promise { id: 0 };
+    let size = core::mem::size_of::<CaseEnv>();
+    let rc = unsafe {
+        coro_spawn(
+            rt,
+            Some(case_parent),
+            (&env as *const CaseEnv).cast(),
+            size,
+            None,
+            flags,
+            &mut parent,
+        )
+    };
+    assert_eq!(rc, CORO_OK);
+    while !case.running.load(SeqCst) {
+        std::thread::yield_now();
+    }
+    assert_eq!(coro_cancel_async(parent), CORO_OK);
+    case.cancelled.store(true, SeqCst);
+    while case.errdefers.load(SeqCst) == 0 {
+        std::thread::yield_now();
+    }
+    assert_eq!(unsafe { coro_runtime_shutdown(rt) }, CORO_OK);
+    assert_eq!(case.errdefers.load(SeqCst), 1);
+}
+
+static PENDING: CancelCase = CancelCase::new(false);
+
+/// Cancelled before its await, the parent parks in it and its
+/// cancellation cancels the child, which the worker has not run yet: the
+/// child must not run nested in its place, nor the await return.
+#[test]
+fn an_awaiter_cancelled_before_its_await_does_not_run_its_child() {
+    run_cancel_case(&PENDING, 0);
+    assert!(
+        !PENDING.continued.load(SeqCst),
+        "the cancelled parent went on"
+    );
+    assert!(
+        !PENDING.child_ran.load(SeqCst),
+        "the cancelled parent's child ran"
+    );
+}
+
+static RUNNING: CancelCase = CancelCase::new(true);
+static RUNNING_CR: CancelCase = CancelCase::new(true);
+
+/// Cancelled while its child runs nested in its await, the parent acts on
+/// the cancel when the child is done, as a parked parent would have: in
+/// default mode it never goes on; in cancel-returns mode the await
+/// returns CORO_ECANCELED, not the child's value.
+#[test]
+fn an_awaiter_cancelled_while_its_child_runs_nested_does_not_go_on() {
+    run_cancel_case(&RUNNING, 0);
+    assert!(
+        !RUNNING.continued.load(SeqCst),
+        "the cancelled parent went on"
+    );
+    run_cancel_case(&RUNNING_CR, CORO_SPAWN_CANCEL_RETURNS);
+    assert!(RUNNING_CR.continued.load(SeqCst));
+    assert_eq!(RUNNING_CR.await_rc.load(SeqCst), CORO_ECANCELED as u64);
+}
