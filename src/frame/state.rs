@@ -453,11 +453,15 @@ impl State {
 
     /// Runtime shutdown, last step: a finished frame of generation `gen`
     /// is freed even if references remain; they turn stale. Returns false
-    /// if the frame is not finished (or already gone).
+    /// if the frame is not finished (or already gone), or if an await of
+    /// it is in progress: its end woke the awaiter, which consumes the
+    /// async reference and frees it (`await_finish`, or, cancelled, its
+    /// `cancel_async`); freed first, the frame would answer that awaiter
+    /// `CORO_ESTALE` instead of its result or `CORO_ECANCELED`.
     #[must_use]
     pub fn force_free(&self, gen: u32) -> bool {
         self.update(|s| {
-            if s.gen() != gen || !s.has(DONE) || s.has(EXEC) {
+            if s.gen() != gen || !s.has(DONE) || s.any(EXEC | AWAITING) {
                 return Err(Stale);
             }
             Ok((
@@ -603,6 +607,18 @@ mod tests {
         let snap = s.load();
         assert_eq!((snap.gen(), snap.seq()), (gen + 1, seq + 1));
         assert_eq!(snap.0 & FLAGS, 0);
+    }
+
+    #[test]
+    fn shutdown_leaves_a_finished_frame_to_its_awaiter() {
+        let (s, gen, seq) = parked(false, false);
+        assert_eq!(s.await_start(gen, || 0).unwrap().0, AwaitStart::Wait);
+        assert_eq!(s.shutdown_cancel(gen), Consume::Finalize);
+        assert_eq!(s.complete(), Complete::WakeAwaiter);
+        assert!(!s.release_exec());
+        assert!(!s.force_free(gen), "freed under its awaiter");
+        assert_eq!(s.await_finish(gen), Ok((true, false)));
+        assert_eq!(s.consume_token(seq, false), Ok(Consume::Free));
     }
 
     #[test]
