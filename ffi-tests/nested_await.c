@@ -756,6 +756,11 @@ static void sd_defer(void *arg)
 {
     struct sd_node *n = arg;
     atomic_fetch_add(&n->defers, 1);
+    /* Shutdown runs a parked leaf's defers on its own thread, between one
+     * frame and the next: this gives the workers time to run the awaiters
+     * that the ends before woke, which then look at their children. */
+    if (n->is_leaf)
+        spin_delay(50000);
 }
 
 static void sd_errdefer(void *arg)
