@@ -37,6 +37,9 @@
  *                          nested; then the child returns
  *               pending    main cancels the parent while it runs, before it
  *                          spawns and awaits; then it does
+ *             Now and then the child yields first (then it suspends from
+ *             the worker, not nested), or its on_suspend callback resumes or
+ *             cancels its own token (on the parent's stack, if nested).
  *             Every defer runs exactly once, errdefers exactly when their
  *             coroutine was cancelled, env_drop once, and coro_live_frames()
  *             is back to its start after every iteration. A default-mode
@@ -338,6 +341,8 @@ static const char *const mode_name[M_COUNT] = { "resume", "cancel", "parent",
  * coroutines, the token thread and the defers: all atomics. */
 struct race {
     atomic_int mode, cancel_returns, aligned;
+    atomic_int child_yields; /* the child yields once before it suspends */
+    atomic_int cb_acts;      /* resume/cancel: on_suspend itself does it */
     atomic_uint child_spin;
     coro_runtime *rt;
     _Atomic uint64_t parent_id, child_pid, child_self, cb_self;
@@ -405,6 +410,11 @@ static void publish_token(coro_token t, void *arg)
     atomic_store(&R.cb_self, coro_self_id() + 1); /* +1: 0 means "not called" */
     note_nested();
     atomic_store(&R.token, t.id);
+    /* On the worker, right after the switch (on the parent's stack if the
+     * child runs nested): the child is queued again, or finalized here. */
+    if (atomic_load(&R.cb_acts))
+        atomic_store(&R.t_rc, atomic_load(&R.mode) == M_CANCEL ? coro_cancel_suspend(t)
+                                                                : coro_resume(t));
 }
 
 static void *race_child(void *env)
@@ -422,6 +432,8 @@ static void *race_child(void *env)
         SPIN_UNTIL(atomic_load(&R.cancel_done), TIMEOUT_MS);
         break;
     default:
+        if (atomic_load(&R.child_yields) && !CHECK_RC(coro_yield(), CORO_OK))
+            return NULL;
         spin_delay(atomic_load(&R.child_spin));
         if (!CHECK_RC(coro_suspend(publish_token, NULL), CORO_OK))
             return NULL;
@@ -469,7 +481,8 @@ static void *token_thread(void *arg)
         if (atomic_load(&t_quit))
             return NULL;
         int mode = atomic_load(&R.mode);
-        if (mode == M_RESUME || mode == M_CANCEL || mode == M_RACE) {
+        if ((mode == M_RESUME || mode == M_CANCEL || mode == M_RACE) &&
+            !atomic_load(&R.cb_acts)) {
             /* In the race the child may be cancelled before it suspends. */
             SPIN_UNTIL(atomic_load(&R.token) != 0 || atomic_load(&R.give_up), TIMEOUT_MS);
             coro_token t = { atomic_load(&R.token) };
@@ -519,6 +532,8 @@ static void race_once(long iter, uint64_t *rng, uint64_t base, int workers, stru
     atomic_store(&R.cancel_returns, cr);
     atomic_store(&R.aligned, aligned);
     atomic_store(&R.child_spin, (unsigned)(next_rand(rng) % 1000));
+    atomic_store(&R.child_yields, next_rand(rng) % 8 == 0);
+    atomic_store(&R.cb_acts, mode <= M_CANCEL && next_rand(rng) % 4 == 0);
     atomic_store(&R.parent_id, 0);
     atomic_store(&R.child_pid, 0);
     atomic_store(&R.child_self, 0);
