@@ -295,3 +295,42 @@ fn loom_cancel_async_while_running() {
         f.check_freed_once();
     });
 }
+
+/// Shutdown's sweep (`force_free`) against the owner of a finished frame's
+/// last reference, which frees it: an awaiter that finds it done, or the
+/// worker that completes a detached frame. One of them frees it, once.
+#[test]
+fn loom_shutdown_sweep_vs_last_owner() {
+    both_modes(|cr| {
+        let (f, gen) = Frame::spawn(cr);
+        f.run();
+        let sweep = {
+            let f = f.clone();
+            thread::spawn(move || {
+                if f.state.force_free(gen) {
+                    f.free();
+                }
+            })
+        };
+        if let Ok((AwaitStart::Ready { free: true, .. }, _)) = f.state.await_start(gen, || ()) {
+            f.free();
+        }
+        sweep.join().unwrap();
+        f.check_freed_once();
+    });
+    both_modes(|cr| {
+        let (f, gen) = Frame::spawn(cr);
+        assert_eq!(f.state.detach(gen), Ok(Consume::Dropped));
+        let sweep = {
+            let f = f.clone();
+            thread::spawn(move || {
+                if f.state.force_free(gen) {
+                    f.free();
+                }
+            })
+        };
+        f.run();
+        sweep.join().unwrap();
+        f.check_freed_once();
+    });
+}

@@ -453,7 +453,8 @@ impl State {
 
     /// Runtime shutdown, last step: a finished frame of generation `gen`
     /// is freed even if references remain; they turn stale. Returns false
-    /// if the frame is not finished (or already gone), or if an await of
+    /// if the frame is not finished (or already gone), if no reference
+    /// remains (its last owner is freeing it), or if an await of
     /// it is in progress: its end woke the awaiter, which consumes the
     /// async reference and frees it (`await_finish`, or, cancelled, its
     /// `cancel_async`); freed first, the frame would answer that awaiter
@@ -461,7 +462,10 @@ impl State {
     #[must_use]
     pub fn force_free(&self, gen: u32) -> bool {
         self.update(|s| {
-            if s.gen() != gen || !s.has(DONE) || s.any(EXEC | AWAITING) {
+            // No reference left: whoever took the last one frees the
+            // frame (it saw `must_free`); freeing it here too would put
+            // the slot on the free list twice.
+            if s.gen() != gen || !s.has(DONE) || s.any(EXEC | AWAITING) || s.must_free() {
                 return Err(Stale);
             }
             Ok((
@@ -607,6 +611,28 @@ mod tests {
         let snap = s.load();
         assert_eq!((snap.gen(), snap.seq()), (gen + 1, seq + 1));
         assert_eq!(snap.0 & FLAGS, 0);
+    }
+
+    #[test]
+    fn shutdown_leaves_a_frame_to_the_owner_of_its_last_reference() {
+        // The awaiter consumed the last reference of a finished frame and
+        // is about to free it.
+        let (s, gen) = spawned(false);
+        assert_eq!(s.complete(), Complete::Kept);
+        let (start, _) = s.await_start(gen, || 0).unwrap();
+        assert_eq!(
+            start,
+            AwaitStart::Ready {
+                cancelled: false,
+                free: true
+            }
+        );
+        assert!(!s.force_free(gen), "freed under the awaiter freeing it");
+        // A detached frame whose worker completed it and frees it.
+        let (s, gen) = spawned(false);
+        assert_eq!(s.detach(gen), Ok(Consume::Dropped));
+        assert_eq!(s.complete(), Complete::Free);
+        assert!(!s.force_free(gen), "freed under the worker freeing it");
     }
 
     #[test]
