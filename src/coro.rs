@@ -270,7 +270,6 @@ pub fn await_promise(p: Promise) -> Result<*mut c_void> {
     let slot = lookup(index)?;
     let ctx = context::thread_ctx();
     let me = ctx.running();
-    let mut nested = false;
     if let Some(me) = &me {
         if core::ptr::eq(me.slot, slot) {
             // Awaiting itself would wait forever.
@@ -300,7 +299,7 @@ pub fn await_promise(p: Promise) -> Result<*mut c_void> {
         // park would begin its cancellation and cancel the child instead.
         if slot.state.load().gen() == gen && !me.slot.state.load().has(CANCELLED) {
             if let Some(local) = sched::local_of(ctx) {
-                nested = local.run_awaited_now(slot);
+                local.run_awaited_now(slot);
             }
         }
     } else if !ctx.worker().is_null() {
@@ -316,11 +315,13 @@ pub fn await_promise(p: Promise) -> Result<*mut c_void> {
         if free {
             sched::free_with(slot, index, sched::local_of(ctx));
         }
-        // Cancelled while the child ran nested: a parked awaiter would have
-        // begun its cancellation in this await, so this one does. The
-        // worker finalizes a default-mode frame instead of running it
-        // again; a cancel-returns one comes back with CORO_ECANCELED.
-        if let Some(me) = me.filter(|me| nested && me.slot.state.load().has(CANCELLED)) {
+        // A cancel recorded while this coroutine ran (before its await, or
+        // while its child ran nested) is acted on here, as a parked
+        // awaiter's would be: coro_await is a suspension point even when
+        // it need not wait. The worker finalizes a default-mode frame
+        // instead of running it again; a cancel-returns one comes back
+        // with CORO_ECANCELED. The child's reference is consumed above.
+        if let Some(me) = me.filter(|me| me.slot.state.load().has(CANCELLED)) {
             let _ = me.switch_out(Switch::Yield);
             return Err(Error::Canceled);
         }

@@ -159,6 +159,9 @@ struct CancelCase {
     /// The child spins until the cancel is done (else the parent does,
     /// before it spawns the child).
     child_waits: bool,
+    /// The parent spawns the child first and yields until it has finished,
+    /// then spins until the cancel is done, then awaits.
+    child_first: bool,
     running: AtomicBool,
     cancelled: AtomicBool,
     child_ran: AtomicBool,
@@ -168,9 +171,10 @@ struct CancelCase {
 }
 
 impl CancelCase {
-    const fn new(child_waits: bool) -> CancelCase {
+    const fn new(child_waits: bool, child_first: bool) -> CancelCase {
         CancelCase {
             child_waits,
+            child_first,
             running: AtomicBool::new(false),
             cancelled: AtomicBool::new(false),
             child_ran: AtomicBool::new(false),
@@ -221,7 +225,7 @@ unsafe extern "C" fn case_parent(env: *mut c_void) -> *mut c_void {
     let (rt, case) = case_of(env);
     let arg = case as *const CancelCase as *mut c_void;
     assert_eq!(coro_errdefer(Some(count_errdefer), arg), CORO_OK);
-    if !case.child_waits {
+    if !case.child_waits && !case.child_first {
         case.running.store(true, SeqCst);
         case.wait_for_cancel();
     }
@@ -243,6 +247,14 @@ unsafe extern "C" fn case_parent(env: *mut c_void) -> *mut c_void {
         )
     };
     assert_eq!(rc, CORO_OK);
+    if case.child_first {
+        // The child runs whole on this worker while the parent yields.
+        while !case.child_ran.load(SeqCst) {
+            assert_eq!(coro_yield(), CORO_OK);
+        }
+        case.running.store(true, SeqCst);
+        case.wait_for_cancel();
+    }
     let (rc, _) = await_value(p);
     case.await_rc.store(rc as u64, SeqCst);
     case.continued.store(true, SeqCst);
@@ -283,7 +295,7 @@ fn run_cancel_case(case: &'static CancelCase, flags: u32) {
     assert_eq!(case.errdefers.load(SeqCst), 1);
 }
 
-static PENDING: CancelCase = CancelCase::new(false);
+static PENDING: CancelCase = CancelCase::new(false, false);
 
 /// Cancelled before its await, the parent parks in it and its
 /// cancellation cancels the child, which the worker has not run yet: the
@@ -301,8 +313,8 @@ fn an_awaiter_cancelled_before_its_await_does_not_run_its_child() {
     );
 }
 
-static RUNNING: CancelCase = CancelCase::new(true);
-static RUNNING_CR: CancelCase = CancelCase::new(true);
+static RUNNING: CancelCase = CancelCase::new(true, false);
+static RUNNING_CR: CancelCase = CancelCase::new(true, false);
 
 /// Cancelled while its child runs nested in its await, the parent acts on
 /// the cancel when the child is done, as a parked parent would have: in
@@ -318,4 +330,25 @@ fn an_awaiter_cancelled_while_its_child_runs_nested_does_not_go_on() {
     run_cancel_case(&RUNNING_CR, CORO_SPAWN_CANCEL_RETURNS);
     assert!(RUNNING_CR.continued.load(SeqCst));
     assert_eq!(RUNNING_CR.await_rc.load(SeqCst), CORO_ECANCELED as u64);
+}
+
+static DONE_FIRST: CancelCase = CancelCase::new(false, true);
+static DONE_FIRST_CR: CancelCase = CancelCase::new(false, true);
+
+/// Cancelled while it runs, after its child has already finished: its
+/// await need not wait, but it is still a suspension point, so the cancel
+/// is acted on there. Default mode: the parent never goes on (it did, with
+/// the child's value, before this was fixed); cancel-returns mode: the
+/// await returns CORO_ECANCELED.
+#[test]
+fn an_awaiter_cancelled_after_its_child_finished_does_not_go_on() {
+    run_cancel_case(&DONE_FIRST, 0);
+    assert!(DONE_FIRST.child_ran.load(SeqCst));
+    assert!(
+        !DONE_FIRST.continued.load(SeqCst),
+        "the cancelled parent went on"
+    );
+    run_cancel_case(&DONE_FIRST_CR, CORO_SPAWN_CANCEL_RETURNS);
+    assert!(DONE_FIRST_CR.continued.load(SeqCst));
+    assert_eq!(DONE_FIRST_CR.await_rc.load(SeqCst), CORO_ECANCELED as u64);
 }
