@@ -20,7 +20,6 @@ pub(crate) enum Outcome {
 /// then pays no call and no second set of register saves.
 #[inline(always)]
 pub(super) fn run(local: &Local, slot: &'static Slot) {
-    let index = slot.index();
     let snap = slot.state.load();
     // SAFETY: we own EXEC (rule 3); the body is not running.
     let ctx = unsafe { slot.context() }
@@ -30,14 +29,15 @@ pub(super) fn run(local: &Local, slot: &'static Slot) {
         // Default mode never returns to the body (rule 4); cancel-returns
         // mode does, unless the body never started (rule 5).
         if !snap.has(CANCEL_RETURNS) || !ctx.started() {
-            return finish(slot, index, Outcome::Cancelled, Some(local));
+            return finish(slot, slot.index(), Outcome::Cancelled, Some(local));
         }
         Resumed::Cancelled
     } else {
         Resumed::Ok
     };
     match ctx.resume(local.ctx, slot, how) {
-        Step::Returned(value) => finish(slot, index, Outcome::Returned(value), Some(local)),
+        // The index is read after the switch, not kept across it.
+        Step::Returned(value) => finish(slot, slot.index(), Outcome::Returned(value), Some(local)),
         // Pinned here: straight back on this worker's queue. A cancel that
         // came meanwhile is acted on above, before the body runs again
         // (rules 4 and 5), so the state is not looked at twice.
@@ -49,7 +49,7 @@ pub(super) fn run(local: &Local, slot: &'static Slot) {
         }) => match slot.state.park(lib) {
             // From here on the frame is not ours (rule 3).
             Park::Parked { seq } => {
-                let token = Token::new(index, seq);
+                let token = Token::new(slot.index(), seq);
                 match on_suspend {
                     // SAFETY: a C callback given to coro_suspend, called as
                     // documented: after the switch, with the token.
@@ -57,7 +57,7 @@ pub(super) fn run(local: &Local, slot: &'static Slot) {
                     OnSuspend::Lib(f) => f(token, arg),
                 }
             }
-            Park::Finalize => finish(slot, index, Outcome::Cancelled, Some(local)),
+            Park::Finalize => finish(slot, slot.index(), Outcome::Cancelled, Some(local)),
             Park::Requeue => local.push(slot),
         },
     }

@@ -10,6 +10,9 @@ const FIRST: usize = 64;
 pub(crate) struct RunQueue<T: Copy> {
     /// Empty until the first push, then a power of two long.
     buf: Vec<T>,
+    /// `buf.len() - 1` (wrapping: all ones while `buf` is empty), kept so
+    /// that a push and a pop mask without computing it.
+    mask: usize,
     /// Positions of the oldest item and of the next push; they only grow
     /// (wrapping), and `tail - head` is the length.
     head: usize,
@@ -20,6 +23,7 @@ impl<T: Copy> RunQueue<T> {
     pub(crate) const fn new() -> RunQueue<T> {
         RunQueue {
             buf: Vec::new(),
+            mask: usize::MAX,
             head: 0,
             tail: 0,
         }
@@ -35,12 +39,12 @@ impl<T: Copy> RunQueue<T> {
 
     #[inline]
     pub(crate) fn push(&mut self, item: T) {
-        if self.tail.wrapping_sub(self.head) == self.buf.len() {
+        if self.tail.wrapping_sub(self.head) == self.mask.wrapping_add(1) {
             self.grow(item);
         }
-        let at = self.tail & (self.buf.len() - 1);
-        // SAFETY: `buf.len()` is a power of two (at least FIRST) after
-        // `grow`, so the masked position is in bounds.
+        let at = self.tail & self.mask;
+        // SAFETY: after `grow`, `buf.len()` is a power of two (at least
+        // FIRST) and `mask` is one less, so the masked position is in bounds.
         unsafe { *self.buf.get_unchecked_mut(at) = item };
         self.tail = self.tail.wrapping_add(1);
     }
@@ -50,9 +54,9 @@ impl<T: Copy> RunQueue<T> {
         if self.head == self.tail {
             return None;
         }
-        let at = self.head & (self.buf.len() - 1);
+        let at = self.head & self.mask;
         // SAFETY: the queue is not empty, so `buf` was grown to a power of
-        // two and the masked position is in bounds.
+        // two, `mask` is one less, and the masked position is in bounds.
         let item = unsafe { *self.buf.get_unchecked(at) };
         self.head = self.head.wrapping_add(1);
         Some(item)
@@ -67,7 +71,7 @@ impl<T: Copy> RunQueue<T> {
         }
         let last = self.tail.wrapping_sub(1);
         // SAFETY: as in `pop`.
-        let item = unsafe { *self.buf.get_unchecked(last & (self.buf.len() - 1)) };
+        let item = unsafe { *self.buf.get_unchecked(last & self.mask) };
         if !is_it(item) {
             return None;
         }
@@ -88,6 +92,7 @@ impl<T: Copy> RunQueue<T> {
         let len = buf.len();
         buf.resize(cap, fill);
         self.buf = buf;
+        self.mask = cap - 1;
         self.head = 0;
         self.tail = len;
     }

@@ -65,6 +65,10 @@ pub(crate) struct Local {
     /// Awaited children `run_awaited_now` may still run before it declines
     /// one.
     awaited_runs: Cell<u32>,
+    /// Runs left before the worker looks at its inbox and its epoll
+    /// (`INBOX_INTERVAL`). In memory, not a register the switch to a
+    /// coroutine would make the loop save and reload.
+    until_inbox: Cell<u32>,
 }
 
 impl Local {
@@ -265,6 +269,7 @@ pub(super) fn run(rt: Arc<Runtime>, index: usize) {
         slots: UnsafeCell::new(Vec::new()),
         stacks: UnsafeCell::new(Vec::new()),
         awaited_runs: Cell::new(AWAITED_RUNS),
+        until_inbox: Cell::new(INBOX_INTERVAL),
     };
     ctx.set_worker((&me as *const Local).cast());
     let Some(mut polling) = me.poller().take_poll() else {
@@ -274,16 +279,16 @@ pub(super) fn run(rt: Arc<Runtime>, index: usize) {
     let mut batch = Vec::new();
     // Whether the last give-away found this CPU quiet (`look_for_work`).
     let mut quiet = false;
-    let mut until_inbox = INBOX_INTERVAL;
     loop {
-        until_inbox -= 1;
-        if until_inbox != 0 {
+        let left = me.until_inbox.get() - 1;
+        me.until_inbox.set(left);
+        if left != 0 {
             if let Some(slot) = me.pop() {
                 harness::run(&me, slot);
                 continue;
             }
         }
-        until_inbox = INBOX_INTERVAL;
+        me.until_inbox.set(INBOX_INTERVAL);
         // Between batches: descriptors that became ready and deadlines
         // that passed, without blocking.
         if me.poller().has_waits() {
