@@ -229,24 +229,7 @@ unsafe extern "C" fn case_parent(env: *mut c_void) -> *mut c_void {
         case.running.store(true, SeqCst);
         case.wait_for_cancel();
     }
-    let env = CaseEnv {
-        rt: rt as usize,
-        case,
-    };
-    let mut p = coro_promise { id: 0 };
-    let size = core::mem::size_of::<CaseEnv>();
-    let rc = unsafe {
-        coro_spawn(
-            rt,
-            Some(case_child),
-            (&env as *const CaseEnv).cast(),
-            size,
-            None,
-            0,
-            &mut p,
-        )
-    };
-    assert_eq!(rc, CORO_OK);
+    let p = spawn_case(rt, case_child, case, 0);
     if case.child_first {
         // The child runs whole on this worker while the parent yields.
         while !case.child_ran.load(SeqCst) {
@@ -261,28 +244,30 @@ unsafe extern "C" fn case_parent(env: *mut c_void) -> *mut c_void {
     ptr::null_mut()
 }
 
-/// Runs `case` with its parent spawned with `flags`; returns when the
-/// parent's errdefer has run.
-fn run_cancel_case(case: &'static CancelCase, flags: u32) {
-    let rt = runtime(1);
+/// Spawns `entry` on `rt` with a `CaseEnv` for `case`, with `flags`.
+fn spawn_case(
+    rt: *mut coro_runtime,
+    entry: unsafe extern "C" fn(*mut c_void) -> *mut c_void,
+    case: &'static CancelCase,
+    flags: u32,
+) -> coro_promise {
     let env = CaseEnv {
         rt: rt as usize,
         case,
     };
-    let mut parent = coro_promise { id: 0 };
+    let mut p = coro_promise { id: 0 };
     let size = core::mem::size_of::<CaseEnv>();
-    let rc = unsafe {
-        coro_spawn(
-            rt,
-            Some(case_parent),
-            (&env as *const CaseEnv).cast(),
-            size,
-            None,
-            flags,
-            &mut parent,
-        )
-    };
+    let env_ptr = (&env as *const CaseEnv).cast();
+    let rc = unsafe { coro_spawn(rt, Some(entry), env_ptr, size, None, flags, &mut p) };
     assert_eq!(rc, CORO_OK);
+    p
+}
+
+/// Runs `case` with its parent spawned with `flags`; returns when the
+/// parent's errdefer has run.
+fn run_cancel_case(case: &'static CancelCase, flags: u32) {
+    let rt = runtime(1);
+    let parent = spawn_case(rt, case_parent, case, flags);
     while !case.running.load(SeqCst) {
         std::thread::yield_now();
     }
