@@ -43,13 +43,7 @@ pub fn spawn(
         None => table::alloc(None)?,
     };
     let local = local.filter(|l| l.serves(rt));
-    match init_frame(rt, local, index, slot, entry, env, drop, flags) {
-        Ok(p) => Ok(p),
-        Err(e) => {
-            table::free(index, None);
-            Err(e)
-        }
-    }
+    init_frame(rt, local, index, slot, entry, env, drop, flags)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -64,8 +58,16 @@ fn init_frame(
     flags: u32,
 ) -> Result<Promise> {
     let stack = match local {
-        Some(l) => l.take_stack()?,
-        None => rt.stacks.get()?,
+        Some(l) => l.take_stack(),
+        None => rt.stacks.get(),
+    };
+    let stack = match stack {
+        Ok(s) => s,
+        Err(e) => {
+            // Nothing was published: the slot is still ours to give back.
+            table::free(index, None);
+            return Err(e);
+        }
     };
     // SAFETY: a free slot is ours until `init` publishes it.
     let body = unsafe { slot.body() };
@@ -80,6 +82,7 @@ fn init_frame(
         body.env_heap.clear();
         if body.env_heap.try_reserve_exact(words).is_err() {
             rt.stacks.put(stack);
+            table::free(index, None);
             return Err(Error::NoMem);
         }
         body.env_heap.resize(words, 0);
@@ -120,7 +123,9 @@ fn init_frame(
     };
     if queued.is_err() {
         // Shutdown stopped the workers in between: the caller keeps its
-        // environment (no env_drop) and gets no promise.
+        // environment (no env_drop) and gets no promise. The frame was
+        // published, so it ends as frames do: finalized, then freed by
+        // the detach that drops the last reference (not by the caller).
         body.env_drop = None;
         sched::finalize(slot, index, Outcome::Cancelled);
         let _ = detach(promise);
