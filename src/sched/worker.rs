@@ -60,7 +60,7 @@ pub(crate) struct Local {
     /// worker take no lock (the table and the pool refill and drain them).
     /// Like `queue`, touched only by this thread, through the methods
     /// below, none of which calls back into this `Local`.
-    slots: UnsafeCell<Vec<u32>>,
+    slots: UnsafeCell<table::SlotCache>,
     stacks: UnsafeCell<Vec<Stack>>,
     /// Awaited children `run_awaited_now` may still run before it declines
     /// one.
@@ -266,7 +266,7 @@ pub(super) fn run(rt: Arc<Runtime>, index: usize) {
         index,
         ctx,
         queue: UnsafeCell::new(RunQueue::new()),
-        slots: UnsafeCell::new(Vec::new()),
+        slots: UnsafeCell::new(table::SlotCache::new()),
         stacks: UnsafeCell::new(Vec::new()),
         awaited_runs: Cell::new(AWAITED_RUNS),
         until_inbox: Cell::new(INBOX_INTERVAL),
