@@ -113,7 +113,7 @@ impl Local {
     /// is the only frame this worker has queued and none waits in its
     /// inbox: the worker would run it next anyway, once the awaiter had
     /// parked. This saves the awaiter's switch out and back, its park and
-    /// its wake-up (spawn + await: 904 -> 668 instructions). The child's
+    /// its wake-up (spawn + await: 904 -> 662 instructions). The child's
     /// switches come back here, and what follows them is what the worker
     /// does after a switch (`harness::run`), with no coroutine current.
     /// The caller is a coroutine body on this worker's thread, not
