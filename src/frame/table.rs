@@ -79,10 +79,16 @@ impl Default for SlotCache {
 }
 
 impl Drop for SlotCache {
-    /// Gives the slots back and moves the count to the table's, under the
-    /// lock `live` sums under, so no frame is counted twice or missed.
+    /// Gives the slots back (the worker is stopping) and moves the count
+    /// to the table's, under the lock `live` sums under, so no frame is
+    /// counted twice or missed.
     fn drop(&mut self) {
-        flush(self);
+        TABLE
+            .free
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .free
+            .append(&mut self.slots);
         let mut caches = TABLE.caches.lock().unwrap_or_else(|e| e.into_inner());
         TABLE.live.fetch_add(self.live.swap(0, Relaxed), Relaxed);
         caches.retain(|c| !Arc::ptr_eq(c, &self.live));
@@ -164,12 +170,6 @@ pub fn free(index: usize, cache: Option<&mut SlotCache>) {
 fn free_locked(index: usize) {
     let mut list = TABLE.free.lock().unwrap_or_else(|e| e.into_inner());
     list.free.push(index as u32);
-}
-
-/// Gives a worker's cached slots back to the table (the worker is stopping).
-pub fn flush(cache: &mut SlotCache) {
-    let mut list = TABLE.free.lock().unwrap_or_else(|e| e.into_inner());
-    list.free.append(&mut cache.slots);
 }
 
 /// Slots a cache takes from the table at once.

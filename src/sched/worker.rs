@@ -304,7 +304,7 @@ pub(super) fn run(rt: Arc<Runtime>, index: usize) {
             // Closed and empty (a push that came first is run first).
             if inbox.head.closed_and_empty() {
                 ctx.set_worker(ptr::null());
-                table::flush(me.slots.get_mut());
+                // The slot cache gives its slots back when `me` drops.
                 for stack in me.stacks.get_mut().drain(..) {
                     rt.stacks.put(stack);
                 }
