@@ -280,6 +280,20 @@ fn run_cancel_case(case: &'static CancelCase, flags: u32) {
     assert_eq!(case.errdefers.load(SeqCst), 1);
 }
 
+/// Runs `default` and `returns` (the same case) in both cancel modes: the
+/// default-mode parent must never go on past its await, and the
+/// cancel-returns one must get CORO_ECANCELED from it.
+fn cancel_acted_on_in_both_modes(default: &'static CancelCase, returns: &'static CancelCase) {
+    run_cancel_case(default, 0);
+    assert!(
+        !default.continued.load(SeqCst),
+        "the cancelled parent went on"
+    );
+    run_cancel_case(returns, CORO_SPAWN_CANCEL_RETURNS);
+    assert!(returns.continued.load(SeqCst));
+    assert_eq!(returns.await_rc.load(SeqCst), CORO_ECANCELED as u64);
+}
+
 static PENDING: CancelCase = CancelCase::new(false, false);
 
 /// Cancelled before its await, the parent parks in it and its
@@ -307,14 +321,7 @@ static RUNNING_CR: CancelCase = CancelCase::new(true, false);
 /// returns CORO_ECANCELED, not the child's value.
 #[test]
 fn an_awaiter_cancelled_while_its_child_runs_nested_does_not_go_on() {
-    run_cancel_case(&RUNNING, 0);
-    assert!(
-        !RUNNING.continued.load(SeqCst),
-        "the cancelled parent went on"
-    );
-    run_cancel_case(&RUNNING_CR, CORO_SPAWN_CANCEL_RETURNS);
-    assert!(RUNNING_CR.continued.load(SeqCst));
-    assert_eq!(RUNNING_CR.await_rc.load(SeqCst), CORO_ECANCELED as u64);
+    cancel_acted_on_in_both_modes(&RUNNING, &RUNNING_CR);
 }
 
 static DONE_FIRST: CancelCase = CancelCase::new(false, true);
@@ -327,13 +334,7 @@ static DONE_FIRST_CR: CancelCase = CancelCase::new(false, true);
 /// await returns CORO_ECANCELED.
 #[test]
 fn an_awaiter_cancelled_after_its_child_finished_does_not_go_on() {
-    run_cancel_case(&DONE_FIRST, 0);
+    cancel_acted_on_in_both_modes(&DONE_FIRST, &DONE_FIRST_CR);
     assert!(DONE_FIRST.child_ran.load(SeqCst));
-    assert!(
-        !DONE_FIRST.continued.load(SeqCst),
-        "the cancelled parent went on"
-    );
-    run_cancel_case(&DONE_FIRST_CR, CORO_SPAWN_CANCEL_RETURNS);
-    assert!(DONE_FIRST_CR.continued.load(SeqCst));
-    assert_eq!(DONE_FIRST_CR.await_rc.load(SeqCst), CORO_ECANCELED as u64);
+    assert!(DONE_FIRST_CR.child_ran.load(SeqCst));
 }
