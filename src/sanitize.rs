@@ -146,9 +146,36 @@ mod tsan {
     /// no edge of its own (rule 4). Creating fibers under it also keeps
     /// `clean` (which reads TSan's thread registry without TSan's lock) from
     /// running while our own creations grow that registry.
+    ///
+    /// The idle fibers sit in a fixed array, not a `Vec`: TSan intercepts
+    /// `realloc`, and a `Vec` grown by a worker and then by a foreign thread
+    /// that gave a fiber back, under a lock TSan cannot see, was reported
+    /// as a race on the buffer (about 1 run in 10 of race-tsan).
     struct Pool {
-        idle: Vec<Raw>,
+        idle: [Raw; IDLE_MAX],
+        len: usize,
         empty_depth: Option<usize>,
+    }
+
+    /// Idle fibers kept for reuse; a fiber given back beyond these is
+    /// destroyed. The TSan tests keep at most a few hundred coroutines alive.
+    const IDLE_MAX: usize = 1024;
+
+    impl Pool {
+        fn pop(&mut self) -> Option<*mut c_void> {
+            self.len = self.len.checked_sub(1)?;
+            Some(self.idle[self.len].0)
+        }
+
+        /// False if the pool is full.
+        fn push(&mut self, raw: *mut c_void) -> bool {
+            let Some(free) = self.idle.get_mut(self.len) else {
+                return false;
+            };
+            free.0 = raw;
+            self.len += 1;
+            true
+        }
     }
 
     struct Raw(*mut c_void);
@@ -157,7 +184,8 @@ mod tsan {
     unsafe impl Send for Raw {}
 
     static POOL: std::sync::Mutex<Pool> = std::sync::Mutex::new(Pool {
-        idle: Vec::new(),
+        idle: [const { Raw(core::ptr::null_mut()) }; IDLE_MAX],
+        len: 0,
         empty_depth: None,
     });
 
@@ -170,8 +198,8 @@ mod tsan {
         /// it either way: see rule 4 for the reused kind).
         pub fn new() -> Fiber {
             let mut pool = pool();
-            let raw = match pool.idle.pop() {
-                Some(Raw(raw)) => raw,
+            let raw = match pool.pop() {
+                Some(raw) => raw,
                 None => {
                     // SAFETY: no precondition; the fiber is not entered
                     // until `run`. TSan copies the static name.
@@ -225,9 +253,7 @@ mod tsan {
                 // never to run again), so nobody runs this fiber.
                 pool.empty_depth.is_some() && unsafe { clean(self.raw, pool.empty_depth) }
             };
-            if clean {
-                pool.idle.push(Raw(self.raw));
-            } else {
+            if !(clean && pool.push(self.raw)) {
                 // SAFETY: as above; destroyed once, and not pooled.
                 unsafe { __tsan_destroy_fiber(self.raw) };
             }
