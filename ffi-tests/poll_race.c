@@ -39,6 +39,12 @@
  * a cancelled coroutine's wait returns CORO_ECANCELED (and the body returns
  * without reading), a woken one's returns 0; nothing else.
  *
+ * Batches 2 and 3 of every 4 wait with CORO_KEEP: the registrations stay
+ * (edge-triggered, named by descriptor, not by wait) and the event reaches
+ * the coroutine through them; after the batch the main thread, a plain
+ * thread, forgets every descriptor (coro_fd_forget returns 0: no wait is
+ * in progress), and the poller's epoll is checked as after any batch.
+ *
  * usage: poll_race [races [batch [jitter]]]
  *        (default 1,000,000 races, batches of 1,000, jitter 1: on)
  */
@@ -73,6 +79,7 @@ static atomic_long batch_defers; /* defers run in this batch */
 static atomic_long a_pos, b_pos; /* lock step of A and B */
 static pthread_barrier_t start_line, finish_line;
 static atomic_int quit;
+static atomic_int keep; /* this batch waits with CORO_KEEP */
 static long anomalies;
 
 static void on_defer(void *arg)
@@ -89,7 +96,7 @@ static void *body(void *envp)
     if (coro_defer(on_defer, s) != CORO_OK)
         atomic_store(&s->wait_rc, 100); /* reported by the collector */
     atomic_fetch_add(&waiting, 1);
-    int rc = coro_wait_fd(pairs[i][0], CORO_READABLE, -1);
+    int rc = coro_wait_fd(pairs[i][0], CORO_READABLE | (atomic_load(&keep) ? CORO_KEEP : 0), -1);
     /* Default mode: only reached if the wait ended without a cancel. */
     atomic_store(&s->wait_rc, rc);
     atomic_store(&s->returned, 1);
@@ -203,7 +210,7 @@ int main(int argc, char **argv)
 
     long races = 0, woke = 0, cancel_won = 0, cancel_late = 0, awaited = 0;
     long cr_woke = 0, cr_cancelled = 0; /* of those, in cancel-returns batches */
-    long delay_sum = 0, batches_run = 0;
+    long delay_sum = 0, batches_run = 0, kept_batches = 0;
     long defers_total = 0, coroutines = 0, bad_regs = 0;
     double t0 = now_sec();
     for (long b = 0; b < batches; b++) {
@@ -213,6 +220,9 @@ int main(int argc, char **argv)
         atomic_store(&a_pos, 0);
         atomic_store(&b_pos, 0);
         int cancel_returns = b % 2 == 1;
+        int keep_batch = b % 4 >= 2;
+        atomic_store(&keep, keep_batch);
+        kept_batches += keep_batch;
         int spawned = 0;
         for (; spawned < k; spawned++) {
             int rc = coro_spawn(rt, body, &spawned, sizeof spawned, NULL,
@@ -294,6 +304,12 @@ int main(int argc, char **argv)
                     anomaly(i, "cancelled, yet its byte is gone", (long)left);
             }
         }
+        /* Kept registrations stay until forgotten; every wait has ended. */
+        for (int i = 0; keep_batch && i < k; i++) {
+            int rc = coro_fd_forget(pairs[i][0]);
+            if (rc != CORO_OK)
+                anomaly(i, "coro_fd_forget after the batch did not return 0", rc);
+        }
         /* Aim at half woken, half cancelled. */
         delay_sum += atomic_load(&delay_ns);
         batches_run++;
@@ -339,6 +355,8 @@ int main(int argc, char **argv)
     CHECK_EQ(races, batches * (long)k);
     CHECK_EQ(defers_total, coroutines); /* every defer ran exactly once */
     CHECK_EQ(woke + cancel_won, coroutines);
+    if (batches_run >= 4)
+        CHECK(kept_batches > 0);
     CHECK_EQ(count_fds(), fds_at_start); /* the runtime's own descriptors too */
 
     printf("poll_race: %ld races in %.2f s (%.0f races/s) on %d-coroutine batches, %s\n", races,
@@ -354,6 +372,8 @@ int main(int argc, char **argv)
     printf("poll_race: of those, in CORO_SPAWN_CANCEL_RETURNS batches: woke %ld, cancel won %ld "
            "(the wait returned CORO_ECANCELED)\n",
            cr_woke, cr_cancelled);
+    printf("poll_race: %ld of %ld batches waited with CORO_KEEP (then forgot the descriptors)\n",
+           kept_batches, batches_run);
     printf("poll_race: %ld defers for %ld coroutines%s\n", defers_total, coroutines,
            anomalies == 0 && defers_total == coroutines ? ": every defer ran exactly once" : "");
     free(slots);

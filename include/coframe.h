@@ -96,6 +96,17 @@
 #define CORO_WRITABLE 2
 
 /**
+ * `coro_wait_fd` flag, with `CORO_READABLE` and/or `CORO_WRITABLE`: keep
+ * `fd` registered after the wait, so the next wait on it makes no system
+ * call. The program then calls `coro_fd_forget(fd)` before it closes
+ * `fd` (libdill's `fdclean`); see `coro_fd_forget`. Such waits are
+ * edge-triggered, as tokio's are: wait only after a read or write came
+ * up short or failed with `EAGAIN`. A high bit, so that the event bits
+ * may grow. Linux; elsewhere accepted and ignored.
+ */
+#define CORO_KEEP 256
+
+/**
  * A runtime: workers, their queues, stacks. Opaque.
  */
 typedef struct coro_runtime coro_runtime;
@@ -282,6 +293,20 @@ int coro_yield(void);
  * `CORO_ENOMEM`, `CORO_EIO` (errno says why).
  */
 int coro_wait_fd(int fd, uint32_t events, int64_t deadline_ns);
+
+/**
+ * Forgets `fd`: the runtime stops watching it and drops every
+ * registration `CORO_KEEP` waits left. Call it before `close(fd)` if any
+ * wait on `fd` used `CORO_KEEP`: otherwise, once the number names another
+ * file, waits on it may never see an event. Any thread may call it (a
+ * defer may run on the thread that cancels); it covers every runtime.
+ * Harmless for a descriptor never kept.
+ *
+ * Errors: `CORO_EINVAL` (negative fd), `CORO_ESTATE` (a wait on `fd` is
+ * in progress: that wait's registration stays; forget again once it
+ * ended).
+ */
+int coro_fd_forget(int fd);
 
 /**
  * Suspends the calling coroutine until `deadline_ns` (`coro_now()`

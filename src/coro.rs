@@ -442,7 +442,8 @@ fn finish_await(slot: &'static Slot, index: usize, gen: u32) -> Result<*mut c_vo
 /// `coro_wait_fd`: waits until `fd` is ready for `events` or `deadline`
 /// (monotonic ns, -1: none) passes. Blocks a thread outside a coroutine.
 pub fn wait_fd(fd: i32, events: u32, deadline: i64) -> Result<()> {
-    if fd < 0 || deadline < -1 || events == 0 || events & !(poll::READABLE | poll::WRITABLE) != 0 {
+    let wanted = events & (poll::READABLE | poll::WRITABLE);
+    if fd < 0 || deadline < -1 || wanted == 0 || events & !(wanted | poll::KEEP) != 0 {
         return Err(Error::Invalid);
     }
     let Some(me) = context::running() else {
@@ -457,6 +458,23 @@ pub fn wait_fd(fd: i32, events: u32, deadline: i64) -> Result<()> {
         return poll::wait_fd_blocking(fd, events, 0);
     }
     poll_wait(me, fd, events, deadline)
+}
+
+/// `coro_fd_forget`: every poller of every runtime drops what it keeps
+/// of `fd`; `State` if a wait on `fd` is in progress somewhere.
+pub fn fd_forget(fd: i32) -> Result<()> {
+    if fd < 0 {
+        return Err(Error::Invalid);
+    }
+    let mut r = Ok(());
+    sched::for_each_runtime(|rt| {
+        for poller in rt.pollers.iter() {
+            if let Err(e) = poller.forget(fd) {
+                r = Err(e);
+            }
+        }
+    });
+    r
 }
 
 /// `coro_sleep_until`: 0 once `deadline` has passed.

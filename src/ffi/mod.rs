@@ -50,6 +50,14 @@ pub const CORO_SPAWN_MIGRATABLE: u32 = 2;
 pub const CORO_READABLE: u32 = 1;
 /// `coro_wait_fd` events: the descriptor is writable.
 pub const CORO_WRITABLE: u32 = 2;
+/// `coro_wait_fd` flag, with `CORO_READABLE` and/or `CORO_WRITABLE`: keep
+/// `fd` registered after the wait, so the next wait on it makes no system
+/// call. The program then calls `coro_fd_forget(fd)` before it closes
+/// `fd` (libdill's `fdclean`); see `coro_fd_forget`. Such waits are
+/// edge-triggered, as tokio's are: wait only after a read or write came
+/// up short or failed with `EAGAIN`. A high bit, so that the event bits
+/// may grow. Linux; elsewhere accepted and ignored.
+pub const CORO_KEEP: u32 = 0x100;
 
 /// A runtime: workers, their queues, stacks. Opaque.
 pub struct coro_runtime {
@@ -108,6 +116,7 @@ const _: () = {
     assert!(CORO_SPAWN_MIGRATABLE == coro::SPAWN_MIGRATABLE);
     assert!(CORO_READABLE == crate::poll::READABLE);
     assert!(CORO_WRITABLE == crate::poll::WRITABLE);
+    assert!(CORO_KEEP == crate::poll::KEEP);
 };
 
 fn status(r: crate::error::Result<()>) -> c_int {
@@ -344,6 +353,21 @@ pub extern "C" fn coro_yield() -> c_int {
 #[no_mangle]
 pub extern "C" fn coro_wait_fd(fd: c_int, events: u32, deadline_ns: i64) -> c_int {
     guard(|| status(coro::wait_fd(fd, events, deadline_ns)))
+}
+
+/// Forgets `fd`: the runtime stops watching it and drops every
+/// registration `CORO_KEEP` waits left. Call it before `close(fd)` if any
+/// wait on `fd` used `CORO_KEEP`: otherwise, once the number names another
+/// file, waits on it may never see an event. Any thread may call it (a
+/// defer may run on the thread that cancels); it covers every runtime.
+/// Harmless for a descriptor never kept.
+///
+/// Errors: `CORO_EINVAL` (negative fd), `CORO_ESTATE` (a wait on `fd` is
+/// in progress: that wait's registration stays; forget again once it
+/// ended).
+#[no_mangle]
+pub extern "C" fn coro_fd_forget(fd: c_int) -> c_int {
+    guard(|| status(coro::fd_forget(fd)))
 }
 
 /// Suspends the calling coroutine until `deadline_ns` (`coro_now()`

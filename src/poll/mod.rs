@@ -45,6 +45,9 @@ use crate::sanitize::{Mutex, MutexGuard};
 /// `coro_wait_fd` event bits.
 pub const READABLE: u32 = 1;
 pub const WRITABLE: u32 = 2;
+/// `coro_wait_fd` flag: hold the registration after the wait
+/// (`registration.rs`).
+pub const KEEP: u32 = 0x100;
 
 const WAKER: MioToken = MioToken(usize::MAX);
 
@@ -150,11 +153,38 @@ impl Poller {
             }
         }
         let mut inner = self.lock();
+        let Inner { slab, regs, .. } = &mut *inner;
         for event in p.events.iter() {
             if event.token() == WAKER {
                 continue;
             }
-            if let Some(w) = inner.slab.get(event.token().0 as u64) {
+            let mut key = event.token().0 as u64;
+            if key & registration::HELD != 0 {
+                let fd = key as u32 as RawFd;
+                let Some(Reg::Held(held)) = regs.0.get_mut(&fd) else {
+                    continue; // forgotten since
+                };
+                let mut bits = 0;
+                if event.is_readable() || event.is_read_closed() || event.is_error() {
+                    bits |= READABLE;
+                }
+                if event.is_writable() || event.is_write_closed() || event.is_error() {
+                    bits |= WRITABLE;
+                }
+                let pending = held.waiter.filter(|&w| {
+                    bits & held.want != 0
+                        && slab.get(w).is_some_and(|w| w.outcome == Outcome::Pending)
+                });
+                let Some(waiter) = pending else {
+                    // Edge-triggered: no event comes again for this
+                    // readiness, so the next wait finds it here.
+                    held.ready |= bits;
+                    continue;
+                };
+                held.ready |= bits & !held.want;
+                key = waiter;
+            }
+            if let Some(w) = slab.get(key) {
                 if w.outcome == Outcome::Pending {
                     w.outcome = Outcome::Ready;
                     if w.token != 0 {
@@ -212,10 +242,33 @@ impl Poller {
     /// Registers `fd` for a new record; `None` if epoll refuses the kind
     /// of file (EPERM: always ready).
     fn register(&self, fd: RawFd, events: u32, deadline: i64) -> Result<Option<u64>> {
+        let keep = events & KEEP != 0 && registration::HOLDS;
         let (key, claim) = {
             let mut inner = self.lock();
             let key = self.insert(&mut inner, fd, deadline);
-            (key, inner.regs.claim(fd))
+            match inner.regs.claim(fd, key, events, keep) {
+                Claim::Held { ctl: None } => return Ok(Some(key)),
+                Claim::ReadyNow => {
+                    self.release(&mut inner, key);
+                    return Ok(None);
+                }
+                // Under the lock, unlike the one-shot kind: `forget`
+                // changes held registrations from any thread.
+                Claim::Held {
+                    ctl: Some(registered),
+                } => {
+                    let Err(e) = registration::hold(&self.registry, fd, registered) else {
+                        return Ok(Some(key));
+                    };
+                    inner.regs.0.remove(&fd);
+                    if registered {
+                        registration::remove(&self.registry, fd);
+                    }
+                    self.release(&mut inner, key);
+                    return wait_error(e);
+                }
+                Claim::OneShot(kept) => (key, kept),
+            }
         };
         // epoll keys registrations by descriptor: a second wait on a
         // descriptor another wait here has armed registers a duplicate.
@@ -244,12 +297,7 @@ impl Poller {
             } else {
                 inner.regs.unclaim(fd, false);
             }
-            return match e.raw_os_error() {
-                Some(libc::EPERM) => Ok(None),
-                Some(libc::EBADF) | Some(libc::EINVAL) | Some(libc::ELOOP) => Err(Error::Invalid),
-                Some(libc::ENOMEM) | Some(libc::ENOSPC) => Err(Error::NoMem),
-                _ => Err(Error::Io),
-            };
+            return wait_error(e);
         }
         if shared {
             if let Some(w) = inner.slab.get(key) {
@@ -258,6 +306,23 @@ impl Poller {
             }
         }
         Ok(Some(key))
+    }
+
+    /// `coro_fd_forget` for this poller: drops what it keeps of `fd` (a
+    /// held registration, or a disarmed one-shot one). `State`: a wait on
+    /// `fd` holds it now; it stays.
+    pub fn forget(&self, fd: RawFd) -> Result<()> {
+        let mut inner = self.lock();
+        match inner.regs.0.get(&fd) {
+            Some(Reg::Held(h)) if h.waiter.is_some() => Err(Error::State),
+            Some(Reg::Armed) => Err(Error::State),
+            Some(Reg::Held(_)) | Some(Reg::Kept) => {
+                registration::remove(&self.registry, fd);
+                inner.regs.0.remove(&fd);
+                Ok(())
+            }
+            None => Ok(()),
+        }
     }
 
     /// Hands the parked waiter's token to the wait. `Some(token)`: the wait
@@ -287,7 +352,7 @@ impl Poller {
             registration::remove(&self.registry, w.fd);
             // SAFETY: our own duplicate.
             unsafe { libc::close(w.fd) };
-        } else if w.fd >= 0 {
+        } else if w.fd >= 0 && !inner.regs.end_held(w.fd, key) {
             let kept = registration::KEPT_WHEN_READY && w.outcome == Outcome::Ready;
             if !kept {
                 // Under the lock: once unclaimed, this worker may arm the
@@ -313,18 +378,87 @@ struct Registrations(HashMap<RawFd, Reg, BuildHasherDefault<FdHasher>>);
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Reg {
+    /// One-shot, armed for a wait in progress.
     Armed,
+    /// One-shot, disarmed by the event that ended the last wait.
     Kept,
+    /// Edge-triggered for both directions, for good (`CORO_KEEP`), until
+    /// `coro_fd_forget`.
+    Held(Held),
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Held {
+    /// Readiness (`READABLE`, `WRITABLE`) that came while no wait wanted
+    /// it: the next wait that wants it takes it and does not suspend.
+    ready: u32,
+    /// The wait it belongs to now, and the events it wants.
+    waiter: Option<u64>,
+    want: u32,
+}
+
+/// What a wait found registered for its descriptor.
+enum Claim {
+    /// Held for this wait; `ctl: Some(registered)`: it must be made.
+    Held { ctl: Option<bool> },
+    /// Held, and the readiness it wants came already.
+    ReadyNow,
+    /// One-shot: `None` if another wait has it armed, else whether a
+    /// disarmed registration was kept.
+    OneShot(Option<bool>),
 }
 
 impl Registrations {
-    /// Claims `fd` for a wait: `None` if another wait has it armed, else
-    /// whether a disarmed registration was kept.
-    fn claim(&mut self, fd: RawFd) -> Option<bool> {
-        match self.0.insert(fd, Reg::Armed) {
-            Some(Reg::Armed) => None,
-            Some(Reg::Kept) => Some(true),
-            None => Some(false),
+    /// Claims `fd` for the wait `key`. A held registration serves every
+    /// wait on its descriptor, `keep` or not, one at a time.
+    fn claim(&mut self, fd: RawFd, key: u64, events: u32, keep: bool) -> Claim {
+        let want = events & (READABLE | WRITABLE);
+        let held = Reg::Held(Held {
+            ready: 0,
+            waiter: Some(key),
+            want,
+        });
+        match self.0.get_mut(&fd) {
+            Some(Reg::Held(h)) if h.waiter.is_none() => {
+                if h.ready & want != 0 {
+                    h.ready &= !want;
+                    return Claim::ReadyNow;
+                }
+                h.waiter = Some(key);
+                h.want = want;
+                Claim::Held { ctl: None }
+            }
+            Some(Reg::Held(_)) | Some(Reg::Armed) => Claim::OneShot(None),
+            Some(r @ Reg::Kept) => {
+                if keep {
+                    *r = held;
+                    Claim::Held { ctl: Some(true) }
+                } else {
+                    *r = Reg::Armed;
+                    Claim::OneShot(Some(true))
+                }
+            }
+            None => {
+                self.0.insert(fd, if keep { held } else { Reg::Armed });
+                if keep {
+                    Claim::Held { ctl: Some(false) }
+                } else {
+                    Claim::OneShot(Some(false))
+                }
+            }
+        }
+    }
+
+    /// The wait `key` on `fd` ended: true if it was a held registration's,
+    /// which stays registered.
+    fn end_held(&mut self, fd: RawFd, key: u64) -> bool {
+        match self.0.get_mut(&fd) {
+            Some(Reg::Held(h)) if h.waiter == Some(key) => {
+                h.waiter = None;
+                h.want = 0;
+                true
+            }
+            _ => false,
         }
     }
 
@@ -356,6 +490,16 @@ impl Hasher for FdHasher {
 
     fn write_i32(&mut self, fd: i32) {
         self.0 = (fd as u32 as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+/// The result of a wait whose registration epoll refused.
+fn wait_error(e: std::io::Error) -> Result<Option<u64>> {
+    match e.raw_os_error() {
+        Some(libc::EPERM) => Ok(None),
+        Some(libc::EBADF) | Some(libc::EINVAL) | Some(libc::ELOOP) => Err(Error::Invalid),
+        Some(libc::ENOMEM) | Some(libc::ENOSPC) => Err(Error::NoMem),
+        _ => Err(Error::Io),
     }
 }
 
@@ -422,4 +566,89 @@ pub fn sleep_blocking(deadline: i64) {
         )
     } == libc::EINTR
     {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn held(r: &Registrations, fd: RawFd) -> Held {
+        match r.0.get(&fd) {
+            Some(Reg::Held(h)) => *h,
+            _ => panic!("fd {fd} is not held"),
+        }
+    }
+
+    #[test]
+    fn a_held_registration_is_made_once_and_serves_one_wait_at_a_time() {
+        let mut r = Registrations::default();
+        // Key 0 is a real key (index 0, generation 0).
+        assert!(matches!(
+            r.claim(5, 0, READABLE | KEEP, true),
+            Claim::Held { ctl: Some(false) }
+        ));
+        assert!(
+            matches!(r.claim(5, 7, WRITABLE, true), Claim::OneShot(None)),
+            "held by key 0"
+        );
+        assert!(!r.end_held(5, 7), "not the holder");
+        assert!(r.end_held(5, 0));
+        assert_eq!(held(&r, 5).waiter, None);
+        // Registered already: no system call, kept or not.
+        assert!(matches!(
+            r.claim(5, 8, READABLE, false),
+            Claim::Held { ctl: None }
+        ));
+        assert_eq!(held(&r, 5).want, READABLE);
+        assert!(r.end_held(5, 8));
+    }
+
+    #[test]
+    fn readiness_that_came_while_nobody_waited_ends_the_next_wait_once() {
+        let mut r = Registrations::default();
+        r.claim(5, 1, READABLE | KEEP, true);
+        r.end_held(5, 1);
+        if let Some(Reg::Held(h)) = r.0.get_mut(&5) {
+            h.ready = READABLE | WRITABLE;
+        }
+        assert!(matches!(r.claim(5, 2, READABLE, true), Claim::ReadyNow));
+        assert_eq!(
+            held(&r, 5).ready,
+            WRITABLE,
+            "only what the wait wanted is taken"
+        );
+        assert_eq!(
+            held(&r, 5).waiter,
+            None,
+            "a wait ready at once holds nothing"
+        );
+        assert!(matches!(
+            r.claim(5, 3, READABLE, true),
+            Claim::Held { ctl: None }
+        ));
+    }
+
+    #[test]
+    fn one_shot_registrations_become_held_only_when_kept() {
+        let mut r = Registrations::default();
+        assert!(matches!(
+            r.claim(6, 1, READABLE, false),
+            Claim::OneShot(Some(false))
+        ));
+        assert!(
+            matches!(r.claim(6, 2, READABLE, true), Claim::OneShot(None)),
+            "armed"
+        );
+        r.unclaim(6, true);
+        assert!(matches!(
+            r.claim(6, 3, READABLE, false),
+            Claim::OneShot(Some(true))
+        ));
+        r.unclaim(6, true);
+        assert!(matches!(
+            r.claim(6, 4, READABLE | KEEP, true),
+            Claim::Held { ctl: Some(true) }
+        ));
+        assert_eq!(held(&r, 6).waiter, Some(4));
+    }
 }

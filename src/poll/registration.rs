@@ -13,6 +13,15 @@
 //! `ENOENT` (epoll keys registrations by file and number) and the wait
 //! adds it afresh. Elsewhere (kqueue, through mio) each wait registers and
 //! deregisters.
+//!
+//! A wait with `CORO_KEEP` instead holds the descriptor registered for
+//! good, edge-triggered for both directions, under a token naming the
+//! descriptor rather than the wait (`hold`), as tokio does: later waits
+//! make no system call at all, and readiness that comes while nobody
+//! waits is remembered for the next wait (`mod.rs`). The program promises `coro_fd_forget` before it closes
+//! the descriptor, since nothing else would tell us the number now names
+//! another file (libdill's `fdclean`). Linux only; elsewhere `CORO_KEEP`
+//! waits are ordinary ones.
 
 use std::io;
 use std::os::fd::RawFd;
@@ -25,13 +34,30 @@ use super::{READABLE, WRITABLE};
 /// disarmed (so may stay) rather than still armed.
 pub const KEPT_WHEN_READY: bool = cfg!(target_os = "linux");
 
+/// Whether `CORO_KEEP` holds registrations (`hold`).
+pub const HOLDS: bool = cfg!(target_os = "linux");
+
+/// The bit that marks a held registration's epoll data; the low 32 bits
+/// are the descriptor. Wait keys never have it (`slab::GEN_MASK`).
+pub const HELD: u64 = 1 << 63;
+
 #[cfg(target_os = "linux")]
 mod imp {
     use super::*;
     use std::os::fd::AsRawFd;
 
     fn ctl(registry: &Registry, op: i32, fd: RawFd, key: u64, events: u32) -> io::Result<()> {
-        let mut want = libc::EPOLLONESHOT as u32;
+        ctl_as(registry, op, fd, key, events, libc::EPOLLONESHOT as u32)
+    }
+
+    fn ctl_as(
+        registry: &Registry,
+        op: i32,
+        fd: RawFd,
+        key: u64,
+        events: u32,
+        mut want: u32,
+    ) -> io::Result<()> {
         if events & READABLE != 0 {
             want |= (libc::EPOLLIN | libc::EPOLLRDHUP) as u32;
         }
@@ -68,6 +94,25 @@ mod imp {
         };
         match ctl(registry, first, fd, key, events) {
             Err(e) if e.raw_os_error() == Some(missing) => ctl(registry, second, fd, key, events),
+            r => r,
+        }
+    }
+
+    /// Holds `fd` registered, edge-triggered, for both directions, under
+    /// the token `HELD | fd`. `registered`: a registration of ours exists,
+    /// so modify it (unless it is gone: then add).
+    pub fn hold(registry: &Registry, fd: RawFd, registered: bool) -> io::Result<()> {
+        let token = HELD | fd as u32 as u64;
+        let (first, missing, second) = if registered {
+            (libc::EPOLL_CTL_MOD, libc::ENOENT, libc::EPOLL_CTL_ADD)
+        } else {
+            (libc::EPOLL_CTL_ADD, libc::EEXIST, libc::EPOLL_CTL_MOD)
+        };
+        let (both, et) = (READABLE | WRITABLE, libc::EPOLLET as u32);
+        match ctl_as(registry, first, fd, token, both, et) {
+            Err(e) if e.raw_os_error() == Some(missing) => {
+                ctl_as(registry, second, fd, token, both, et)
+            }
             r => r,
         }
     }
@@ -113,9 +158,14 @@ mod imp {
         registry.register(&mut SourceFd(&fd), Token(key as usize), interest(events))
     }
 
+    /// Never called: `HOLDS` is false here.
+    pub fn hold(_: &Registry, _: RawFd, _: bool) -> io::Result<()> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
+
     pub fn remove(registry: &Registry, fd: RawFd) {
         let _ = registry.deregister(&mut SourceFd(&fd));
     }
 }
 
-pub use imp::{add, arm, remove};
+pub use imp::{add, arm, hold, remove};

@@ -39,6 +39,10 @@ pub struct Slab {
     live: usize,
 }
 
+/// Generations stay below 2^31, so a key never has bit 63 set: the
+/// poller tags its held registrations' epoll data with it (`mod.rs`).
+const GEN_MASK: u32 = 0x7fff_ffff;
+
 pub fn key(index: u32, gen: u32) -> u64 {
     ((gen as u64) << 32) | index as u64
 }
@@ -88,7 +92,7 @@ impl Slab {
             .get_mut(index)
             .filter(|w| w.live && w.gen == gen)?;
         w.live = false;
-        w.gen = w.gen.wrapping_add(1);
+        w.gen = w.gen.wrapping_add(1) & GEN_MASK;
         self.live -= 1;
         self.released_now.push(index as u32);
         Some(Wait {

@@ -67,6 +67,27 @@ pub struct Runtime {
 
 static NEXT_RUNTIME_ID: AtomicU64 = AtomicU64::new(1);
 
+/// The address of every runtime alive, for `for_each_runtime`. A runtime
+/// takes itself out in `drop`, under this lock, before its memory goes.
+static LIVE: Mutex<Vec<usize>> = Mutex::new(Vec::new());
+
+/// Runs `f` on every runtime alive, from any thread (`coro_fd_forget`).
+pub fn for_each_runtime(mut f: impl FnMut(&Runtime)) {
+    let live = LIVE.lock().unwrap_or_else(|e| e.into_inner());
+    for &addr in live.iter() {
+        // SAFETY: listed, so not dropped yet, and `drop` waits for this
+        // lock before it goes on.
+        f(unsafe { &*(addr as *const Runtime) });
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        let mut live = LIVE.lock().unwrap_or_else(|e| e.into_inner());
+        live.retain(|&addr| addr != self as *const Runtime as usize);
+    }
+}
+
 impl Runtime {
     /// Starts a runtime's workers.
     pub fn new(config: Config) -> Result<Arc<Runtime>> {
@@ -96,6 +117,9 @@ impl Runtime {
             closing: AtomicBool::new(false),
             threads: Mutex::new(Vec::with_capacity(workers)),
         });
+        LIVE.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Arc::as_ptr(&rt) as usize);
         for index in 0..workers {
             let worker_rt = rt.clone();
             let spawned = std::thread::Builder::new()
