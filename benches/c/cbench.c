@@ -142,9 +142,15 @@ static void run_driver(const char *bench, coro_entry driver, uint64_t ops_per_it
 
 /* ------------------------------------------------------------ echo */
 
+/* CORO_KEEP: each connection's descriptor stays registered between waits,
+ * as tokio's do; forgotten before it is closed. */
+static uint32_t keep = CORO_KEEP;
+
 static void close_fd(void *arg)
 {
-    close((int)(intptr_t)arg);
+    int fd = (int)(intptr_t)arg;
+    coro_fd_forget(fd);
+    close(fd);
 }
 
 /* Writes all of buf; waits for writability only on EAGAIN. */
@@ -156,7 +162,7 @@ static int write_all(int fd, const char *buf, size_t len)
             buf += k;
             len -= (size_t)k;
         } else if (k < 0 && errno == EAGAIN) {
-            int rc = coro_wait_fd(fd, CORO_WRITABLE, -1);
+            int rc = coro_wait_fd(fd, CORO_WRITABLE | keep, -1);
             if (rc != 0)
                 return rc;
         } else if (k < 0 && errno == EINTR) {
@@ -183,12 +189,12 @@ static void *echo_conn(void *env)
             /* A short read drained the socket: wait before reading again
              * rather than make a read that fails with EAGAIN (tokio does
              * the same: it clears readiness after a short read). */
-            if ((size_t)k < sizeof buf && coro_wait_fd(fd, CORO_READABLE, -1) != 0)
+            if ((size_t)k < sizeof buf && coro_wait_fd(fd, CORO_READABLE | keep, -1) != 0)
                 break;
         } else if (k == 0) {
             break;
         } else if (errno == EAGAIN) {
-            if (coro_wait_fd(fd, CORO_READABLE, -1) != 0)
+            if (coro_wait_fd(fd, CORO_READABLE | keep, -1) != 0)
                 break;
         } else if (errno != EINTR) {
             break;
@@ -323,6 +329,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: cbench yield|spawn|echo_rtt|echo_server [--iters N] [--reps R] [--workers W]\n");
         return 2;
     }
+    if (getenv("CBENCH_NO_KEEP"))
+        keep = 0; /* the waits re-arm the descriptor each time */
     uint64_t iters = 100000;
     int reps = 5;
     uint32_t workers = 2;
