@@ -5,9 +5,16 @@
  *             them, none of them main, each thread ran >= 50
  *   pinning   50 coroutines suspend 100 times each; a foreign pthread (not a
  *             worker) resumes every token; each coroutine sees the same
- *             pthread_self() at every resumption
+ *             thread (gettid) at every resumption
  *   foreign   two foreign threads cancel suspended coroutines concurrently,
  *             one with coro_cancel_async, one with coro_cancel_suspend
+ *   migration two coroutines on a 2-worker runtime ping-pong 1,000 times,
+ *             each resuming the other from its on_suspend: pinned (flags 0),
+ *             each stays on its own thread, and the two threads differ;
+ *             with CORO_SPAWN_MIGRATABLE the resumed one moves to the
+ *             resumer's idle worker, so they end up sharing one thread;
+ *             either way each then waits for a readable socket and sleeps
+ *             on the worker it is on
  *   shutdown  1,000 suspended coroutines whose tokens a foreign thread
  *             holds; coro_runtime_shutdown runs every defer exactly once,
  *             frees every frame, and the foreign thread's late resumes
@@ -17,10 +24,22 @@
  */
 #define _GNU_SOURCE
 #include <pthread.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "check.h"
 
 #define TIMEOUT_MS 30000
+
+/* The calling thread: gettid, a system call. Not pthread_self(), which
+ * glibc declares const, so GCC keeps its value across a suspension (it
+ * did, in pinned_body: the check could not fail), the TLS hazard that
+ * makes migration opt-in. */
+static pid_t thread_id(void)
+{
+    return (pid_t)syscall(SYS_gettid);
+}
 
 static int n_resumptions = 100; /* pinning: suspensions per coroutine */
 static int n_shutdown = 1000;   /* shutdown: suspended coroutines */
@@ -142,12 +161,12 @@ struct pin_env {
     atomic_int *resumptions;
 };
 
-static pthread_t pin_first[PIN_N]; /* where each coroutine first ran */
+static pid_t pin_first[PIN_N]; /* where each coroutine first ran */
 
 static void *pinned_body(void *envp)
 {
     struct pin_env *e = envp;
-    pthread_t first = pthread_self();
+    pid_t first = thread_id();
     pin_first[e->idx] = first;
     for (int k = 0; k < n_resumptions; k++) {
         int rc = coro_suspend(tq_push, e->q);
@@ -156,7 +175,7 @@ static void *pinned_body(void *envp)
             return NULL;
         }
         atomic_fetch_add(e->resumptions, 1);
-        if (!pthread_equal(pthread_self(), first))
+        if (thread_id() != first)
             atomic_fetch_add(e->moved, 1);
     }
     return NULL;
@@ -167,13 +186,13 @@ struct resumer_arg {
     long total;
     long resumed;
     long bad_rc;
-    pthread_t self;
+    pid_t self;
 };
 
 static void *foreign_resumer(void *argp)
 {
     struct resumer_arg *a = argp;
-    a->self = pthread_self();
+    a->self = thread_id();
     while (a->resumed < a->total) {
         coro_token t = tq_pop(a->q, TIMEOUT_MS);
         if (t.id == 0)
@@ -191,7 +210,7 @@ static void test_pinning(coro_runtime *rt)
     struct token_queue q;
     tq_init(&q, PIN_N + 1);
     atomic_int moved = 0, resumptions = 0;
-    struct resumer_arg ra = { &q, (long)PIN_N * n_resumptions, 0, 0, pthread_self() };
+    struct resumer_arg ra = { &q, (long)PIN_N * n_resumptions, 0, 0, 0 };
     pthread_t th;
     if (!CHECK(pthread_create(&th, NULL, foreign_resumer, &ra) == 0)) {
         tq_destroy(&q);
@@ -213,7 +232,7 @@ static void test_pinning(coro_runtime *rt)
     CHECK_EQ(atomic_load(&moved), 0); /* never resumed on another thread */
     int on_resumer = 0;
     for (int i = 0; i < spawned; i++)
-        on_resumer += pthread_equal(pin_first[i], ra.self) != 0;
+        on_resumer += pin_first[i] == ra.self;
     CHECK_EQ(on_resumer, 0); /* the resuming thread is not where they run */
     printf("pinning: %d coroutines x %d foreign resumes, %d moved threads\n", spawned,
            n_resumptions, atomic_load(&moved));
@@ -444,6 +463,84 @@ static void test_shutdown_with_foreign_tokens(void)
     pthread_cond_destroy(&h.cv);
 }
 
+/* ------------------------------------------------------------------ */
+/* Migration                                                            */
+
+#define PP_N 1000
+static atomic_ullong pp_mailbox;
+static pid_t pp_ran[2][PP_N + 1]; /* the thread at each resumption */
+static int pp_sv[2][2];                /* a socketpair per coroutine */
+
+static void pp_hand_off(coro_token t, void *arg)
+{
+    (void)arg;
+    uint64_t other = atomic_exchange(&pp_mailbox, t.id);
+    if (other != 0)
+        CHECK_RC(coro_resume((coro_token){ other }), CORO_OK);
+}
+
+static void *pp_body(void *envp)
+{
+    int me = *(int *)envp;
+    for (int i = 0; i < PP_N; i++) {
+        pp_ran[me][i] = thread_id();
+        if (!CHECK_RC(coro_suspend(pp_hand_off, NULL), CORO_OK))
+            return NULL;
+    }
+    pp_ran[me][PP_N] = thread_id();
+    uint64_t other = atomic_exchange(&pp_mailbox, 0);
+    if (other != 0)
+        CHECK_RC(coro_resume((coro_token){ other }), CORO_OK);
+    /* The poller and the timers of the worker it is on now. */
+    CHECK_RC(coro_wait_fd(pp_sv[me][0], CORO_READABLE, coro_now() + 5000000000LL), CORO_OK);
+    CHECK_RC(coro_sleep_until(coro_now() + 1000000), CORO_OK);
+    return (void *)(intptr_t)(me + 1);
+}
+
+static void ping_pong(uint32_t flags)
+{
+    coro_runtime *rt = check_runtime(2);
+    if (!rt)
+        return;
+    atomic_store(&pp_mailbox, 0);
+    coro_promise p[2];
+    for (int i = 0; i < 2; i++) {
+        REQUIRE(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, pp_sv[i]) == 0);
+        REQUIRE(write(pp_sv[i][1], "x", 1) == 1);
+        REQUIRE_RC(coro_spawn(rt, pp_body, &i, sizeof i, NULL, flags, &p[i]), CORO_OK);
+    }
+    for (int i = 0; i < 2; i++) {
+        void *res = NULL;
+        CHECK_RC(coro_await(p[i], &res), CORO_OK);
+        CHECK_EQ((intptr_t)res, i + 1);
+    }
+    CHECK_RC(coro_runtime_shutdown(rt), CORO_OK);
+    for (int i = 0; i < 2; i++) {
+        close(pp_sv[i][0]);
+        close(pp_sv[i][1]);
+    }
+}
+
+static void test_migration(void)
+{
+    /* Round robin puts the two on different workers. */
+    ping_pong(0);
+    long moved = 0;
+    for (int c = 0; c < 2; c++)
+        for (int i = 1; i <= PP_N; i++)
+            moved += pp_ran[c][i] != pp_ran[c][0];
+    CHECK_EQ(moved, 0);
+    CHECK(pp_ran[0][0] != pp_ran[1][0]);
+
+    ping_pong(CORO_SPAWN_MIGRATABLE);
+    int changed = pp_ran[0][0] != pp_ran[0][PP_N] || pp_ran[1][0] != pp_ran[1][PP_N];
+    CHECK(changed); /* one of them moved */
+    long apart = 0;
+    for (int i = PP_N - 100; i <= PP_N; i++)
+        apart += pp_ran[0][i] != pp_ran[1][i];
+    CHECK_EQ(apart, 0); /* and then they shared a thread */
+}
+
 int main(int argc, char **argv)
 {
     check_init("sched");
@@ -463,6 +560,7 @@ int main(int argc, char **argv)
         test_cancel_from_foreign_threads(rt);
         CHECK_RC(coro_runtime_shutdown(rt), CORO_OK);
         test_shutdown_with_foreign_tokens();
+        test_migration();
     }
     CHECK_EQ(coro_live_frames(), frames_at_start);
     return check_summary();

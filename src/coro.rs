@@ -103,6 +103,7 @@ fn init_frame(
     let worker = rt.pick_worker();
     body.rt = Arc::as_ptr(rt);
     body.worker = worker;
+    body.migratable = flags & SPAWN_MIGRATABLE != 0;
     body.env = env_ptr.cast();
     body.env_drop = drop;
     body.id = promise.0;

@@ -58,7 +58,11 @@ pub struct Body {
     /// runtime outlives its frames, because shutdown frees every one of
     /// them before it returns and before the runtime can be dropped.
     pub rt: *const Runtime,
+    /// The worker it runs on: where it was spawned, unless `migratable`
+    /// moved it since (`sched::harness::schedule_owned_from`).
     pub worker: usize,
+    /// Spawned with `CORO_SPAWN_MIGRATABLE`.
+    pub migratable: bool,
     pub env: *mut c_void,
     /// The frame's copy of the spawn environment (16-byte aligned).
     pub env_heap: Vec<u128>,
@@ -83,6 +87,7 @@ impl Body {
         Body {
             rt: ptr::null(),
             worker: 0,
+            migratable: false,
             env: ptr::null_mut(),
             env_heap: Vec::new(),
             env_drop: None,

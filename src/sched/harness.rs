@@ -74,9 +74,20 @@ pub(crate) fn schedule_owned_from(slot: &'static Slot, index: usize, local: Opti
     // SAFETY: we own EXEC.
     let body = unsafe { slot.body() };
     let rt = body.runtime().expect("live frame has a runtime");
-    if let Some(l) = local.filter(|l| l.is(rt, body.worker)) {
-        l.push(slot);
-        return;
+    if let Some(l) = local.filter(|l| l.serves(rt)) {
+        if l.index() == body.worker {
+            l.push(slot);
+            return;
+        }
+        // A migratable frame resumed by a worker with nothing else queued
+        // moves to it and runs next on this CPU, with what the resumer
+        // wrote still in cache: tokio's LIFO-slot hand-off. Only onto an
+        // idle queue, so a busy worker does not gather everything it wakes.
+        if body.migratable && l.is_idle() {
+            body.worker = l.index();
+            l.push(slot);
+            return;
+        }
     }
     schedule_remote(slot, index, rt, body.worker);
 }

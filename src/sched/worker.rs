@@ -84,7 +84,7 @@ impl Local {
         unsafe { &mut *self.queue.get() }.pop()
     }
 
-    fn is_idle(&self) -> bool {
+    pub(crate) fn is_idle(&self) -> bool {
         // SAFETY: as in `push`.
         unsafe { &*self.queue.get() }.is_empty()
     }
@@ -143,6 +143,11 @@ impl Local {
     /// Whether this is worker `worker` of `rt`.
     pub(crate) fn is(&self, rt: &Runtime, worker: usize) -> bool {
         ptr::eq(self.rt, rt) && self.index == worker
+    }
+
+    /// This worker's place in its runtime.
+    pub(crate) fn index(&self) -> usize {
+        self.index
     }
 
     /// Whether this worker belongs to `rt`.
