@@ -59,6 +59,10 @@ pub fn rt_shutdown(rt: *mut coro_runtime) {
 
 /// `coro_spawn` with a copy of `env` (nothing to drop).
 fn spawn<T: Copy>(rt: *mut coro_runtime, entry: Entry, env: &T) -> coro_promise {
+    spawn_with(rt, entry, env, 0)
+}
+
+fn spawn_with<T: Copy>(rt: *mut coro_runtime, entry: Entry, env: &T, flags: u32) -> coro_promise {
     let mut p = coro_promise { id: 0 };
     let size = core::mem::size_of::<T>();
     let env_ptr = if size == 0 {
@@ -68,7 +72,7 @@ fn spawn<T: Copy>(rt: *mut coro_runtime, entry: Entry, env: &T) -> coro_promise 
     };
     // SAFETY: env points at size readable bytes; p is writable.
     check(
-        unsafe { coro_spawn(rt, Some(entry), env_ptr, size, None, 0, &mut p) },
+        unsafe { coro_spawn(rt, Some(entry), env_ptr, size, None, flags, &mut p) },
         "coro_spawn",
     );
     p
@@ -101,6 +105,8 @@ unsafe extern "C" fn empty(_env: *mut c_void) -> *mut c_void {
 struct Loop {
     rt: *mut coro_runtime,
     n: u64,
+    /// Spawn flags for the coroutines the driver starts (ping-pong).
+    flags: u32,
 }
 
 unsafe extern "C" fn yielder(e: *mut c_void) -> *mut c_void {
@@ -204,7 +210,11 @@ pub fn one_worker_loop(a: &Args, driver: Entry, ops_per_iter: u64) {
     let rt = rt_new(1);
     let parked = cells(a.live);
     let t_park = util::time(|| park_many(rt, &parked));
-    let l = Loop { rt, n: a.iters };
+    let l = Loop {
+        rt,
+        n: a.iters,
+        flags: 0,
+    };
     let s = sample(a.reps, a.iters * ops_per_iter, || drive(rt, driver, &l));
     let mut r = Report::new(&a.bench);
     r.samples(a.iters, &s)
@@ -302,16 +312,30 @@ unsafe extern "C" fn ping_driver(e: *mut c_void) -> *mut c_void {
         mailbox: &mailbox,
     };
     let t0 = now_ns();
-    let a = spawn(l.rt, pinger, &p);
-    let b = spawn(l.rt, pinger, &p);
+    let a = spawn_with(l.rt, pinger, &p, l.flags);
+    let b = spawn_with(l.rt, pinger, &p, l.flags);
     await_value(a);
     await_value(b);
     (now_ns() - t0) as usize as *mut c_void
 }
 
 pub fn pingpong_coframe(a: &Args) {
+    pingpong(a, 0);
+}
+
+/// The same with `CORO_SPAWN_MIGRATABLE`: the resumed pinger moves to the
+/// resumer's idle worker, so both end up on one worker, as tokio's tasks do.
+pub fn pingpong_coframe_migratable(a: &Args) {
+    pingpong(a, CORO_SPAWN_MIGRATABLE);
+}
+
+fn pingpong(a: &Args, flags: u32) {
     let rt = rt_new(2);
-    let l = Loop { rt, n: a.iters };
+    let l = Loop {
+        rt,
+        n: a.iters,
+        flags,
+    };
     let s = sample(a.reps, a.iters, || drive(rt, ping_driver, &l));
     rt_shutdown(rt);
     Report::new(&a.bench).samples(a.iters, &s).print();
