@@ -47,45 +47,9 @@ static int regs_known;      /* whether their registrations can be read */
 /* ------------------------------------------------------------------ */
 /* Running a function in a coroutine                                   */
 
-struct call {
-    void (*fn)(void *);
-    void *arg;
-    atomic_int done;
-};
-
-static void *call_body(void *envp)
-{
-    struct call *c = *(struct call **)envp;
-    c->fn(c->arg);
-    atomic_store(&c->done, 1);
-    return NULL;
-}
-
-static int spawn_call(coro_runtime *r, struct call *c, coro_promise *p)
-{
-    return coro_spawn(r, call_body, &c, sizeof c, NULL, 0, p);
-}
-
-/* Runs fn(arg) in a coroutine of `r`; a check fails if it does not end
- * within `ms`. */
-static void in_coro_of(coro_runtime *r, void (*fn)(void *), void *arg, long ms, const char *what)
-{
-    struct call c = { fn, arg, 0 };
-    coro_promise p;
-    if (!CHECK_RC(spawn_call(r, &c, &p), CORO_OK))
-        return;
-    WAIT_UNTIL(atomic_load(&c.done), ms);
-    if (!CHECK(atomic_load(&c.done))) {
-        fprintf(stderr, "    %s: the coroutine hangs; cancelling it\n", what);
-        coro_cancel_async(p);
-        return;
-    }
-    CHECK_RC(coro_await(p, NULL), CORO_OK);
-}
-
 static void in_coro(void (*fn)(void *), void *arg, const char *what)
 {
-    in_coro_of(rt, fn, arg, 10000, what);
+    run_in_coro(rt, fn, arg, 10000, what);
 }
 
 /* Reads until EAGAIN; returns the bytes read. */
@@ -330,14 +294,14 @@ static void test_any_runtime(void)
     int sv[2];
     REQUIRE(nb_socketpair(sv) == 0);
     struct reuse r = { sv[0], sv[1] };
-    in_coro_of(other, kept_read, &r, 10000, "kept by another runtime");
+    run_in_coro(other, kept_read, &r, 10000, "kept by another runtime");
     if (known)
         CHECK_EQ(epoll_has(&other_pollers, sv[0]), 1);
     in_coro(forget_it, &sv[0], "forgotten from this runtime");
     if (known)
         CHECK_EQ(epoll_has(&other_pollers, sv[0]), 0);
     /* Kept again, and left kept: shutdown copes. */
-    in_coro_of(other, kept_read, &r, 10000, "kept again");
+    run_in_coro(other, kept_read, &r, 10000, "kept again");
     CHECK_RC(coro_runtime_shutdown(other), CORO_OK);
     CHECK_RC(coro_fd_forget(sv[0]), CORO_OK); /* no runtime keeps it now */
     close(sv[0]);

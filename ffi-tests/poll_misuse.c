@@ -57,35 +57,10 @@ static int idle_regs;   /* its registrations when no wait is in progress */
 /* ------------------------------------------------------------------ */
 /* Running a function in a coroutine                                   */
 
-struct call {
-    void (*fn)(void *);
-    void *arg;
-    atomic_int done;
-};
-
-static void *call_body(void *envp)
-{
-    struct call *c = *(struct call **)envp;
-    c->fn(c->arg);
-    atomic_store(&c->done, 1);
-    return NULL;
-}
-
 /* Runs fn(arg) in a coroutine; a check fails if it does not end within `ms`. */
 static void in_coro(void (*fn)(void *), void *arg, long ms, const char *what)
 {
-    struct call c = { fn, arg, 0 };
-    struct call *cp = &c;
-    coro_promise p;
-    if (!CHECK_RC(coro_spawn(rt, call_body, &cp, sizeof cp, NULL, 0, &p), CORO_OK))
-        return;
-    WAIT_UNTIL(atomic_load(&c.done), ms);
-    if (!CHECK(atomic_load(&c.done))) {
-        fprintf(stderr, "    %s: the coroutine hangs; cancelling it\n", what);
-        coro_cancel_async(p); /* default mode: it never touches `c` again */
-        return;
-    }
-    CHECK_RC(coro_await(p, NULL), CORO_OK);
+    run_in_coro(rt, fn, arg, ms, what);
 }
 
 /* ------------------------------------------------------------------ */

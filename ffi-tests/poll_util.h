@@ -1,6 +1,6 @@
 /*
  * poll_util.h: helpers of the poller tests (poll_race.c, poll_misuse.c,
- * poll_shutdown.c). Linux only: they read /proc.
+ * poll_shutdown.c, poll_keep.c). Linux only: they read /proc.
  *
  *   count_fds()               descriptors open in the process
  *   raise_nofile(need)        raises RLIMIT_NOFILE's soft limit (up to the
@@ -12,13 +12,18 @@
  *                             "tfd:" lines asking for events), -1 if unknown
  *   epoll_has(&set, fd)       whether `fd` is armed in one (1, 0, -1)
  *   nb_socketpair(sv)         a non-blocking, close-on-exec AF_UNIX stream pair
+ *   run_in_coro(rt, fn, arg, ms, what)
+ *                             runs fn(arg) in a coroutine of rt and awaits
+ *                             it; a check fails (and the coroutine is
+ *                             cancelled) if it does not end within ms
  *
  * Each worker of a runtime has a poller: a mio Poll, one epoll instance
  * (seen through two descriptors, both listing the same registrations) plus
  * an eventfd waker, which is itself registered: an idle runtime has one
  * armed registration per worker. A wait that ended ready may leave its
- * descriptor registered but disarmed (EPOLLONESHOT, Linux); every other
- * registration is armed only while its wait is in progress.
+ * descriptor registered but disarmed (EPOLLONESHOT, Linux); a CORO_KEEP wait
+ * leaves it armed (EPOLLET) until coro_fd_forget; every other registration
+ * is armed only while its wait is in progress.
  */
 #ifndef COFRAME_FFI_TESTS_POLL_UTIL_H
 #define COFRAME_FFI_TESTS_POLL_UTIL_H
@@ -196,6 +201,37 @@ static inline int epoll_has(const epoll_set_t *s, int fd)
 static inline int nb_socketpair(int sv[2])
 {
     return socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv);
+}
+
+struct poll_call_ {
+    void (*fn)(void *);
+    void *arg;
+    atomic_int done;
+};
+
+static inline void *poll_call_body_(void *envp)
+{
+    struct poll_call_ *c = *(struct poll_call_ **)envp;
+    c->fn(c->arg);
+    atomic_store(&c->done, 1);
+    return NULL;
+}
+
+static inline void run_in_coro(coro_runtime *rt, void (*fn)(void *), void *arg, long ms,
+                               const char *what)
+{
+    struct poll_call_ c = { fn, arg, 0 };
+    struct poll_call_ *cp = &c;
+    coro_promise p;
+    if (!CHECK_RC(coro_spawn(rt, poll_call_body_, &cp, sizeof cp, NULL, 0, &p), CORO_OK))
+        return;
+    WAIT_UNTIL(atomic_load(&c.done), ms);
+    if (!CHECK(atomic_load(&c.done))) {
+        fprintf(stderr, "    %s: the coroutine hangs; cancelling it\n", what);
+        coro_cancel_async(p); /* default mode: it never touches `c` again */
+        return;
+    }
+    CHECK_RC(coro_await(p, NULL), CORO_OK);
 }
 
 #endif /* COFRAME_FFI_TESTS_POLL_UTIL_H */
