@@ -27,6 +27,12 @@
  *                       an event: CORO_EINVAL
  *   shutdown            a runtime shut down with kept registrations leaks no
  *                       frame and no descriptor
+ *
+ * poll_keep --misuse, with COFRAME_CHECK=1: a kept descriptor closed without
+ * coro_fd_forget and its number reused for a new socket: the check mode
+ * notices (one fstat per kept wait), says so on stderr and registers the
+ * new file, so the next kept wait sees its data. (Without the check mode
+ * that wait would see no event until its deadline.)
  */
 #define _GNU_SOURCE
 #include <pthread.h>
@@ -166,24 +172,40 @@ static void kept_read(void *arg)
     CHECK_EQ(drain(r->fd), 1);
 }
 
+/* Kept, forgotten (or not: `forget` 0), and the number given to the
+ * socket b[0] names; then a kept wait on it. All in one coroutine, so on
+ * one worker's poller: the one that kept the first file. */
+struct renumber { int a[2], b[2]; int forget; };
+
+static void renumbered(void *arg)
+{
+    struct renumber *n = arg;
+    struct reuse r = { n->a[0], n->a[1] };
+    kept_read(&r);
+    if (n->forget)
+        CHECK_RC(coro_fd_forget(n->a[0]), CORO_OK);
+    REQUIRE(dup2(n->b[0], n->a[0]) == n->a[0]);
+    r.peer = n->b[1];
+    kept_read(&r);
+    CHECK_RC(coro_fd_forget(n->a[0]), CORO_OK);
+}
+
+static void test_renumbered(int forget, const char *what)
+{
+    struct renumber n;
+    REQUIRE(nb_socketpair(n.a) == 0);
+    REQUIRE(nb_socketpair(n.b) == 0);
+    n.forget = forget;
+    in_coro(renumbered, &n, what);
+    close(n.a[0]);
+    close(n.a[1]);
+    close(n.b[0]);
+    close(n.b[1]);
+}
+
 static void test_reuse(void)
 {
-    int a[2], b[2];
-    REQUIRE(nb_socketpair(a) == 0);
-    REQUIRE(nb_socketpair(b) == 0);
-    struct reuse r = { a[0], a[1] };
-    in_coro(kept_read, &r, "reuse: first file");
-    /* From a plain thread. */
-    CHECK_RC(coro_fd_forget(a[0]), CORO_OK);
-    /* The number now names another socket. */
-    REQUIRE(dup2(b[0], a[0]) == a[0]);
-    close(b[0]);
-    r.peer = b[1];
-    in_coro(kept_read, &r, "reuse: the number names a new file");
-    CHECK_RC(coro_fd_forget(a[0]), CORO_OK);
-    close(a[0]);
-    close(a[1]);
-    close(b[1]);
+    test_renumbered(1, "reuse after coro_fd_forget");
 }
 
 /* ------------------------------------------------------------------ */
@@ -331,9 +353,19 @@ static void test_arguments(void)
     close(sv[1]);
 }
 
-int main(void)
+static void test_misuse(void)
+{
+    test_renumbered(0, "reuse without coro_fd_forget, COFRAME_CHECK=1");
+}
+
+int main(int argc, char **argv)
 {
     check_init("poll_keep");
+    int misuse = argc > 1 && strcmp(argv[1], "--misuse") == 0;
+    if (misuse && !(getenv("COFRAME_CHECK") && strcmp(getenv("COFRAME_CHECK"), "1") == 0)) {
+        fprintf(stderr, "poll_keep --misuse needs COFRAME_CHECK=1\n");
+        return 2;
+    }
     int fds_at_start = count_fds();
     uint64_t frames_at_start = coro_live_frames();
     epoll_snapshot_t before;
@@ -345,6 +377,13 @@ int main(void)
     if (!regs_known)
         printf("poll_keep: cannot read the poller's registrations; not checking them\n");
 
+    if (misuse) {
+        test_misuse();
+        CHECK_RC(coro_runtime_shutdown(rt), CORO_OK);
+        CHECK_EQ(coro_live_frames(), frames_at_start);
+        CHECK_EQ(count_fds(), fds_at_start);
+        return check_summary();
+    }
     test_stays_and_remembers();
     test_writable();
     test_reuse();

@@ -6,7 +6,7 @@
 
 use core::ffi::{c_char, c_void};
 use core::ptr;
-use std::sync::atomic::{AtomicU8, Ordering::*};
+use std::sync::atomic::Ordering::*;
 use std::sync::Arc;
 
 use crate::context::{self, OnSuspend, Resumed, Running, Switch};
@@ -587,14 +587,7 @@ pub fn lock_note(what: *const c_char, acquire: bool) -> Result<()> {
 #[cold]
 #[inline(never)]
 fn report_lock_held(id: u64, what: *const c_char) {
-    static CHECK: AtomicU8 = AtomicU8::new(0); // 0 unknown, 1 off, 2 on
-    let mut on = CHECK.load(Relaxed);
-    if on == 0 {
-        let env = std::env::var_os("COFRAME_CHECK").is_some_and(|v| v == "1");
-        on = if cfg!(debug_assertions) || env { 2 } else { 1 };
-        CHECK.store(on, Relaxed);
-    }
-    if on == 2 {
+    if crate::util::checking() {
         let name = if what.is_null() {
             "a lock".into()
         } else {

@@ -66,6 +66,9 @@ pub struct Poller {
     live: AtomicUsize,
     /// The epoll instance itself, until the worker takes it (`take_poll`).
     poll: Mutex<Option<Poll>>,
+    /// Check mode (`util::checking`): a held registration's descriptor is
+    /// checked to still name its file at every wait (one `fstat`).
+    check: bool,
 }
 
 /// Monotonic clock, nanoseconds (`coro_now`).
@@ -106,6 +109,7 @@ impl Poller {
             }),
             live: AtomicUsize::new(0),
             poll: Mutex::new(Some(poll)),
+            check: crate::util::checking(),
         })
     }
 
@@ -246,7 +250,11 @@ impl Poller {
         let (key, claim) = {
             let mut inner = self.lock();
             let key = self.insert(&mut inner, fd, deadline);
-            match inner.regs.claim(fd, key, events, keep) {
+            let mut claim = inner.regs.claim(fd, key, events, keep);
+            if self.check && matches!(claim, Claim::Held { ctl: None } | Claim::ReadyNow) {
+                claim = inner.regs.verify(fd, key, events, file_id(fd));
+            }
+            match claim {
                 Claim::Held { ctl: None } => return Ok(Some(key)),
                 Claim::ReadyNow => {
                     self.release(&mut inner, key);
@@ -258,6 +266,9 @@ impl Poller {
                     ctl: Some(registered),
                 } => {
                     let Err(e) = registration::hold(&self.registry, fd, registered) else {
+                        if self.check {
+                            inner.regs.set_file(fd, file_id(fd));
+                        }
                         return Ok(Some(key));
                     };
                     inner.regs.0.remove(&fd);
@@ -395,6 +406,8 @@ struct Held {
     /// The wait it belongs to now, and the events it wants.
     waiter: Option<u64>,
     want: u32,
+    /// Check mode: the file (`file_id`) it was registered for.
+    file: Option<(u64, u64)>,
 }
 
 /// What a wait found registered for its descriptor.
@@ -417,6 +430,7 @@ impl Registrations {
             ready: 0,
             waiter: Some(key),
             want,
+            file: None,
         });
         match self.0.get_mut(&fd) {
             Some(Reg::Held(h)) if h.waiter.is_none() => {
@@ -446,6 +460,43 @@ impl Registrations {
                     Claim::OneShot(Some(false))
                 }
             }
+        }
+    }
+
+    /// Check mode, for a wait that found `fd` held: if `fd` no longer
+    /// names the file it was registered for (`file`: what it names now),
+    /// the program closed it without `coro_fd_forget`. Says so, forgets
+    /// the old readiness and has the registration made again for `key`.
+    #[cold]
+    fn verify(&mut self, fd: RawFd, key: u64, events: u32, file: Option<(u64, u64)>) -> Claim {
+        let Some(Reg::Held(h)) = self.0.get_mut(&fd) else {
+            return Claim::Held { ctl: None };
+        };
+        let claimed = if h.waiter == Some(key) {
+            Claim::Held { ctl: None }
+        } else {
+            Claim::ReadyNow
+        };
+        if file.is_some() && h.file == file {
+            return claimed;
+        }
+        eprintln!(
+            "coframe: descriptor {fd} was closed without coro_fd_forget after a CORO_KEEP \
+             wait; registering it again (COFRAME_CHECK)"
+        );
+        *h = Held {
+            ready: 0,
+            waiter: Some(key),
+            want: events & (READABLE | WRITABLE),
+            file: None,
+        };
+        Claim::Held { ctl: Some(false) }
+    }
+
+    /// Check mode: the file a held registration was just made for.
+    fn set_file(&mut self, fd: RawFd, file: Option<(u64, u64)>) {
+        if let Some(Reg::Held(h)) = self.0.get_mut(&fd) {
+            h.file = file;
         }
     }
 
@@ -491,6 +542,19 @@ impl Hasher for FdHasher {
     fn write_i32(&mut self, fd: i32) {
         self.0 = (fd as u32 as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
     }
+}
+
+/// The file `fd` names (device, inode), for check mode; `None` if `fstat`
+/// fails (a closed descriptor).
+fn file_id(fd: RawFd) -> Option<(u64, u64)> {
+    // SAFETY: `stat` is plain data; fstat writes it or fails.
+    let mut st: libc::stat = unsafe { core::mem::zeroed() };
+    // SAFETY: a valid pointer to a stat buffer; any fd value is allowed.
+    if unsafe { libc::fstat(fd, &mut st) } != 0 {
+        return None;
+    }
+    #[allow(clippy::unnecessary_cast)]
+    Some((st.st_dev as u64, st.st_ino as u64))
 }
 
 /// The result of a wait whose registration epoll refused.
