@@ -9,9 +9,13 @@
  *                     connections it has keep being served. Its defer
  *                     closes the listener.
  *   a connection      one coroutine per socket: recv() until EAGAIN, then
- *                     coro_wait_fd(fd, CORO_READABLE); send() what came,
- *                     waiting for CORO_WRITABLE when the socket is full.
- *                     Its defer closes the socket and counts it. A peer that
+ *                     coro_wait_fd(fd, CORO_READABLE | CORO_KEEP); send()
+ *                     what came, waiting for CORO_WRITABLE when the socket
+ *                     is full. CORO_KEEP leaves the socket registered with
+ *                     the worker's epoll between waits (no epoll_ctl per
+ *                     wait); it suits this loop, which waits only after
+ *                     EAGAIN. Its defer forgets the socket (coro_fd_forget)
+ *                     before it closes it, and counts it. A peer that
  *                     resets (ECONNRESET, EPIPE) just ends the connection;
  *                     send() uses MSG_NOSIGNAL so no SIGPIPE is raised.
  *
@@ -161,6 +165,9 @@ static void conn_cleanup(void *arg)
     if (c->fd < 0)
         return; /* the defer already ran; this is env_drop */
     echo_server *s = c->s;
+    /* Kept by its waits: forget before close. env_drop may run when no
+     * wait ever kept it; forgetting is harmless then. */
+    (void)coro_fd_forget(c->fd);
     close(c->fd);
     c->fd = -1;
     atomic_fetch_sub(&s->open, 1);
@@ -216,7 +223,7 @@ static void *conn_main(void *envp)
             break; /* the peer closed */
         } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
             turns = 0;
-            int rc = coro_wait_fd(c->fd, CORO_READABLE, -1);
+            int rc = coro_wait_fd(c->fd, CORO_READABLE | CORO_KEEP, -1);
             if (rc != CORO_OK) {
                 say(s, "connection wait failed: %s (%d)", coro_strerror(rc), rc);
                 atomic_fetch_add(&s->errors, 1);
