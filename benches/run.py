@@ -318,12 +318,14 @@ def process_cpu_s(pid):
         return None
 
 
-def echo_throughput(server_cmd, secs, name):
+def echo_throughput(server_cmd, secs, name, env=None):
     """Starts a server that prints {"port":P} and echoes until stdin
-    closes; drives it with loadgen (1,000 connections); stops it."""
+    closes; drives it with loadgen (1,000 connections); stops it. `env`:
+    variables to add to the server's environment."""
     try:
         p = subprocess.Popen(server_cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
+                             stderr=subprocess.PIPE, text=True,
+                             env=dict(os.environ, **env) if env else None)
     except OSError as e:
         failures.append(f"{name}: cannot start: {e}")
         return None
@@ -588,6 +590,13 @@ def build_rows(R, m):
                      peer="tokio, 2 workers", coframe_val=f"{fmt_num(c_rps)} rt/s",
                      peer_val=f"{fmt_num(t_rps)} rt/s", val_ratio=fmt_ratio(ratio(c_rps, t_rps)),
                      ref="", target="5: ≥ tokio", met=t5b))
+    r_rps = (tp.get("coframe_rearm") or {}).get("rps")
+    if r_rps:
+        rows.append(dict(op="e. echo throughput, 1,000 connections",
+                         coframe="coframe from C, 2 workers, each wait re-arming (no CORO_KEEP)",
+                         peer="tokio, 2 workers", coframe_val=f"{fmt_num(r_rps)} rt/s",
+                         peer_val=f"{fmt_num(t_rps)} rt/s", val_ratio=fmt_ratio(ratio(r_rps, t_rps)),
+                         ref="", target="", met=None))
     tm = R.get("timers")
     if tm:
         rows.append(dict(op="g. timers: 100,000 sleepers over 1 s", coframe="coframe, 2 workers",
@@ -718,7 +727,7 @@ def write_md(R, m, rows, targets, path):
                            f"{', '.join(f'{c:.2f}' for c in cpu)} µs." if cpu else "")
                 L.append(f"- {k}: median run {v['round_trips']:,} round trips in {v['secs']:.2f} s = "
                          f"{v['rps']:,.0f}/s, {v['errors']} errors; {v.get('runs', 1)} run(s), alternated "
-                         f"with the other server's, in order: {every} round trips/s.{cpu_txt}")
+                         f"with the other servers', in order: {every} round trips/s.{cpu_txt}")
         L.append("")
     tm = R.get("timers")
     if tm:
@@ -967,17 +976,20 @@ def main():
     if not args.only or "echo" in args.only:
         log("== echo throughput, 1,000 connections")
         R["throughput"] = {}
-        servers = (("coframe", [CBENCH, "echo_server", "--workers", "2"]),
-                   ("tokio", [COMPARE, "echo_server_tokio", "--workers", "2"]))
-        # Alternated, so that a slow spell of the VM hits both alike; the
+        # coframe_rearm: the same C server without CORO_KEEP, each wait
+        # re-arming its descriptor (an EPOLL_CTL_MOD), for comparison.
+        servers = (("coframe", [CBENCH, "echo_server", "--workers", "2"], None),
+                   ("tokio", [COMPARE, "echo_server_tokio", "--workers", "2"], None),
+                   ("coframe_rearm", [CBENCH, "echo_server", "--workers", "2"], {"CBENCH_NO_KEEP": "1"}))
+        # Alternated, so that a slow spell of the VM hits all alike; the
         # median of each is reported, with every run in results.json.
-        runs = {name: [] for name, _ in servers}
+        runs = {name: [] for name, _, _ in servers}
         for _ in range(m["echo_runs"]):
-            for name, cmd in servers:
-                r = echo_throughput(cmd, m["echo_secs"], f"throughput.{name}")
+            for name, cmd, env in servers:
+                r = echo_throughput(cmd, m["echo_secs"], f"throughput.{name}", env)
                 if r:
                     runs[name].append(r)
-        for name, _ in servers:
+        for name, _, _ in servers:
             rs = sorted(runs[name], key=lambda r: r["rps"])
             if rs:
                 best = dict(rs[len(rs) // 2])
