@@ -18,10 +18,10 @@
 //! good, edge-triggered for both directions, under a token naming the
 //! descriptor rather than the wait (`hold`), as tokio does: later waits
 //! make no system call at all, and readiness that comes while nobody
-//! waits is remembered for the next wait (`mod.rs`). The program promises `coro_fd_forget` before it closes
-//! the descriptor, since nothing else would tell us the number now names
-//! another file (libdill's `fdclean`). Linux only; elsewhere `CORO_KEEP`
-//! waits are ordinary ones.
+//! waits is remembered for the next wait (`mod.rs`). The program promises
+//! `coro_fd_forget` before it closes the descriptor, since nothing else
+//! would tell us the number now names another file (libdill's `fdclean`).
+//! Linux only; elsewhere `CORO_KEEP` waits are ordinary ones.
 
 use std::io;
 use std::os::fd::RawFd;
