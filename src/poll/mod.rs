@@ -27,7 +27,7 @@ mod registration;
 mod slab;
 mod timer;
 
-use std::collections::HashMap;
+use std::collections::hash_map::{Entry, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicUsize, Ordering::*};
@@ -229,10 +229,15 @@ impl Poller {
     /// next sleep takes the deadline into account. A record released
     /// early leaves its timer entry behind (lazy deletion, `timer.rs`).
     fn insert(&self, inner: &mut Inner, fd: RawFd, deadline: i64) -> u64 {
-        let key = inner.slab.insert(fd, false);
-        self.live.store(inner.slab.live(), Relaxed);
+        self.insert_in(&mut inner.slab, &mut inner.timers, fd, deadline)
+    }
+
+    /// `insert`, for a caller that holds other parts of `Inner` too.
+    fn insert_in(&self, slab: &mut Slab, timers: &mut Timers, fd: RawFd, deadline: i64) -> u64 {
+        let key = slab.insert(fd, false);
+        self.live.store(slab.live(), Relaxed);
         if deadline >= 0 {
-            inner.timers.add(deadline, key);
+            timers.add(deadline, key);
         }
         key
     }
@@ -247,22 +252,23 @@ impl Poller {
     /// of file (EPERM: always ready).
     fn register(&self, fd: RawFd, events: u32, deadline: i64) -> Result<Option<u64>> {
         let keep = events & KEEP != 0 && registration::HOLDS;
-        let (key, claim) = {
+        let (key, kept) = {
             let mut inner = self.lock();
-            let key = self.insert(&mut inner, fd, deadline);
-            let mut claim = inner.regs.claim(fd, key, events, keep);
-            if self.check && matches!(claim, Claim::Held { ctl: None } | Claim::ReadyNow) {
-                claim = inner.regs.verify(fd, key, events, file_id(fd));
+            if self.check {
+                inner.regs.drop_if_stale(fd, file_id(fd));
             }
+            let Inner { slab, timers, regs } = &mut *inner;
+            let claim = regs.claim(fd, events, keep, || {
+                self.insert_in(slab, timers, fd, deadline)
+            });
             match claim {
-                Claim::Held { ctl: None } => return Ok(Some(key)),
-                Claim::ReadyNow => {
-                    self.release(&mut inner, key);
-                    return Ok(None);
-                }
+                // Readiness a held registration kept: no record was made.
+                Claim::ReadyNow => return Ok(None),
+                Claim::Held { key, ctl: None } => return Ok(Some(key)),
                 // Under the lock, unlike the one-shot kind: `forget`
                 // changes held registrations from any thread.
                 Claim::Held {
+                    key,
                     ctl: Some(registered),
                 } => {
                     let Err(e) = registration::hold(&self.registry, fd, registered) else {
@@ -278,13 +284,13 @@ impl Poller {
                     self.release(&mut inner, key);
                     return wait_error(e);
                 }
-                Claim::OneShot(kept) => (key, kept),
+                Claim::OneShot { key, kept } => (key, kept),
             }
         };
         // epoll keys registrations by descriptor: a second wait on a
         // descriptor another wait here has armed registers a duplicate.
-        let shared = claim.is_none();
-        let (source_fd, r) = match claim {
+        let shared = kept.is_none();
+        let (source_fd, r) = match kept {
             Some(kept) => (fd, registration::arm(&self.registry, fd, key, events, kept)),
             None => {
                 // SAFETY: dup of a caller's descriptor; closed when the wait ends.
@@ -410,87 +416,110 @@ struct Held {
     file: Option<(u64, u64)>,
 }
 
-/// What a wait found registered for its descriptor.
+impl Held {
+    fn new(waiter: u64, want: u32) -> Held {
+        Held {
+            ready: 0,
+            waiter: Some(waiter),
+            want,
+            file: None,
+        }
+    }
+}
+
+/// What a wait found registered for its descriptor, with the key of the
+/// record made for it.
 enum Claim {
-    /// Held for this wait; `ctl: Some(registered)`: it must be made.
-    Held { ctl: Option<bool> },
-    /// Held, and the readiness it wants came already.
+    /// The readiness it wants came already; no record was made.
     ReadyNow,
-    /// One-shot: `None` if another wait has it armed, else whether a
-    /// disarmed registration was kept.
-    OneShot(Option<bool>),
+    /// Held for this wait; `ctl: Some(registered)`: it must be made.
+    Held { key: u64, ctl: Option<bool> },
+    /// One-shot: `kept: None` if another wait has it armed, else whether
+    /// a disarmed registration was kept.
+    OneShot { key: u64, kept: Option<bool> },
 }
 
 impl Registrations {
-    /// Claims `fd` for the wait `key`. A held registration serves every
-    /// wait on its descriptor, `keep` or not, one at a time.
-    fn claim(&mut self, fd: RawFd, key: u64, events: u32, keep: bool) -> Claim {
+    /// Claims `fd` for a new wait, whose record `new_wait` makes (and
+    /// returns the key of), unless a held registration already has the
+    /// readiness the wait asks for: then that is taken and no record is
+    /// made. A held registration serves every wait on its descriptor,
+    /// `keep` or not, one at a time. One lookup in the map either way.
+    fn claim(
+        &mut self,
+        fd: RawFd,
+        events: u32,
+        keep: bool,
+        new_wait: impl FnOnce() -> u64,
+    ) -> Claim {
         let want = events & (READABLE | WRITABLE);
-        let held = Reg::Held(Held {
-            ready: 0,
-            waiter: Some(key),
-            want,
-            file: None,
-        });
-        match self.0.get_mut(&fd) {
-            Some(Reg::Held(h)) if h.waiter.is_none() => {
-                if h.ready & want != 0 {
-                    h.ready &= !want;
-                    return Claim::ReadyNow;
+        match self.0.entry(fd) {
+            Entry::Occupied(mut e) => match e.get_mut() {
+                Reg::Held(h) if h.waiter.is_none() => {
+                    if h.ready & want != 0 {
+                        h.ready &= !want;
+                        return Claim::ReadyNow;
+                    }
+                    let key = new_wait();
+                    h.waiter = Some(key);
+                    h.want = want;
+                    Claim::Held { key, ctl: None }
                 }
-                h.waiter = Some(key);
-                h.want = want;
-                Claim::Held { ctl: None }
-            }
-            Some(Reg::Held(_)) | Some(Reg::Armed) => Claim::OneShot(None),
-            Some(r @ Reg::Kept) => {
-                if keep {
-                    *r = held;
-                    Claim::Held { ctl: Some(true) }
-                } else {
-                    *r = Reg::Armed;
-                    Claim::OneShot(Some(true))
+                Reg::Held(_) | Reg::Armed => Claim::OneShot {
+                    key: new_wait(),
+                    kept: None,
+                },
+                r @ Reg::Kept => {
+                    let key = new_wait();
+                    if keep {
+                        *r = Reg::Held(Held::new(key, want));
+                        Claim::Held {
+                            key,
+                            ctl: Some(true),
+                        }
+                    } else {
+                        *r = Reg::Armed;
+                        Claim::OneShot {
+                            key,
+                            kept: Some(true),
+                        }
+                    }
                 }
-            }
-            None => {
-                self.0.insert(fd, if keep { held } else { Reg::Armed });
+            },
+            Entry::Vacant(e) => {
+                let key = new_wait();
                 if keep {
-                    Claim::Held { ctl: Some(false) }
+                    e.insert(Reg::Held(Held::new(key, want)));
+                    Claim::Held {
+                        key,
+                        ctl: Some(false),
+                    }
                 } else {
-                    Claim::OneShot(Some(false))
+                    e.insert(Reg::Armed);
+                    Claim::OneShot {
+                        key,
+                        kept: Some(false),
+                    }
                 }
             }
         }
     }
 
-    /// Check mode, for a wait that found `fd` held: if `fd` no longer
-    /// names the file it was registered for (`file`: what it names now),
-    /// the program closed it without `coro_fd_forget`. Says so, forgets
-    /// the old readiness and has the registration made again for `key`.
+    /// Check mode: if `fd` is held by no wait and no longer names the file
+    /// it was registered for (`file`: what it names now), the program
+    /// closed it without `coro_fd_forget`. Says so and drops the entry, so
+    /// this wait registers the new file afresh.
     #[cold]
-    fn verify(&mut self, fd: RawFd, key: u64, events: u32, file: Option<(u64, u64)>) -> Claim {
-        let Some(Reg::Held(h)) = self.0.get_mut(&fd) else {
-            return Claim::Held { ctl: None };
-        };
-        let claimed = if h.waiter == Some(key) {
-            Claim::Held { ctl: None }
-        } else {
-            Claim::ReadyNow
-        };
-        if file.is_some() && h.file == file {
-            return claimed;
+    fn drop_if_stale(&mut self, fd: RawFd, file: Option<(u64, u64)>) {
+        let stale = matches!(self.0.get(&fd),
+            Some(Reg::Held(h)) if h.waiter.is_none() && (file.is_none() || h.file != file));
+        if stale {
+            eprintln!(
+                "coframe: descriptor {fd} was closed without coro_fd_forget after a CORO_KEEP \
+                 wait; registering it again (COFRAME_CHECK)"
+            );
+            self.0.remove(&fd);
         }
-        eprintln!(
-            "coframe: descriptor {fd} was closed without coro_fd_forget after a CORO_KEEP \
-             wait; registering it again (COFRAME_CHECK)"
-        );
-        *h = Held {
-            ready: 0,
-            waiter: Some(key),
-            want: events & (READABLE | WRITABLE),
-            file: None,
-        };
-        Claim::Held { ctl: Some(false) }
     }
 
     /// Check mode: the file a held registration was just made for.
@@ -506,7 +535,6 @@ impl Registrations {
         match self.0.get_mut(&fd) {
             Some(Reg::Held(h)) if h.waiter == Some(key) => {
                 h.waiter = None;
-                h.want = 0;
                 true
             }
             _ => false,
@@ -643,16 +671,27 @@ mod tests {
         }
     }
 
+    /// `claim` for a wait whose record would get `key`.
+    fn claim(r: &mut Registrations, fd: RawFd, key: u64, events: u32, keep: bool) -> Claim {
+        r.claim(fd, events, keep, || key)
+    }
+
     #[test]
     fn a_held_registration_is_made_once_and_serves_one_wait_at_a_time() {
         let mut r = Registrations::default();
         // Key 0 is a real key (index 0, generation 0).
         assert!(matches!(
-            r.claim(5, 0, READABLE | KEEP, true),
-            Claim::Held { ctl: Some(false) }
+            claim(&mut r, 5, 0, READABLE | KEEP, true),
+            Claim::Held {
+                key: 0,
+                ctl: Some(false)
+            }
         ));
         assert!(
-            matches!(r.claim(5, 7, WRITABLE, true), Claim::OneShot(None)),
+            matches!(
+                claim(&mut r, 5, 7, WRITABLE, true),
+                Claim::OneShot { key: 7, kept: None }
+            ),
             "held by key 0"
         );
         assert!(!r.end_held(5, 7), "not the holder");
@@ -660,8 +699,8 @@ mod tests {
         assert_eq!(held(&r, 5).waiter, None);
         // Registered already: no system call, kept or not.
         assert!(matches!(
-            r.claim(5, 8, READABLE, false),
-            Claim::Held { ctl: None }
+            claim(&mut r, 5, 8, READABLE, false),
+            Claim::Held { key: 8, ctl: None }
         ));
         assert_eq!(held(&r, 5).want, READABLE);
         assert!(r.end_held(5, 8));
@@ -670,12 +709,18 @@ mod tests {
     #[test]
     fn readiness_that_came_while_nobody_waited_ends_the_next_wait_once() {
         let mut r = Registrations::default();
-        r.claim(5, 1, READABLE | KEEP, true);
+        claim(&mut r, 5, 1, READABLE | KEEP, true);
         r.end_held(5, 1);
         if let Some(Reg::Held(h)) = r.0.get_mut(&5) {
             h.ready = READABLE | WRITABLE;
         }
-        assert!(matches!(r.claim(5, 2, READABLE, true), Claim::ReadyNow));
+        let mut records = 0;
+        let ready = r.claim(5, READABLE, true, || {
+            records += 1;
+            2
+        });
+        assert!(matches!(ready, Claim::ReadyNow));
+        assert_eq!(records, 0, "no record for a wait ready at once");
         assert_eq!(
             held(&r, 5).ready,
             WRITABLE,
@@ -687,32 +732,72 @@ mod tests {
             "a wait ready at once holds nothing"
         );
         assert!(matches!(
-            r.claim(5, 3, READABLE, true),
-            Claim::Held { ctl: None }
+            claim(&mut r, 5, 3, READABLE, true),
+            Claim::Held { key: 3, ctl: None }
         ));
+        assert!(
+            matches!(
+                claim(&mut r, 5, 4, WRITABLE, true),
+                Claim::OneShot { key: 4, kept: None }
+            ),
+            "while a wait holds it, its readiness stays for the holder's next"
+        );
     }
 
     #[test]
     fn one_shot_registrations_become_held_only_when_kept() {
         let mut r = Registrations::default();
         assert!(matches!(
-            r.claim(6, 1, READABLE, false),
-            Claim::OneShot(Some(false))
+            claim(&mut r, 6, 1, READABLE, false),
+            Claim::OneShot {
+                key: 1,
+                kept: Some(false)
+            }
         ));
         assert!(
-            matches!(r.claim(6, 2, READABLE, true), Claim::OneShot(None)),
+            matches!(
+                claim(&mut r, 6, 2, READABLE, true),
+                Claim::OneShot { key: 2, kept: None }
+            ),
             "armed"
         );
         r.unclaim(6, true);
         assert!(matches!(
-            r.claim(6, 3, READABLE, false),
-            Claim::OneShot(Some(true))
+            claim(&mut r, 6, 3, READABLE, false),
+            Claim::OneShot {
+                key: 3,
+                kept: Some(true)
+            }
         ));
         r.unclaim(6, true);
         assert!(matches!(
-            r.claim(6, 4, READABLE | KEEP, true),
-            Claim::Held { ctl: Some(true) }
+            claim(&mut r, 6, 4, READABLE | KEEP, true),
+            Claim::Held {
+                key: 4,
+                ctl: Some(true)
+            }
         ));
         assert_eq!(held(&r, 6).waiter, Some(4));
+    }
+
+    #[test]
+    fn check_mode_drops_a_held_entry_whose_number_names_another_file() {
+        let mut r = Registrations::default();
+        claim(&mut r, 7, 1, READABLE | KEEP, true);
+        r.set_file(7, Some((1, 10)));
+        r.drop_if_stale(7, Some((1, 10)));
+        assert!(r.0.contains_key(&7), "same file: kept, while held");
+        r.end_held(7, 1);
+        r.drop_if_stale(7, Some((1, 10)));
+        assert!(r.0.contains_key(&7), "same file: kept");
+        r.drop_if_stale(7, Some((1, 11)));
+        assert!(!r.0.contains_key(&7), "another file: dropped");
+        assert!(matches!(
+            claim(&mut r, 7, 2, READABLE | KEEP, true),
+            Claim::Held {
+                key: 2,
+                ctl: Some(false)
+            }
+        ));
     }
 }

@@ -46,18 +46,16 @@ mod imp {
     use super::*;
     use std::os::fd::AsRawFd;
 
-    fn ctl(registry: &Registry, op: i32, fd: RawFd, key: u64, events: u32) -> io::Result<()> {
-        ctl_as(registry, op, fd, key, events, libc::EPOLLONESHOT as u32)
-    }
-
-    fn ctl_as(
+    /// `epoll_ctl` for `events`, with `flags` (`EPOLLONESHOT`, `EPOLLET`).
+    fn ctl(
         registry: &Registry,
         op: i32,
         fd: RawFd,
-        key: u64,
+        token: u64,
         events: u32,
-        mut want: u32,
+        flags: u32,
     ) -> io::Result<()> {
+        let mut want = flags;
         if events & READABLE != 0 {
             want |= (libc::EPOLLIN | libc::EPOLLRDHUP) as u32;
         }
@@ -66,7 +64,7 @@ mod imp {
         }
         let mut ev = libc::epoll_event {
             events: want,
-            u64: key,
+            u64: token,
         };
         // SAFETY: a valid epoll descriptor (the registry's) and a valid
         // event; the kernel copies it.
@@ -76,10 +74,32 @@ mod imp {
         Ok(())
     }
 
+    /// Modifies our registration of `fd` if `registered` (unless the
+    /// program closed the descriptor since: then adds), otherwise adds one
+    /// (unless one exists after all: then modifies it).
+    fn set(
+        registry: &Registry,
+        registered: bool,
+        fd: RawFd,
+        token: u64,
+        events: u32,
+        flags: u32,
+    ) -> io::Result<()> {
+        let (first, missing, second) = if registered {
+            (libc::EPOLL_CTL_MOD, libc::ENOENT, libc::EPOLL_CTL_ADD)
+        } else {
+            (libc::EPOLL_CTL_ADD, libc::EEXIST, libc::EPOLL_CTL_MOD)
+        };
+        match ctl(registry, first, fd, token, events, flags) {
+            Err(e) if e.raw_os_error() == Some(missing) => {
+                ctl(registry, second, fd, token, events, flags)
+            }
+            r => r,
+        }
+    }
+
     /// Arms `fd` for one event under `key`. `kept`: a finished wait left
-    /// a disarmed registration behind, so modify it (unless the program
-    /// closed the descriptor since: then add); otherwise add one (unless
-    /// one exists after all: then modify it).
+    /// a disarmed registration behind.
     pub fn arm(
         registry: &Registry,
         fd: RawFd,
@@ -87,39 +107,21 @@ mod imp {
         events: u32,
         kept: bool,
     ) -> io::Result<()> {
-        let (first, missing, second) = if kept {
-            (libc::EPOLL_CTL_MOD, libc::ENOENT, libc::EPOLL_CTL_ADD)
-        } else {
-            (libc::EPOLL_CTL_ADD, libc::EEXIST, libc::EPOLL_CTL_MOD)
-        };
-        match ctl(registry, first, fd, key, events) {
-            Err(e) if e.raw_os_error() == Some(missing) => ctl(registry, second, fd, key, events),
-            r => r,
-        }
+        set(registry, kept, fd, key, events, libc::EPOLLONESHOT as u32)
     }
 
     /// Holds `fd` registered, edge-triggered, for both directions, under
-    /// the token `HELD | fd`. `registered`: a registration of ours exists,
-    /// so modify it (unless it is gone: then add).
+    /// the token `HELD | fd`. `registered`: a registration of ours exists.
     pub fn hold(registry: &Registry, fd: RawFd, registered: bool) -> io::Result<()> {
         let token = HELD | fd as u32 as u64;
-        let (first, missing, second) = if registered {
-            (libc::EPOLL_CTL_MOD, libc::ENOENT, libc::EPOLL_CTL_ADD)
-        } else {
-            (libc::EPOLL_CTL_ADD, libc::EEXIST, libc::EPOLL_CTL_MOD)
-        };
-        let (both, et) = (READABLE | WRITABLE, libc::EPOLLET as u32);
-        match ctl_as(registry, first, fd, token, both, et) {
-            Err(e) if e.raw_os_error() == Some(missing) => {
-                ctl_as(registry, second, fd, token, both, et)
-            }
-            r => r,
-        }
+        let both = READABLE | WRITABLE;
+        set(registry, registered, fd, token, both, libc::EPOLLET as u32)
     }
 
     /// Adds `fd`, which must not be registered yet.
     pub fn add(registry: &Registry, fd: RawFd, key: u64, events: u32) -> io::Result<()> {
-        ctl(registry, libc::EPOLL_CTL_ADD, fd, key, events)
+        let oneshot = libc::EPOLLONESHOT as u32;
+        ctl(registry, libc::EPOLL_CTL_ADD, fd, key, events, oneshot)
     }
 
     pub fn remove(registry: &Registry, fd: RawFd) {
