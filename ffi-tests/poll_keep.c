@@ -112,13 +112,19 @@ static void stays_and_remembers(void *arg)
     CHECK_RC(coro_fd_forget(sv[0]), CORO_OK); /* again: nothing kept */
 }
 
-static void test_stays_and_remembers(void)
+/* Runs fn(sv) in a coroutine on a fresh socketpair sv, then closes it. */
+static void on_pair(void (*fn)(void *), const char *what)
 {
     int sv[2];
     REQUIRE(nb_socketpair(sv) == 0);
-    in_coro(stays_and_remembers, sv, "stays and remembers");
+    in_coro(fn, sv, what);
     close(sv[0]);
     close(sv[1]);
+}
+
+static void test_stays_and_remembers(void)
+{
+    on_pair(stays_and_remembers, "stays and remembers");
 }
 
 /* ------------------------------------------------------------------ */
@@ -153,11 +159,7 @@ static void writable(void *arg)
 
 static void test_writable(void)
 {
-    int sv[2];
-    REQUIRE(nb_socketpair(sv) == 0);
-    in_coro(writable, sv, "writable");
-    close(sv[0]);
-    close(sv[1]);
+    on_pair(writable, "writable");
 }
 
 /* ------------------------------------------------------------------ */
@@ -220,6 +222,12 @@ static void *kept_reader(void *envp)
     return NULL;
 }
 
+/* Spawns `body` with a pointer to r, for r->fd; 0 or a coframe error. */
+static int spawn_reader(void *(*body)(void *), struct reader *r, coro_promise *p)
+{
+    return coro_spawn(rt, body, &r, sizeof r, NULL, 0, p);
+}
+
 static void second_waiter(void *arg)
 {
     int fd = *(int *)arg;
@@ -232,9 +240,8 @@ static void test_two_waiters_and_busy(void)
     int sv[2];
     REQUIRE(nb_socketpair(sv) == 0);
     struct reader r = { sv[0], 0, 1 };
-    struct reader *rp = &r;
     coro_promise p;
-    REQUIRE_RC(coro_spawn(rt, kept_reader, &rp, sizeof rp, NULL, 0, &p), CORO_OK);
+    REQUIRE_RC(spawn_reader(kept_reader, &r, &p), CORO_OK);
     WAIT_UNTIL(atomic_load(&r.started), 5000);
     /* Once its wait is registered, forgetting is refused. */
     int rc = CORO_OK;
@@ -281,9 +288,8 @@ static void test_cancel(void)
     int sv[2];
     REQUIRE(nb_socketpair(sv) == 0);
     struct reader r = { sv[0], 0, 1 };
-    struct reader *rp = &r;
     coro_promise p;
-    REQUIRE_RC(coro_spawn(rt, cancelled_reader, &rp, sizeof rp, NULL, 0, &p), CORO_OK);
+    REQUIRE_RC(spawn_reader(cancelled_reader, &r, &p), CORO_OK);
     WAIT_UNTIL(atomic_load(&r.started) && (!regs_known || registered(sv[0]) == 1), 5000);
     CHECK_RC(coro_cancel_async(p), CORO_OK);
     WAIT_UNTIL(atomic_load(&cancel_defers) == 1, 5000);
