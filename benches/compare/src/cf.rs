@@ -378,6 +378,21 @@ unsafe extern "C" fn foreign_coro(e: *mut c_void) -> *mut c_void {
 /// The main thread (not a runtime thread) resumes a coroutine and sleeps
 /// on a futex until it has suspended again: one round trip per resume.
 pub fn foreign_coframe(a: &Args) {
+    foreign(a, 0);
+}
+
+/// The same, but the main thread looks for the token before it sleeps,
+/// as an idle worker does: `PAUSES` times with a pause between looks, then
+/// 64 times giving its CPU away. The figure is then the resume's, not the
+/// bench thread's futex wake-up.
+pub fn foreign_coframe_looks(a: &Args) {
+    foreign(a, PAUSES + 64);
+}
+
+/// Pause-loop looks of `foreign_coframe_looks` (about 1.5 µs here).
+const PAUSES: u32 = 50;
+
+fn foreign(a: &Args, looks: u32) {
     let rt = rt_new(1);
     let f = Foreign {
         token: AtomicU64::new(0),
@@ -385,6 +400,16 @@ pub fn foreign_coframe(a: &Args) {
         waiting: AtomicU64::new(0),
     };
     let take = |f: &Foreign| loop {
+        for i in 0..looks {
+            if f.token.load(Acquire) != 0 {
+                break;
+            }
+            if i < PAUSES {
+                core::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
+        }
         let seen = f.event.current();
         let t = f.token.swap(0, SeqCst);
         if t != 0 {
