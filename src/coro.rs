@@ -38,19 +38,17 @@ pub fn spawn(
         return Err(Error::Shutdown);
     }
     let local = sched::local();
-    let (index, slot) = match local {
+    let slot = match local {
         Some(l) => l.alloc_slot()?,
         None => table::alloc(None)?,
     };
     let local = local.filter(|l| l.serves(rt));
-    init_frame(rt, local, index, slot, entry, env, drop, flags)
+    init_frame(rt, local, slot, entry, env, drop, flags)
 }
 
-#[allow(clippy::too_many_arguments)]
 fn init_frame(
     rt: &Arc<Runtime>,
     local: Option<&sched::Local>,
-    index: usize,
     slot: &'static Slot,
     entry: Entry,
     env: &[u8],
@@ -65,7 +63,7 @@ fn init_frame(
         Ok(s) => s,
         Err(e) => {
             // Nothing was published: the slot is still ours to give back.
-            table::free(index, None);
+            table::free(slot, None);
             return Err(e);
         }
     };
@@ -82,7 +80,7 @@ fn init_frame(
         body.env_heap.clear();
         if body.env_heap.try_reserve_exact(words).is_err() {
             rt.stacks.put(stack);
-            table::free(index, None);
+            table::free(slot, None);
             return Err(Error::NoMem);
         }
         body.env_heap.resize(words, 0);
@@ -94,7 +92,7 @@ fn init_frame(
         unsafe { ptr::copy_nonoverlapping(env.as_ptr(), env_ptr, env.len()) };
     }
     let gen = slot.state.load().gen();
-    let promise = Promise::new(index, gen);
+    let promise = Promise::new(slot.index(), gen);
     stack.set_owner(promise.0);
     // SAFETY: the slot is ours, and env_ptr lives in the slot's env_heap
     // until the frame is freed.
@@ -128,7 +126,7 @@ fn init_frame(
         // published, so it ends as frames do: finalized, then freed by
         // the detach that drops the last reference (not by the caller).
         body.env_drop = None;
-        sched::finalize(slot, index, Outcome::Cancelled);
+        sched::finalize(slot, Outcome::Cancelled);
         let _ = detach(promise);
         return Err(Error::Shutdown);
     }
@@ -136,23 +134,22 @@ fn init_frame(
 }
 
 /// Does what a transition's outcome asks of the caller.
-fn act(slot: &'static Slot, index: usize, outcome: Consume) {
-    act_from(slot, index, outcome, sched::local);
+fn act(slot: &'static Slot, outcome: Consume) {
+    act_from(slot, outcome, sched::local);
 }
 
 /// `act` for a caller that may already know which worker it runs on:
 /// `local` is asked only when the outcome needs it.
 fn act_from<'a>(
     slot: &'static Slot,
-    index: usize,
     outcome: Consume,
     local: impl FnOnce() -> Option<&'a sched::Local>,
 ) {
     match outcome {
-        Consume::Schedule => sched::schedule_owned_from(slot, index, local()),
-        Consume::Finalize => sched::finalize(slot, index, Outcome::Cancelled),
+        Consume::Schedule => sched::schedule_owned_from(slot, local()),
+        Consume::Finalize => sched::finalize(slot, Outcome::Cancelled),
         Consume::Dropped => {}
-        Consume::Free => sched::free_with(slot, index, local()),
+        Consume::Free => sched::free_with(slot, local()),
     }
 }
 
@@ -234,7 +231,7 @@ fn consume<'a>(
         .state
         .consume_token(seq, cancel)
         .map_err(|_| Error::Stale)?;
-    act_from(slot, index, outcome, local);
+    act_from(slot, outcome, local);
     Ok(())
 }
 
@@ -246,7 +243,7 @@ pub fn cancel_async(p: Promise) -> Result<()> {
         .state
         .cancel_async(gen, false)
         .map_err(|_| Error::Stale)?;
-    act(slot, index, outcome);
+    act(slot, outcome);
     Ok(())
 }
 
@@ -257,7 +254,7 @@ pub(crate) fn cancel_awaited(child: Promise) {
     };
     let Ok(slot) = lookup(index) else { return };
     if let Ok(outcome) = slot.state.cancel_async(gen, true) {
-        act(slot, index, outcome);
+        act(slot, outcome);
     }
 }
 
@@ -266,7 +263,7 @@ pub fn detach(p: Promise) -> Result<()> {
     let (index, gen) = p.split()?;
     let slot = lookup(index)?;
     let outcome = slot.state.detach(gen).map_err(|_| Error::Stale)?;
-    act(slot, index, outcome);
+    act(slot, outcome);
     Ok(())
 }
 
@@ -295,7 +292,7 @@ pub fn await_promise(p: Promise) -> Result<*mut c_void> {
             // the child is cancelled, not orphaned.
             if e == Error::Canceled {
                 if let Ok(outcome) = slot.state.cancel_async(gen, false) {
-                    act(slot, index, outcome);
+                    act(slot, outcome);
                 }
             }
             return Err(e);
@@ -319,7 +316,7 @@ pub fn await_promise(p: Promise) -> Result<*mut c_void> {
     crate::sanitize::acquire(&slot.result);
     if let AwaitStart::Ready { cancelled, free } = start {
         if free {
-            sched::free_with(slot, index, sched::local_of(ctx));
+            sched::free_with(slot, sched::local_of(ctx));
         }
         // A cancel recorded while this coroutine ran (before its await, or
         // while its child ran nested) is acted on here, as a parked
@@ -338,17 +335,12 @@ pub fn await_promise(p: Promise) -> Result<*mut c_void> {
         };
     }
     match me {
-        Some(me) => await_in_coroutine(me, slot, index, p),
-        None => await_blocking(slot, index, gen),
+        Some(me) => await_in_coroutine(me, slot, p),
+        None => await_blocking(slot, gen),
     }
 }
 
-fn await_in_coroutine(
-    me: Running,
-    child: &'static Slot,
-    index: usize,
-    p: Promise,
-) -> Result<*mut c_void> {
+fn await_in_coroutine(me: Running, child: &'static Slot, p: Promise) -> Result<*mut c_void> {
     let slot = me.slot;
     // SAFETY: the running body owns EXEC.
     unsafe { slot.body() }.wait = Wait::Await(p);
@@ -360,7 +352,7 @@ fn await_in_coroutine(
     // SAFETY: resumed, so we own EXEC again.
     unsafe { slot.body() }.wait = Wait::None;
     match r {
-        Resumed::Ok => finish_await(child, index, p.split()?.1),
+        Resumed::Ok => finish_await(child, p.split()?.1),
         _ => {
             cancel_awaited(p);
             Err(Error::Canceled)
@@ -398,7 +390,7 @@ fn register_awaiter(token: Token, arg: *mut c_void) {
 /// How often a blocked `coro_await` looks before it sleeps.
 const AWAIT_LOOKS: u32 = 64;
 
-fn await_blocking(slot: &'static Slot, index: usize, gen: u32) -> Result<*mut c_void> {
+fn await_blocking(slot: &'static Slot, gen: u32) -> Result<*mut c_void> {
     // SAFETY: await_start gave us the AWAITING claim.
     if unsafe { slot.publish_thread_awaiter(gen) } {
         // A short coroutine often finishes within microseconds: look a few
@@ -423,15 +415,15 @@ fn await_blocking(slot: &'static Slot, index: usize, gen: u32) -> Result<*mut c_
             crate::sanitize::acquire(&slot.awaiter);
         }
     }
-    finish_await(slot, index, gen)
+    finish_await(slot, gen)
 }
 
-fn finish_await(slot: &'static Slot, index: usize, gen: u32) -> Result<*mut c_void> {
+fn finish_await(slot: &'static Slot, gen: u32) -> Result<*mut c_void> {
     let value = slot.result.load(Acquire);
     crate::sanitize::acquire(&slot.result);
     let (cancelled, free) = slot.state.await_finish(gen).map_err(|_| Error::Stale)?;
     if free {
-        sched::free(slot, index);
+        sched::free(slot);
     }
     if cancelled {
         Err(Error::Canceled)

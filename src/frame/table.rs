@@ -51,7 +51,9 @@ static TABLE: Table = Table {
 /// allocated minus freed through it. Only its owner changes the count,
 /// with a load and a store; `live` reads it from any thread.
 pub struct SlotCache {
-    slots: Vec<u32>,
+    /// The slots themselves, not their indices: a slot knows its index,
+    /// and an index would cost a chunk lookup per spawn.
+    slots: Vec<&'static Slot>,
     live: Arc<AtomicI64>,
 }
 
@@ -88,7 +90,7 @@ impl Drop for SlotCache {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .free
-            .append(&mut self.slots);
+            .extend(self.slots.drain(..).map(|s| s.index() as u32));
         let mut caches = TABLE.caches.lock().unwrap_or_else(|e| e.into_inner());
         TABLE.live.fetch_add(self.live.swap(0, Relaxed), Relaxed);
         caches.retain(|c| !Arc::ptr_eq(c, &self.live));
@@ -111,15 +113,14 @@ pub fn slot(index: usize) -> Option<&'static Slot> {
 /// table in batches, so a worker takes the table's lock once per batch).
 /// The caller owns the slot until it publishes a frame in it.
 #[inline]
-pub fn alloc(cache: Option<&mut SlotCache>) -> Result<(usize, &'static Slot)> {
+pub fn alloc(cache: Option<&mut SlotCache>) -> Result<&'static Slot> {
     let Some(cache) = cache else {
         return alloc_one();
     };
     match cache.slots.pop() {
-        Some(i) => {
+        Some(s) => {
             cache.count(1);
-            let index = i as usize;
-            Ok((index, slot(index).expect("cached slot exists")))
+            Ok(s)
         }
         None => refill_and_alloc(cache),
     }
@@ -129,18 +130,20 @@ pub fn alloc(cache: Option<&mut SlotCache>) -> Result<(usize, &'static Slot)> {
 /// common one saves no registers for it.
 #[cold]
 #[inline(never)]
-fn refill_and_alloc(cache: &mut SlotCache) -> Result<(usize, &'static Slot)> {
+fn refill_and_alloc(cache: &mut SlotCache) -> Result<&'static Slot> {
     {
         let mut list = TABLE.free.lock().unwrap_or_else(|e| e.into_inner());
         let n = list.free.len().min(BATCH);
         let at = list.free.len() - n;
-        cache.slots.extend(list.free.drain(at..));
+        let free = list.free.drain(at..);
+        cache
+            .slots
+            .extend(free.map(|i| slot(i as usize).expect("freed slot exists")));
     }
     match cache.slots.pop() {
-        Some(i) => {
+        Some(s) => {
             cache.count(1);
-            let index = i as usize;
-            Ok((index, slot(index).expect("cached slot exists")))
+            Ok(s)
         }
         None => alloc_one(),
     }
@@ -149,12 +152,12 @@ fn refill_and_alloc(cache: &mut SlotCache) -> Result<(usize, &'static Slot)> {
 /// Puts a slot back, into `cache` while it holds fewer than `2 * BATCH`.
 /// The caller freed the frame in it.
 #[inline]
-pub fn free(index: usize, cache: Option<&mut SlotCache>) {
+pub fn free(slot: &'static Slot, cache: Option<&mut SlotCache>) {
     match cache {
         Some(cache) => {
             cache.count(-1);
             if cache.slots.len() < 2 * BATCH {
-                cache.slots.push(index as u32);
+                cache.slots.push(slot);
                 return;
             }
         }
@@ -162,7 +165,7 @@ pub fn free(index: usize, cache: Option<&mut SlotCache>) {
             TABLE.live.fetch_sub(1, Relaxed);
         }
     }
-    free_locked(index);
+    free_locked(slot.index());
 }
 
 #[cold]
@@ -175,7 +178,7 @@ fn free_locked(index: usize) {
 /// Slots a cache takes from the table at once.
 const BATCH: usize = 32;
 
-fn alloc_one() -> Result<(usize, &'static Slot)> {
+fn alloc_one() -> Result<&'static Slot> {
     let index = {
         let mut list = TABLE.free.lock().unwrap_or_else(|e| e.into_inner());
         match list.free.pop() {
@@ -196,7 +199,7 @@ fn alloc_one() -> Result<(usize, &'static Slot)> {
         }
     };
     TABLE.live.fetch_add(1, Relaxed);
-    Ok((index, slot(index).expect("allocated slot exists")))
+    Ok(slot(index).expect("allocated slot exists"))
 }
 
 /// Frames allocated and not yet freed, in all runtimes: exact once the
@@ -209,11 +212,11 @@ pub fn live() -> u64 {
 }
 
 /// Every slot that was ever handed out, for shutdown's sweep.
-pub fn for_each(mut f: impl FnMut(usize, &'static Slot)) {
+pub fn for_each(mut f: impl FnMut(&'static Slot)) {
     let fresh = TABLE.free.lock().unwrap_or_else(|e| e.into_inner()).fresh;
     for i in 0..fresh {
         if let Some(s) = slot(i) {
-            f(i, s);
+            f(s);
         }
     }
 }

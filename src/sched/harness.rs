@@ -29,7 +29,7 @@ pub(super) fn run(local: &Local, slot: &'static Slot) {
         // Default mode never returns to the body (rule 4); cancel-returns
         // mode does, unless the body never started (rule 5).
         if !snap.has(CANCEL_RETURNS) || !ctx.started() {
-            return finish(slot, slot.index(), Outcome::Cancelled, Some(local));
+            return finish(slot, Outcome::Cancelled, Some(local));
         }
         Resumed::Cancelled
     } else {
@@ -37,7 +37,7 @@ pub(super) fn run(local: &Local, slot: &'static Slot) {
     };
     match ctx.resume(local.ctx, slot, how) {
         // The index is read after the switch, not kept across it.
-        Step::Returned(value) => finish(slot, slot.index(), Outcome::Returned(value), Some(local)),
+        Step::Returned(value) => finish(slot, Outcome::Returned(value), Some(local)),
         // Pinned here: straight back on this worker's queue. A cancel that
         // came meanwhile is acted on above, before the body runs again
         // (rules 4 and 5), so the state is not looked at twice.
@@ -57,20 +57,20 @@ pub(super) fn run(local: &Local, slot: &'static Slot) {
                     OnSuspend::Lib(f) => f(token, arg),
                 }
             }
-            Park::Finalize => finish(slot, slot.index(), Outcome::Cancelled, Some(local)),
+            Park::Finalize => finish(slot, Outcome::Cancelled, Some(local)),
             Park::Requeue => local.push(slot),
         },
     }
 }
 
 /// Queues a frame whose `EXEC` the caller owns on its pinned worker.
-pub(crate) fn schedule_owned(slot: &'static Slot, index: usize) {
-    schedule_owned_from(slot, index, super::worker::local());
+pub(crate) fn schedule_owned(slot: &'static Slot) {
+    schedule_owned_from(slot, super::worker::local());
 }
 
 /// `schedule_owned` for a caller that knows which worker it is (`local`).
 #[inline]
-pub(crate) fn schedule_owned_from(slot: &'static Slot, index: usize, local: Option<&Local>) {
+pub(crate) fn schedule_owned_from(slot: &'static Slot, local: Option<&Local>) {
     // SAFETY: we own EXEC.
     let body = unsafe { slot.body() };
     let rt = body.runtime().expect("live frame has a runtime");
@@ -89,34 +89,34 @@ pub(crate) fn schedule_owned_from(slot: &'static Slot, index: usize, local: Opti
             return;
         }
     }
-    schedule_remote(slot, index, rt, body.worker);
+    schedule_remote(slot, rt, body.worker);
 }
 
 /// `schedule_owned_from` for a frame pinned to another thread's worker:
 /// out of line, so the local push saves no registers for the inbox push.
 #[inline(never)]
-fn schedule_remote(slot: &'static Slot, index: usize, rt: &Runtime, worker: usize) {
+fn schedule_remote(slot: &'static Slot, rt: &Runtime, worker: usize) {
     if rt.push_remote(worker, slot).is_err() {
         // The workers are gone (shutdown): nothing will run it again.
-        finalize(slot, index, Outcome::Cancelled);
+        finalize(slot, Outcome::Cancelled);
     }
 }
 
 /// Ends a frame: undoes its wait if cancelled, runs the defers (LIFO) and
 /// `env_drop`, publishes the result and `DONE`, wakes an awaiter, and frees
 /// the frame if nothing holds it. The caller owns `EXEC`.
-pub(crate) fn finalize(slot: &'static Slot, index: usize, outcome: Outcome) {
+pub(crate) fn finalize(slot: &'static Slot, outcome: Outcome) {
     // Defers are plain calls: they must not see this thread's coroutine (if
     // the canceller is one) as theirs.
     let ctx = context::thread_ctx();
     let outer = ctx.hide();
-    finish(slot, index, outcome, super::worker::local_of(ctx));
+    finish(slot, outcome, super::worker::local_of(ctx));
     ctx.restore(outer);
 }
 
 /// `finalize` on a thread that runs no coroutine body right now; `local`
 /// is the worker the thread is, if it is one.
-fn finish(slot: &'static Slot, index: usize, outcome: Outcome, local: Option<&Local>) {
+fn finish(slot: &'static Slot, outcome: Outcome, local: Option<&Local>) {
     // SAFETY: we own EXEC.
     let body = unsafe { slot.body() };
     let cancelled = matches!(outcome, Outcome::Cancelled) || slot.state.load().has(CANCELLED);
@@ -150,11 +150,11 @@ fn finish(slot: &'static Slot, index: usize, outcome: Outcome, local: Option<&Lo
         .store(value, core::sync::atomic::Ordering::Release);
     match slot.state.complete() {
         Complete::Kept => {}
-        Complete::Free => free_with(slot, index, local),
+        Complete::Free => free_with(slot, local),
         Complete::WakeAwaiter => {
             wake_awaiter(slot, local);
             if slot.state.release_exec() {
-                free_with(slot, index, local);
+                free_with(slot, local);
             }
         }
     }
@@ -183,12 +183,12 @@ pub(crate) fn wake_awaiter(slot: &'static Slot, local: Option<&Local>) {
 
 /// Releases a finished frame: its stack goes back to the pool and every
 /// handle to it turns stale. The caller's transition said `Free`.
-pub(crate) fn free(slot: &'static Slot, index: usize) {
-    free_with(slot, index, super::worker::local());
+pub(crate) fn free(slot: &'static Slot) {
+    free_with(slot, super::worker::local());
 }
 
 /// `free` for a caller that knows which worker it is (`local`).
-pub(crate) fn free_with(slot: &'static Slot, index: usize, local: Option<&Local>) {
+pub(crate) fn free_with(slot: &'static Slot, local: Option<&Local>) {
     // SAFETY: nothing holds the frame any more; we are its last owner.
     let body = unsafe { slot.body() };
     // SAFETY: as above.
@@ -213,7 +213,7 @@ pub(crate) fn free_with(slot: &'static Slot, index: usize, local: Option<&Local>
     slot.owner.store(0, core::sync::atomic::Ordering::Release);
     slot.state.release();
     match local {
-        Some(l) => l.free_slot(index),
-        None => table::free(index, None),
+        Some(l) => l.free_slot(slot),
+        None => table::free(slot, None),
     }
 }

@@ -196,18 +196,18 @@ impl Runtime {
         self.closing.store(true, SeqCst);
         loop {
             let mut remaining = 0usize;
-            table::for_each(|index, slot| {
+            table::for_each(|slot| {
                 if slot.owner.load(Acquire) != self.id {
                     return;
                 }
                 let gen = slot.state.load().gen();
                 match slot.state.shutdown_cancel(gen) {
-                    Consume::Finalize => finalize(slot, index, Outcome::Cancelled),
-                    Consume::Schedule => schedule_owned(slot, index),
+                    Consume::Finalize => finalize(slot, Outcome::Cancelled),
+                    Consume::Schedule => schedule_owned(slot),
                     Consume::Dropped | Consume::Free => {}
                 }
                 if slot.state.force_free(gen) {
-                    free(slot, index);
+                    free(slot);
                 } else if slot.owner.load(Acquire) == self.id {
                     remaining += 1;
                 }

@@ -156,15 +156,15 @@ impl Local {
     }
 
     /// A free frame slot, from the cache or the table.
-    pub(crate) fn alloc_slot(&self) -> crate::error::Result<(usize, &'static Slot)> {
+    pub(crate) fn alloc_slot(&self) -> crate::error::Result<&'static Slot> {
         // SAFETY: see `slots`: no other reference into it is alive.
         table::alloc(Some(unsafe { &mut *self.slots.get() }))
     }
 
     /// Puts back the slot of a frame this thread freed.
-    pub(crate) fn free_slot(&self, index: usize) {
+    pub(crate) fn free_slot(&self, slot: &'static Slot) {
         // SAFETY: as in `alloc_slot`.
-        table::free(index, Some(unsafe { &mut *self.slots.get() }))
+        table::free(slot, Some(unsafe { &mut *self.slots.get() }))
     }
 
     /// A stack of this worker's runtime, from the cache or the pool.
