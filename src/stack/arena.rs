@@ -7,6 +7,8 @@
 use core::ptr::NonNull;
 use std::sync::atomic::AtomicU64;
 
+use corosensei::stack::valgrind::ValgrindStackRegistration;
+
 use super::{registry, sys};
 use crate::error::{Error, Result};
 
@@ -25,6 +27,11 @@ pub(super) struct Arena {
     /// The pool that carved this arena, so a stack given to the wrong pool
     /// is caught.
     pool_id: u64,
+    /// Tells valgrind each carved slot is a stack, so switching to it is
+    /// not reported as a wild stack-pointer move: once per slot, when it is
+    /// carved, until the arena goes. (Kept here, not in each `Stack`, so a
+    /// stack moved by value is three words.)
+    valgrind: std::sync::Mutex<Vec<ValgrindStackRegistration>>,
 }
 
 // SAFETY: the arena is plain memory plus atomics. Who may touch which slot
@@ -71,6 +78,7 @@ impl Arena {
             owners,
             entry,
             pool_id,
+            valgrind: std::sync::Mutex::new(Vec::new()),
         })
     }
 
@@ -111,6 +119,14 @@ impl Arena {
         // SAFETY: the page is the slot's first, page-aligned, inside our
         // mapping, and unused (caller's contract).
         unsafe { sys::install_guard(self.slot_start(slot)) }
+    }
+
+    /// Registers `len` bytes at `start` (a slot being carved) as a stack
+    /// with valgrind, until the arena is dropped.
+    pub(super) fn register_with_valgrind(&self, start: NonNull<u8>, len: usize) {
+        let registration = ValgrindStackRegistration::new(start.as_ptr(), len);
+        let mut all = self.valgrind.lock().unwrap_or_else(|e| e.into_inner());
+        all.push(registration);
     }
 
     /// The owner id cell of slot `slot`.

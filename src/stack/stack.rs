@@ -18,7 +18,6 @@ use core::fmt;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use corosensei::stack::valgrind::ValgrindStackRegistration;
 use corosensei::stack::StackPointer;
 
 use super::arena::Arena;
@@ -49,15 +48,11 @@ pub struct Stack {
     arena: Arc<Arena>,
     /// Our slot in `arena`.
     slot: usize,
-    /// Bytes handed out by `reserve_top`, a multiple of 16.
-    reserved: usize,
-    /// The slot's top minus `reserved`: what `base()` answers on every
-    /// resume, kept here so a switch does not chase the arena for it.
+    /// The slot's top minus the bytes `reserve_top` handed out: what
+    /// `base()` answers on every resume, kept here so a switch does not
+    /// chase the arena for it. Three words in all: a spawn and a free move
+    /// a stack by value several times.
     base: usize,
-    /// Tells valgrind this range is a stack, so switching to it is not
-    /// reported as a wild stack-pointer move. Registered once, when the slot
-    /// is carved; kept while the stack sits in the pool.
-    _valgrind: ValgrindStackRegistration,
 }
 
 impl Stack {
@@ -75,13 +70,8 @@ impl Stack {
         let start = arena.slot_start(slot);
         let len = arena.slot_end(slot).as_ptr() as usize - start.as_ptr() as usize;
         let base = arena.slot_end(slot).as_ptr() as usize;
-        Ok(Stack {
-            _valgrind: ValgrindStackRegistration::new(start.as_ptr(), len),
-            arena,
-            slot,
-            reserved: 0,
-            base,
-        })
+        arena.register_with_valgrind(start, len);
+        Ok(Stack { arena, slot, base })
     }
 
     /// Usable bytes below the top, guard excluded, reservations included.
@@ -99,11 +89,10 @@ impl Stack {
     /// would remain below.
     pub fn reserve_top(&mut self, bytes: usize) -> Result<*mut u8> {
         let rounded = bytes.checked_add(15).ok_or(Error::Invalid)? & !15;
-        let reserved = self.reserved.checked_add(rounded).ok_or(Error::Invalid)?;
+        let reserved = self.reserved().checked_add(rounded).ok_or(Error::Invalid)?;
         if reserved > self.usable_size().saturating_sub(MIN_FREE_STACK) {
             return Err(Error::Invalid);
         }
-        self.reserved = reserved;
         // SAFETY: reserved <= usable, so the pointer stays inside our slot.
         let p = unsafe { self.arena.slot_end(self.slot).as_ptr().sub(reserved) };
         self.base = p as usize;
@@ -124,9 +113,13 @@ impl Stack {
         self.arena.owner(self.slot).load(Ordering::Relaxed)
     }
 
+    /// Bytes handed out by `reserve_top`, a multiple of 16.
+    fn reserved(&self) -> usize {
+        self.arena.slot_end(self.slot).as_ptr() as usize - self.base
+    }
+
     /// Forgets the reservations and the owner; `put` calls this.
     pub(super) fn reset(&mut self) {
-        self.reserved = 0;
         self.base = self.arena.slot_end(self.slot).as_ptr() as usize;
         self.set_owner(0);
     }
@@ -193,7 +186,7 @@ impl fmt::Debug for Stack {
             .field("limit", &format_args!("{:#x}", self.limit().get()))
             .field("base", &format_args!("{:#x}", self.base().get()))
             .field("usable", &self.usable_size())
-            .field("reserved", &self.reserved)
+            .field("reserved", &self.reserved())
             .field("owner", &self.owner())
             .finish()
     }
