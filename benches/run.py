@@ -54,7 +54,7 @@ MODES = {
                   echo_secs=2.0, echo_runs=5, timers=100_000, processes=5,
                   scale_processes=3),
     "full": dict(reps=11, iter_scale=3, cg_scale=2, scale_big=1_000_000, mem_count=1_000_000,
-                 echo_secs=5.0, echo_runs=5, timers=100_000, processes=7,
+                 echo_secs=5.0, echo_runs=7, timers=100_000, processes=7,
                  scale_processes=3),
 }
 
