@@ -14,12 +14,15 @@ pub(crate) enum Outcome {
     Cancelled,
 }
 
-/// Runs a queued frame until it switches out or finishes.
+/// Runs a queued frame until it switches out or finishes, and gives it
+/// back if it yielded: the caller queues it behind the others (the worker
+/// loop in the same step as it takes the next, `Local::rotate`).
 /// The caller (the worker) took it off a queue, so it owns `EXEC`.
 /// Inlined into the worker's loop, its only caller: a yield round trip
 /// then pays no call and no second set of register saves.
 #[inline(always)]
-pub(super) fn run(local: &Local, slot: &'static Slot) {
+#[must_use]
+pub(super) fn run(local: &Local, slot: &'static Slot) -> Option<&'static Slot> {
     let snap = slot.state.load();
     // SAFETY: we own EXEC (rule 3); the body is not running.
     let ctx = unsafe { slot.context() }
@@ -29,7 +32,8 @@ pub(super) fn run(local: &Local, slot: &'static Slot) {
         // Default mode never returns to the body (rule 4); cancel-returns
         // mode does, unless the body never started (rule 5).
         if !snap.has(CANCEL_RETURNS) || !ctx.started() {
-            return finish(slot, Outcome::Cancelled, Some(local));
+            finish(slot, Outcome::Cancelled, Some(local));
+            return None;
         }
         Resumed::Cancelled
     } else {
@@ -38,10 +42,10 @@ pub(super) fn run(local: &Local, slot: &'static Slot) {
     match ctx.resume(local.ctx, slot, how) {
         // The index is read after the switch, not kept across it.
         Step::Returned(value) => finish(slot, Outcome::Returned(value), Some(local)),
-        // Pinned here: straight back on this worker's queue. A cancel that
-        // came meanwhile is acted on above, before the body runs again
-        // (rules 4 and 5), so the state is not looked at twice.
-        Step::Switched(Switch::Yield) => local.push(slot),
+        // Pinned here: back on this worker's queue, by the caller. A
+        // cancel that came meanwhile is acted on above, before the body
+        // runs again (rules 4 and 5), so the state is not looked at twice.
+        Step::Switched(Switch::Yield) => return Some(slot),
         Step::Switched(Switch::Suspend {
             on_suspend,
             arg,
@@ -61,6 +65,7 @@ pub(super) fn run(local: &Local, slot: &'static Slot) {
             Park::Requeue => local.push(slot),
         },
     }
+    None
 }
 
 /// Queues a frame whose `EXEC` the caller owns on its pinned worker.

@@ -62,6 +62,25 @@ impl<T: Copy> RunQueue<T> {
         Some(item)
     }
 
+    /// `push(item)` then `pop()`, in one step: the oldest item, with
+    /// `item` queued behind the rest (or `item` itself, if the queue is
+    /// empty). No room check: the pop frees the place the push takes.
+    #[inline]
+    pub(crate) fn rotate(&mut self, item: T) -> T {
+        if self.head == self.tail {
+            return item;
+        }
+        // SAFETY: as in `pop` and `push`; the queue is not empty, so `buf`
+        // has been grown, and after the pop it has a free place.
+        unsafe {
+            let first = *self.buf.get_unchecked(self.head & self.mask);
+            *self.buf.get_unchecked_mut(self.tail & self.mask) = item;
+            self.head = self.head.wrapping_add(1);
+            self.tail = self.tail.wrapping_add(1);
+            first
+        }
+    }
+
     /// The most recently pushed item, taken back, if `is_it` says it is
     /// the one wanted; it then leaves the queue as if never pushed.
     #[inline]

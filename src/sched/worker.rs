@@ -84,6 +84,12 @@ impl Local {
         unsafe { &mut *self.queue.get() }.pop()
     }
 
+    /// Queues `yielded` behind the others and takes the next frame.
+    fn rotate(&self, yielded: &'static Slot) -> &'static Slot {
+        // SAFETY: as in `push`.
+        unsafe { &mut *self.queue.get() }.rotate(yielded)
+    }
+
     pub(crate) fn is_idle(&self) -> bool {
         // SAFETY: as in `push`.
         unsafe { &*self.queue.get() }.is_empty()
@@ -136,7 +142,9 @@ impl Local {
         }
         self.awaited_runs.set(left - 1);
         let awaiter = self.ctx.hide();
-        harness::run(self, child);
+        if let Some(yielded) = harness::run(self, child) {
+            self.push(yielded);
+        }
         self.ctx.restore(awaiter);
     }
 
@@ -284,14 +292,24 @@ pub(super) fn run(rt: Arc<Runtime>, index: usize) {
     let mut batch = Vec::new();
     // Whether the last give-away found this CPU quiet (`look_for_work`).
     let mut quiet = false;
+    // A frame that just yielded, not yet queued again: the next turn
+    // queues it and takes the next frame in one step (`rotate`).
+    let mut yielded = None;
     loop {
         let left = me.until_inbox.get() - 1;
         me.until_inbox.set(left);
         if left != 0 {
-            if let Some(slot) = me.pop() {
-                harness::run(&me, slot);
+            let next = match yielded.take() {
+                Some(y) => Some(me.rotate(y)),
+                None => me.pop(),
+            };
+            if let Some(slot) = next {
+                yielded = harness::run(&me, slot);
                 continue;
             }
+        }
+        if let Some(y) = yielded.take() {
+            me.push(y);
         }
         me.until_inbox.set(INBOX_INTERVAL);
         // Between batches: descriptors that became ready and deadlines
