@@ -166,4 +166,37 @@ mod tests {
         let want: Vec<u32> = (0..99).chain([100]).collect();
         assert_eq!(out, want);
     }
+
+    #[test]
+    fn rotate_is_push_then_pop_full_or_not() {
+        // Compare against a model queue driven by push then pop, with the
+        // ring full (capacity 64) and wrapped at times.
+        let mut q = RunQueue::new();
+        let mut model = std::collections::VecDeque::new();
+        assert_eq!(q.rotate(7u32), 7, "an empty queue gives the item back");
+        assert!(q.is_empty());
+        let mut next = 0u32;
+        for round in 0..500u32 {
+            while q.len() < (round as usize * 7) % 65 {
+                q.push(next);
+                model.push_back(next);
+                next += 1;
+            }
+            for _ in 0..(round % 9) {
+                let item = next;
+                next += 1;
+                model.push_back(item);
+                let want = model.pop_front().unwrap();
+                assert_eq!(q.rotate(item), want);
+                assert_eq!(q.len(), model.len());
+            }
+            for _ in 0..(round % 4) {
+                assert_eq!(q.pop(), model.pop_front());
+            }
+        }
+        while let Some(v) = q.pop() {
+            assert_eq!(Some(v), model.pop_front());
+        }
+        assert!(model.is_empty());
+    }
 }
