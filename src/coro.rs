@@ -200,9 +200,10 @@ pub fn suspend_with(
     }))
 }
 
-/// `coro_yield`.
-pub fn yield_now() -> Result<()> {
-    resumed(suspendable()?.switch_out(Switch::Yield))
+/// `coro_yield`: how the coroutine was resumed (`Resumed::status` is
+/// the C status), or why it could not yield.
+pub fn yield_now() -> Result<Resumed> {
+    Ok(suspendable()?.switch_out(Switch::Yield))
 }
 
 /// `coro_resume`.

@@ -43,11 +43,21 @@ pub enum Switch {
     Yield,
 }
 
-/// What a suspension returns to the body.
+/// What a suspension returns to the body. Each value is the status the
+/// library call that suspended returns for it (0, `CORO_ECANCELED`), so
+/// `coro_yield` hands it to C as it is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(i8)]
 pub enum Resumed {
-    Ok,
-    Cancelled,
+    Ok = 0,
+    Cancelled = crate::error::Error::Canceled.code() as i8,
+}
+
+impl Resumed {
+    /// The C status for this resumption.
+    pub fn status(self) -> i32 {
+        self as i8 as i32
+    }
 }
 
 /// How a resumed coroutine came back.

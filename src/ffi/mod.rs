@@ -337,7 +337,10 @@ pub extern "C" fn coro_detach(p: coro_promise) -> c_int {
 /// `CORO_ECANCELED` (cancel-returns mode, once cancelled).
 #[no_mangle]
 pub extern "C" fn coro_yield() -> c_int {
-    guard(|| status(coro::yield_now()))
+    guard(|| match coro::yield_now() {
+        Ok(resumed) => resumed.status(),
+        Err(e) => e.code(),
+    })
 }
 
 /// Waits until `fd` is ready for `events` (`CORO_READABLE`,
