@@ -180,20 +180,14 @@ fn suspendable() -> Result<Running> {
     Ok(me)
 }
 
-fn resumed(r: Resumed) -> Result<()> {
-    match r {
-        Resumed::Ok => Ok(()),
-        Resumed::Cancelled => Err(Error::Canceled),
-    }
-}
-
 /// `coro_suspend`: park, then `on_suspend(token, arg)` on the worker.
+/// Returns how the coroutine was resumed, as `yield_now` does.
 pub fn suspend_with(
     on_suspend: unsafe extern "C" fn(crate::ffi::coro_token, *mut c_void),
     arg: *mut c_void,
-) -> Result<()> {
+) -> Result<Resumed> {
     let me = suspendable()?;
-    resumed(me.switch_out(Switch::Suspend {
+    Ok(me.switch_out(Switch::Suspend {
         on_suspend: OnSuspend::C(on_suspend),
         arg,
         lib: false,

@@ -266,7 +266,10 @@ pub extern "C" fn coro_suspend(on_suspend: coro_on_suspend, arg: *mut c_void) ->
         let Some(cb) = on_suspend else {
             return CORO_EINVAL;
         };
-        status(coro::suspend_with(cb, arg))
+        match coro::suspend_with(cb, arg) {
+            Ok(resumed) => resumed.status(),
+            Err(e) => e.code(),
+        }
     })
 }
 
