@@ -18,8 +18,8 @@ pub(crate) enum Outcome {
 /// back if it yielded: the caller queues it behind the others (the worker
 /// loop in the same step as it takes the next, `Local::rotate`).
 /// The caller (the worker) took it off a queue, so it owns `EXEC`.
-/// Inlined into the worker's loop, its only caller: a yield round trip
-/// then pays no call and no second set of register saves.
+/// Inlined into the worker's loop (and `Local::run_awaited_now`): a yield
+/// round trip then pays no call and no second set of register saves.
 #[inline(always)]
 #[must_use]
 pub(super) fn run(local: &Local, slot: &'static Slot) -> Option<&'static Slot> {
