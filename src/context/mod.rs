@@ -90,7 +90,8 @@ thread_local! {
     };
 }
 
-/// This thread's context: one `__tls_get_addr` (the library is a cdylib).
+/// This thread's context: one thread-local lookup (a call in a cdylib:
+/// a TLS descriptor or `__tls_get_addr`, docs/ARCHITECTURE.md).
 /// Its address is stable for the thread's life, so a worker fetches it
 /// once; coroutine code fetches it per call and never keeps it across a
 /// switch (FACTS.md: a migrated coroutine would read the old thread's).
