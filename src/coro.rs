@@ -160,14 +160,21 @@ fn lookup(index: usize) -> Result<&'static Slot> {
 /// The checks every suspension point makes on the running coroutine.
 #[inline]
 fn suspension_point(me: &Running) -> Result<()> {
+    no_lock_held(me)?;
+    if me.slot.state.load().has(CANCELLED | CANCEL_RETURNS) {
+        return Err(Error::Canceled);
+    }
+    Ok(())
+}
+
+/// CP.52: a coroutine must not suspend while it holds a blocking lock.
+#[inline]
+fn no_lock_held(me: &Running) -> Result<()> {
     // SAFETY: the running body owns EXEC.
     let body = unsafe { me.slot.body() };
     if body.locks > 0 {
         report_lock_held(body.id, body.lock_what);
         return Err(Error::LockHeld);
-    }
-    if me.slot.state.load().has(CANCELLED | CANCEL_RETURNS) {
-        return Err(Error::Canceled);
     }
     Ok(())
 }
@@ -195,9 +202,16 @@ pub fn suspend_with(
 }
 
 /// `coro_yield`: how the coroutine was resumed (`Resumed::status` is
-/// the C status), or why it could not yield.
+/// the C status), or why it could not yield. Unlike the other suspension
+/// points it does not look for a cancel first: a yield leaves nothing to
+/// undo, and the worker resumes a cancelled cancel-returns coroutine at
+/// once with `Resumed::Cancelled` (and finalizes a default-mode one) before
+/// its body runs again (`sched::harness::run`), so the answer is the same,
+/// one switch later, and the common case saves the look.
 pub fn yield_now() -> Result<Resumed> {
-    Ok(suspendable()?.switch_out(Switch::Yield))
+    let me = context::running().ok_or(Error::State)?;
+    no_lock_held(&me)?;
+    Ok(me.switch_out(Switch::Yield))
 }
 
 /// `coro_resume`.
