@@ -119,6 +119,15 @@ const _: () = {
     assert!(CORO_KEEP == crate::poll::KEEP);
 };
 
+/// The status of a call that suspended and was resumed (`Resumed`'s
+/// values are the statuses), or of why it could not suspend.
+fn resumption(r: crate::error::Result<crate::context::Resumed>) -> c_int {
+    match r {
+        Ok(resumed) => resumed.status(),
+        Err(e) => e.code(),
+    }
+}
+
 fn status(r: crate::error::Result<()>) -> c_int {
     match r {
         Ok(()) => CORO_OK,
@@ -266,10 +275,7 @@ pub extern "C" fn coro_suspend(on_suspend: coro_on_suspend, arg: *mut c_void) ->
         let Some(cb) = on_suspend else {
             return CORO_EINVAL;
         };
-        match coro::suspend_with(cb, arg) {
-            Ok(resumed) => resumed.status(),
-            Err(e) => e.code(),
-        }
+        resumption(coro::suspend_with(cb, arg))
     })
 }
 
@@ -340,10 +346,7 @@ pub extern "C" fn coro_detach(p: coro_promise) -> c_int {
 /// `CORO_ECANCELED` (cancel-returns mode, once cancelled).
 #[no_mangle]
 pub extern "C" fn coro_yield() -> c_int {
-    guard(|| match coro::yield_now() {
-        Ok(resumed) => resumed.status(),
-        Err(e) => e.code(),
-    })
+    guard(|| resumption(coro::yield_now()))
 }
 
 /// Waits until `fd` is ready for `events` (`CORO_READABLE`,
