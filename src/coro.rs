@@ -46,6 +46,8 @@ pub fn spawn(
     init_frame(rt, local, slot, entry, env, drop, flags)
 }
 
+/// Publishes a frame in `slot` and queues it. `local` is this thread's
+/// worker only if it serves `rt`.
 fn init_frame(
     rt: &Arc<Runtime>,
     local: Option<&sched::Local>,
@@ -112,12 +114,12 @@ fn init_frame(
     let published = slot.state.init(flags & SPAWN_CANCEL_RETURNS != 0);
     debug_assert_eq!(published, gen);
     let queued = match local {
-        Some(l) if l.is(rt, worker) => {
+        // `local` is this thread's worker of `rt`, if it is one (`spawn`
+        // filtered it): any other target is another thread's queue.
+        Some(l) if l.index() == worker => {
             l.push(slot);
             Ok(())
         }
-        // `local` is this thread's worker of `rt`, if it is one: any
-        // other target is another thread's queue.
         _ => rt.push_remote(worker, slot),
     };
     if queued.is_err() {

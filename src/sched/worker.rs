@@ -148,11 +148,6 @@ impl Local {
         self.ctx.restore(awaiter);
     }
 
-    /// Whether this is worker `worker` of `rt`.
-    pub(crate) fn is(&self, rt: &Runtime, worker: usize) -> bool {
-        ptr::eq(self.rt, rt) && self.index == worker
-    }
-
     /// This worker's place in its runtime.
     pub(crate) fn index(&self) -> usize {
         self.index
