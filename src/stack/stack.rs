@@ -52,7 +52,7 @@ pub struct Stack {
     /// `base()` answers on every resume, kept here so a switch does not
     /// chase the arena for it. Three words in all: a spawn and a free move
     /// a stack by value several times.
-    base: usize,
+    base: StackPointer,
 }
 
 impl Stack {
@@ -69,7 +69,7 @@ impl Stack {
         unsafe { arena.install_guard(slot)? };
         let start = arena.slot_start(slot);
         let len = arena.slot_end(slot).as_ptr() as usize - start.as_ptr() as usize;
-        let base = arena.slot_end(slot).as_ptr() as usize;
+        let base = top(arena.slot_end(slot).as_ptr());
         arena.register_with_valgrind(start, len);
         Ok(Stack { arena, slot, base })
     }
@@ -95,7 +95,7 @@ impl Stack {
         }
         // SAFETY: reserved <= usable, so the pointer stays inside our slot.
         let p = unsafe { self.arena.slot_end(self.slot).as_ptr().sub(reserved) };
-        self.base = p as usize;
+        self.base = top(p);
         Ok(p)
     }
 
@@ -115,12 +115,12 @@ impl Stack {
 
     /// Bytes handed out by `reserve_top`, a multiple of 16.
     fn reserved(&self) -> usize {
-        self.arena.slot_end(self.slot).as_ptr() as usize - self.base
+        self.arena.slot_end(self.slot).as_ptr() as usize - self.base.get()
     }
 
     /// Forgets the reservations and the owner; `put` calls this.
     pub(super) fn reset(&mut self) {
-        self.base = self.arena.slot_end(self.slot).as_ptr() as usize;
+        self.base = top(self.arena.slot_end(self.slot).as_ptr());
         self.set_owner(0);
     }
 
@@ -143,6 +143,12 @@ impl Stack {
     }
 }
 
+/// A stack top as corosensei takes it: checked for 0 once, when the top
+/// moves, not on every resume.
+fn top(p: *mut u8) -> StackPointer {
+    StackPointer::new(p as usize).expect("a mapping is never at 0")
+}
+
 // SAFETY: the slot has a guard page below it (installed at carve, before the
 // Stack exists) and at least MIN_STACK_SIZE - MIN_FREE_STACK >= 8 KiB usable
 // below base(), more than corosensei's MIN_STACK_SIZE (4 KiB). base() and
@@ -152,7 +158,7 @@ impl Stack {
 unsafe impl corosensei::stack::Stack for Stack {
     #[inline]
     fn base(&self) -> StackPointer {
-        StackPointer::new(self.base).expect("stack top is never 0")
+        self.base
     }
 
     #[inline]
