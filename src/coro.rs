@@ -9,7 +9,7 @@ use core::ptr;
 use std::sync::atomic::Ordering::*;
 use std::sync::Arc;
 
-use crate::context::{self, OnSuspend, Resumed, Running, Switch};
+use crate::context::{self, OnSuspend, Resumed, Running, Suspension};
 use crate::error::{Error, Result};
 use crate::frame::slot::{awaiter, Defer, Slot, Wait};
 pub use crate::frame::slot::{DeferFn, Entry, EnvDrop};
@@ -196,7 +196,7 @@ pub fn suspend_with(
     arg: *mut c_void,
 ) -> Result<Resumed> {
     let me = suspendable()?;
-    Ok(me.switch_out(Switch::Suspend {
+    Ok(me.suspend(Suspension {
         on_suspend: OnSuspend::C(on_suspend),
         arg,
         lib: false,
@@ -213,7 +213,7 @@ pub fn suspend_with(
 pub fn yield_now() -> Result<Resumed> {
     let me = context::running().ok_or(Error::State)?;
     no_lock_held(&me)?;
-    Ok(me.switch_out(Switch::Yield))
+    Ok(me.yield_now())
 }
 
 /// `coro_resume`.
@@ -336,7 +336,7 @@ pub fn await_promise(p: Promise) -> Result<*mut c_void> {
         // instead of running it again; a cancel-returns one comes back
         // with CORO_ECANCELED. The child's reference is consumed above.
         if let Some(me) = me.filter(|me| me.slot.state.load().has(CANCELLED)) {
-            let _ = me.switch_out(Switch::Yield);
+            let _ = me.yield_now();
             return Err(Error::Canceled);
         }
         return if cancelled {
@@ -355,7 +355,7 @@ fn await_in_coroutine(me: Running, child: &'static Slot, p: Promise) -> Result<*
     let slot = me.slot;
     // SAFETY: the running body owns EXEC.
     unsafe { slot.body() }.wait = Wait::Await(p);
-    let r = me.switch_out(Switch::Suspend {
+    let r = me.suspend(Suspension {
         on_suspend: OnSuspend::Lib(register_awaiter),
         arg: p.0 as usize as *mut c_void,
         lib: true,
@@ -528,7 +528,7 @@ fn poll_wait(me: Running, fd: i32, events: u32, deadline: i64) -> Result<()> {
     };
     // SAFETY: as above.
     unsafe { slot.body() }.wait = Wait::Poll(key);
-    let r = me.switch_out(Switch::Suspend {
+    let r = me.suspend(Suspension {
         on_suspend: OnSuspend::Lib(park_in_poller),
         arg: key as usize as *mut c_void,
         lib: true,

@@ -2,15 +2,16 @@
 //! names corosensei.
 //!
 //! A coroutine's body is a C `entry(env)` running on a `Stack` from the
-//! runtime's pool. It leaves its stack in two ways: by asking to switch
-//! (`Switch`), from any call depth, through `switch_out`; or by returning.
+//! runtime's pool. It leaves its stack in two ways: by yielding or
+//! suspending (`Running::yield_now`, `Running::suspend`), from any call
+//! depth; or by returning.
 //! A switched-out coroutine that is cancelled in the default mode is never
 //! resumed: `into_stack` abandons its frames without unwinding them (the
 //! defers, run by the frame, are the cleanup), as FACTS.md advises.
 
 use core::cell::Cell;
 use core::ffi::c_void;
-use core::ptr;
+use core::ptr::{self, NonNull};
 
 use corosensei::{Coroutine, CoroutineResult, Yielder};
 
@@ -29,18 +30,26 @@ pub enum OnSuspend {
     Lib(fn(Token, *mut c_void)),
 }
 
-/// Why a coroutine switched out.
+/// A coroutine's request to park: after the switch, the worker makes
+/// the token and calls `on_suspend(token, arg)`. `lib`: the library's own
+/// wait holds the token (`LIB_HELD`).
 #[derive(Clone, Copy)]
-pub enum Switch {
-    /// Park and hand the token to `on_suspend(token, arg)`. `lib`: the
-    /// library's own wait holds the token (`LIB_HELD`).
-    Suspend {
-        on_suspend: OnSuspend,
-        arg: *mut c_void,
-        lib: bool,
-    },
+pub struct Suspension {
+    pub on_suspend: OnSuspend,
+    pub arg: *mut c_void,
+    pub lib: bool,
+}
+
+/// Why a coroutine switched out, as it crosses the switch: one word, so
+/// corosensei passes it in a register and a yield's worker reads no memory
+/// for it. A suspension's details stay on the switched-out coroutine's
+/// stack, where `Context::resume` reads them.
+#[derive(Clone, Copy)]
+enum Switch {
     /// Go to the back of the worker's queue.
     Yield,
+    /// Park as the `Suspension` there says.
+    Suspend(NonNull<Suspension>),
 }
 
 /// What a suspension returns to the body. Each value is the status the
@@ -62,7 +71,11 @@ impl Resumed {
 
 /// How a resumed coroutine came back.
 pub enum Step {
-    Switched(Switch),
+    /// It yielded: it goes to the back of its worker's queue.
+    Yielded,
+    /// It asks to park.
+    Suspended(Suspension),
+    /// Its entry returned this value.
     Returned(*mut c_void),
 }
 
@@ -143,9 +156,21 @@ pub struct Running {
 }
 
 impl Running {
-    /// Switches the coroutine out; returns when it is resumed. Consumes
-    /// `self`: nothing found before a switch is trusted after it.
-    pub fn switch_out(self, why: Switch) -> Resumed {
+    /// Switches the coroutine out to the back of its worker's queue;
+    /// returns when it runs again. Consumes `self`, as `suspend` does.
+    pub fn yield_now(self) -> Resumed {
+        self.switch_out(Switch::Yield)
+    }
+
+    /// Switches the coroutine out to park; returns when it is resumed.
+    /// Consumes `self`: nothing found before a switch is trusted after it.
+    pub fn suspend(self, how: Suspension) -> Resumed {
+        // `how` stays in this call's frame, on the coroutine's stack,
+        // until the coroutine is resumed: the worker reads it first.
+        self.switch_out(Switch::Suspend(NonNull::from(&how)))
+    }
+
+    fn switch_out(self, why: Switch) -> Resumed {
         // SAFETY: the yielder lives on this coroutine's stack, which is
         // the stack we are running on, so it outlives this call.
         unsafe { (*self.yielder).suspend(why) }
@@ -196,7 +221,14 @@ impl Context {
         let r = self.fiber.run(|| self.co.resume(how));
         ctx.slot.set(ptr::null());
         match r {
-            CoroutineResult::Yield(why) => Step::Switched(why),
+            CoroutineResult::Yield(Switch::Yield) => Step::Yielded,
+            // SAFETY: `Running::suspend` passed the address of its
+            // argument, which lives until the coroutine is resumed, and
+            // nothing can resume it before this returns: its token is
+            // made afterwards, from what is read here.
+            CoroutineResult::Yield(Switch::Suspend(how)) => {
+                Step::Suspended(unsafe { *how.as_ptr() })
+            }
             CoroutineResult::Return(v) => Step::Returned(v),
         }
     }

@@ -2,7 +2,7 @@
 
 use super::worker::Local;
 use super::Runtime;
-use crate::context::{self, OnSuspend, Resumed, Step, Switch};
+use crate::context::{self, OnSuspend, Resumed, Step, Suspension};
 use crate::frame::slot::{awaiter, Slot, Wait};
 use crate::frame::state::{Complete, Park, CANCELLED, CANCEL_RETURNS};
 use crate::frame::{table, Token};
@@ -45,8 +45,8 @@ pub(super) fn run(local: &Local, slot: &'static Slot) -> Option<&'static Slot> {
         // Pinned here: back on this worker's queue, by the caller. A
         // cancel that came meanwhile is acted on above, before the body
         // runs again (rules 4 and 5), so the state is not looked at twice.
-        Step::Switched(Switch::Yield) => return Some(slot),
-        Step::Switched(Switch::Suspend {
+        Step::Yielded => return Some(slot),
+        Step::Suspended(Suspension {
             on_suspend,
             arg,
             lib,
