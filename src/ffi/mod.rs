@@ -345,6 +345,7 @@ pub extern "C" fn coro_detach(p: coro_promise) -> c_int {
 /// Errors: `CORO_ESTATE` (not in a coroutine), `CORO_ELOCKHELD`,
 /// `CORO_ECANCELED` (cancel-returns mode, once cancelled).
 #[no_mangle]
+#[inline(never)] // `coro::yield_now` looks up the thread-local inline.
 pub extern "C" fn coro_yield() -> c_int {
     guard(|| resumption(coro::yield_now()))
 }
