@@ -142,7 +142,7 @@ impl Local {
         }
         self.awaited_runs.set(left - 1);
         let awaiter = self.ctx.hide();
-        if let Some(yielded) = harness::run(self, child) {
+        if let Some(yielded) = harness::run::<true>(self, child) {
             self.push(yielded);
         }
         self.ctx.restore(awaiter);
@@ -299,7 +299,7 @@ pub(super) fn run(rt: Arc<Runtime>, index: usize) {
                 None => me.pop(),
             };
             if let Some(slot) = next {
-                yielded = harness::run(&me, slot);
+                yielded = harness::run::<false>(&me, slot);
                 continue;
             }
         }
