@@ -211,6 +211,12 @@ def timing(key, spec, reps, big=None):
 # Each runs in several processes, alternated with its peers, and the
 # process whose median is the median of all is reported.
 MULTI_PROCESS = ("xthread.",)
+# The ping-pongs whose hops are traced (`compare NAME_threads`), with their labels.
+HOP_THREADS = {
+    "pingpong_coframe": "coframe pinned",
+    "pingpong_coframe_migratable": "coframe migratable",
+    "pingpong_tokio": "tokio",
+}
 
 
 def timing_processes(keys, specs, reps, processes):
@@ -568,8 +574,11 @@ def build_rows(R, m):
                             f"per round trip ({fmt_num(ir.get(ck))} vs {fmt_num(ir.get('xthread.tokio'))} instr)"))
         row("c. cross-thread wake (round trip)", ck, "xthread.tokio", "3: time ≤ tokio", ok)
         if tid == "3a":
+            hops = R.get("hop_threads") or {}
+            share = ", ".join(f"{HOP_THREADS[k]} {hops[k]['changed_share']:.1%}" for k in HOP_THREADS if k in hops)
+            crossed = f" (hops that changed thread: {share})" if share else ""
             targets[-1]["detail"] += (f"; with CORO_SPAWN_MIGRATABLE (the hand-off stays on one worker, "
-                                      f"as tokio's does): {fmt_ns(ns.get('xthread.coframe_migratable'))}")
+                                      f"as tokio's does): {fmt_ns(ns.get('xthread.coframe_migratable'))}{crossed}")
             row("c. cross-thread wake (round trip)", "xthread.coframe_migratable", "xthread.tokio", "", None,
                 "CORO_SPAWN_MIGRATABLE: the resumed coroutine moves to the resumer's idle worker, so the "
                 "hand-off stays on one CPU, as tokio's LIFO slot keeps it; target 3a is judged on the pinned row")
@@ -782,6 +791,15 @@ def write_md(R, m, rows, targets, path):
         for k, v in multi:
             L.append(f"- {v['label']}: " + ", ".join(fmt_ns(x) for x in v["timing"]["process_medians"]))
         L.append("")
+    hops = R.get("hop_threads") or {}
+    if hops:
+        L.append("Hops that ran on another thread than the hop before, in one more run of each ping-pong "
+                 "(20,000 round trips, untimed) that notes the thread at every hop: "
+                 + "; ".join(f"{HOP_THREADS.get(k, k)}: {v['changed_share']:.1%} of {v['hops']:,} hops"
+                             for k, v in hops.items())
+                 + ". tokio's `notify_one` from a worker puts the woken task in that worker's LIFO slot, "
+                 "so its two tasks nearly always run on one thread, as coframe's migratable pair does; "
+                 "the pinned pair crosses threads at every hop.\n")
     scale = [(k, v) for k, v in R["ops"].items()
              if k.startswith("scale.") and k.endswith(".big") and v.get("timing")
              and v["timing"].get("process_ratios")]
@@ -1125,6 +1143,17 @@ def main():
         if R["timers"]:
             t = R["timers"]
             log(f"  timers: late p50 {t['p50_us']:,.0f} µs, p99 {t['p99_us']:,.0f} µs")
+
+    if not args.only or "xthread" in args.only:
+        # What the cross-thread benches cross: a separate, untimed run of
+        # each ping-pong that notes the thread of every hop.
+        log("== cross-thread hops: which thread each hop ran on")
+        R["hop_threads"] = {}
+        for name in HOP_THREADS:
+            r = run_json(f"hops.{name}", [COMPARE, f"{name}_threads", "--iters", "20000"], 120)
+            if r:
+                R["hop_threads"][name] = r
+                log(f"  {name:30s} {r['changed_share']:.2%} of {r['hops']:,} hops on another thread")
 
     if not args.no_callgrind and shutil.which("valgrind"):
         log("== instructions (callgrind, two runs per bench, two at a time)")

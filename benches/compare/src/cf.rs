@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::*};
 
 use coframe::ffi::*;
 
-use crate::util::{self, now_ns, sample, status_bytes, Args, Event, Report};
+use crate::util::{self, now_ns, sample, status_bytes, Args, Event, Hops, Report};
 
 type Entry = unsafe extern "C" fn(*mut c_void) -> *mut c_void;
 
@@ -107,6 +107,8 @@ struct Loop {
     n: u64,
     /// Spawn flags for the coroutines the driver starts (ping-pong).
     flags: u32,
+    /// Ping-pong: note the thread of every hop.
+    note: bool,
 }
 
 unsafe extern "C" fn yielder(e: *mut c_void) -> *mut c_void {
@@ -214,6 +216,7 @@ pub fn one_worker_loop(a: &Args, driver: Entry, ops_per_iter: u64) {
         rt,
         n: a.iters,
         flags: 0,
+        note: false,
     };
     let s = sample(a.reps, a.iters * ops_per_iter, || drive(rt, driver, &l));
     let mut r = Report::new(&a.bench);
@@ -284,10 +287,14 @@ struct Ping {
     mailbox: *const AtomicU64,
 }
 
-unsafe extern "C" fn pinger(e: *mut c_void) -> *mut c_void {
+/// `NOTE`: note the thread of every hop (`pingpong_*_threads`).
+unsafe extern "C" fn pinger<const NOTE: bool>(e: *mut c_void) -> *mut c_void {
     // SAFETY: spawned with a Ping.
     let p: Ping = unsafe { env(e) };
     for _ in 0..p.n {
+        if NOTE {
+            HOPS.note();
+        }
         check(
             coro_suspend(Some(hand_off), p.mailbox as *mut c_void),
             "coro_suspend",
@@ -312,8 +319,13 @@ unsafe extern "C" fn ping_driver(e: *mut c_void) -> *mut c_void {
         mailbox: &mailbox,
     };
     let t0 = now_ns();
-    let a = spawn_with(l.rt, pinger, &p, l.flags);
-    let b = spawn_with(l.rt, pinger, &p, l.flags);
+    let body = if l.note {
+        pinger::<true>
+    } else {
+        pinger::<false>
+    };
+    let a = spawn_with(l.rt, body, &p, l.flags);
+    let b = spawn_with(l.rt, body, &p, l.flags);
     await_value(a);
     await_value(b);
     (now_ns() - t0) as usize as *mut c_void
@@ -330,15 +342,49 @@ pub fn pingpong_coframe_migratable(a: &Args) {
 }
 
 fn pingpong(a: &Args, flags: u32) {
+    let s = pingpong_loop(a, flags, false);
+    Report::new(&a.bench).samples(a.iters, &s).print();
+}
+
+/// `pingpong_coframe` once, noting the thread of every hop (not timed).
+pub fn pingpong_coframe_threads(a: &Args) {
+    pingpong_loop(
+        &Args {
+            reps: 1,
+            ..a.clone()
+        },
+        0,
+        true,
+    );
+    HOPS.print(&a.bench);
+}
+
+/// `pingpong_coframe_migratable` once, noting the thread of every hop.
+pub fn pingpong_coframe_migratable_threads(a: &Args) {
+    pingpong_loop(
+        &Args {
+            reps: 1,
+            ..a.clone()
+        },
+        CORO_SPAWN_MIGRATABLE,
+        true,
+    );
+    HOPS.print(&a.bench);
+}
+
+static HOPS: Hops = Hops::new();
+
+fn pingpong_loop(a: &Args, flags: u32, note: bool) -> Vec<f64> {
     let rt = rt_new(2);
     let l = Loop {
         rt,
         n: a.iters,
         flags,
+        note,
     };
     let s = sample(a.reps, a.iters, || drive(rt, ping_driver, &l));
     rt_shutdown(rt);
-    Report::new(&a.bench).samples(a.iters, &s).print();
+    s
 }
 
 struct Foreign {

@@ -15,7 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 
-use crate::util::{self, now_ns, sample, status_bytes, Args, Report};
+use crate::util::{self, now_ns, sample, status_bytes, Args, Hops, Report};
 
 const STACK: usize = 64 * 1024;
 
@@ -178,9 +178,25 @@ pub fn spawn_tokio(a: &Args) {
 
 /// Two tasks on a two-worker runtime ping-ponging through two `Notify`s.
 pub fn pingpong_tokio(a: &Args) {
+    let s = pingpong_tokio_loop::<false>(a);
+    Report::new(&a.bench).samples(a.iters, &s).print();
+}
+
+/// `pingpong_tokio` once, noting the thread of every hop (not timed).
+pub fn pingpong_tokio_threads(a: &Args) {
+    pingpong_tokio_loop::<true>(&Args {
+        reps: 1,
+        ..a.clone()
+    });
+    HOPS.print(&a.bench);
+}
+
+static HOPS: Hops = Hops::new();
+
+fn pingpong_tokio_loop<const NOTE: bool>(a: &Args) -> Vec<f64> {
     let rt = multi(2);
     let n = a.iters;
-    let s = sample(a.reps, n, || {
+    sample(a.reps, n, || {
         rt.block_on(async {
             let ping = Arc::new(Notify::new());
             let pong = Arc::new(Notify::new());
@@ -188,6 +204,9 @@ pub fn pingpong_tokio(a: &Args) {
             let t0 = now_ns();
             let x = tokio::spawn(async move {
                 for _ in 0..n {
+                    if NOTE {
+                        HOPS.note();
+                    }
                     ping.notify_one();
                     pong.notified().await;
                 }
@@ -195,6 +214,9 @@ pub fn pingpong_tokio(a: &Args) {
             let y = tokio::spawn(async move {
                 for _ in 0..n {
                     ping2.notified().await;
+                    if NOTE {
+                        HOPS.note();
+                    }
                     pong2.notify_one();
                 }
             });
@@ -202,8 +224,7 @@ pub fn pingpong_tokio(a: &Args) {
             y.await.unwrap();
             now_ns() - t0
         })
-    });
-    Report::new(&a.bench).samples(n, &s).print();
+    })
 }
 
 const MSG: usize = 64;

@@ -1,9 +1,10 @@
 //! Timing, process memory, futex and the JSON line every bench prints.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, Ordering::Relaxed};
 use std::time::Instant;
 
 /// Command line: `compare BENCH [--iters N] [--reps R] [--live K] [--live2 K2] [--count N] [--secs S] [--workers W]`.
+#[derive(Clone)]
 pub struct Args {
     pub bench: String,
     pub iters: u64,
@@ -52,6 +53,56 @@ fn usage() -> ! {
     eprintln!("usage: compare BENCH [--iters N] [--reps R] [--live K] [--live2 K2] [--count N] [--secs S] [--workers W]");
     eprintln!("benches: {}", crate::BENCHES.join(" "));
     std::process::exit(2);
+}
+
+/// Counts how many hops of a ping-pong ran on another thread than the
+/// hop before: what a "cross-thread" bench actually crosses. Used only by
+/// the `*_threads` benches, never inside a timed or counted loop.
+pub struct Hops {
+    last: AtomicU64,
+    hops: AtomicU64,
+    changes: AtomicU64,
+}
+
+impl Hops {
+    pub const fn new() -> Hops {
+        Hops {
+            last: AtomicU64::new(0),
+            hops: AtomicU64::new(0),
+            changes: AtomicU64::new(0),
+        }
+    }
+
+    /// One hop, on the calling thread.
+    pub fn note(&self) {
+        let me = thread_tag();
+        if self.last.swap(me, Relaxed) != me {
+            self.changes.fetch_add(1, Relaxed);
+        }
+        self.hops.fetch_add(1, Relaxed);
+    }
+
+    /// Prints the bench's JSON line: hops and the share that changed thread.
+    pub fn print(&self, bench: &str) {
+        let (hops, changes) = (self.hops.load(Relaxed), self.changes.load(Relaxed));
+        println!(
+            "{{\"bench\":\"{bench}\",\"hops\":{hops},\"thread_changes\":{changes},\"changed_share\":{:.4}}}",
+            changes as f64 / hops.max(1) as f64
+        );
+    }
+}
+
+/// A number for the calling thread (1, 2, ... in order of first use).
+/// Not inlined: a coroutine that moved threads must look it up afresh
+/// after each suspension (a cached thread-local address would be the old
+/// thread's).
+#[inline(never)]
+fn thread_tag() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    thread_local! {
+        static TAG: u64 = NEXT.fetch_add(1, Relaxed);
+    }
+    TAG.with(|t| *t)
 }
 
 pub fn now_ns() -> u64 {
