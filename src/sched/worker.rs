@@ -69,6 +69,8 @@ pub(crate) struct Local {
     /// (`INBOX_INTERVAL`). In memory, not a register the switch to a
     /// coroutine would make the loop save and reload.
     until_inbox: Cell<u32>,
+    /// This worker's inbox in `rt`, found once.
+    inbox: *const Inbox,
 }
 
 impl Local {
@@ -131,7 +133,8 @@ impl Local {
             return;
         }
         // SAFETY: `run` holds the runtime's Arc while this Local lives.
-        if unsafe { &*self.rt }.inboxes[self.index].head.has_frames() {
+        // SAFETY: the inbox lives in the runtime, as long as `rt`.
+        if unsafe { &*self.inbox }.head.has_frames() {
             return;
         }
         // SAFETY: as in `push`; the worker loop below us holds no
@@ -278,6 +281,7 @@ pub(super) fn run(rt: Arc<Runtime>, index: usize) {
         stacks: UnsafeCell::new(Vec::new()),
         awaited_runs: Cell::new(AWAITED_RUNS),
         until_inbox: Cell::new(INBOX_INTERVAL),
+        inbox: &rt.inboxes[index],
     };
     ctx.set_worker((&me as *const Local).cast());
     let Some(mut polling) = me.poller().take_poll() else {
