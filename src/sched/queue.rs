@@ -98,6 +98,38 @@ impl<T: Copy> RunQueue<T> {
         Some(item)
     }
 
+    /// The newest of the last `within` items for which `wanted` holds,
+    /// taken out; the others keep their order.
+    pub(crate) fn take_newest_where(
+        &mut self,
+        within: usize,
+        mut wanted: impl FnMut(T) -> bool,
+    ) -> Option<T> {
+        for back in 1..=within.min(self.len()) {
+            let at = self.tail.wrapping_sub(back);
+            // SAFETY: `at` is one of the queue's positions, so, as in
+            // `pop`, the masked position is in bounds; so are the ones
+            // between it and the tail moved below.
+            let item = unsafe { *self.buf.get_unchecked(at & self.mask) };
+            if wanted(item) {
+                // Close the gap: the newer items move one place down.
+                let mut p = at;
+                while p.wrapping_add(1) != self.tail {
+                    let next = p.wrapping_add(1);
+                    // SAFETY: as above.
+                    unsafe {
+                        *self.buf.get_unchecked_mut(p & self.mask) =
+                            *self.buf.get_unchecked(next & self.mask)
+                    };
+                    p = next;
+                }
+                self.tail = self.tail.wrapping_sub(1);
+                return Some(item);
+            }
+        }
+        None
+    }
+
     /// Doubles the ring (or makes the first one), keeping the order; `fill`
     /// only initialises the new cells.
     #[cold]
@@ -165,6 +197,34 @@ mod tests {
         }
         let want: Vec<u32> = (0..99).chain([100]).collect();
         assert_eq!(out, want);
+    }
+
+    #[test]
+    fn take_newest_where_looks_only_at_the_newest_and_keeps_the_order() {
+        let mut q = RunQueue::new();
+        assert_eq!(q.take_newest_where(8, |_| true), None);
+        // Wrap the ring first, so the gap closes across its end.
+        for v in 0..60u32 {
+            q.push(v);
+        }
+        for _ in 0..60 {
+            q.pop();
+        }
+        for v in 0..10u32 {
+            q.push(v);
+        }
+        // 2 is not among the last 4 (9, 8, 7, 6).
+        assert_eq!(q.take_newest_where(4, |v| v == 2), None);
+        // The newest even one among them.
+        assert_eq!(q.take_newest_where(4, |v| v % 2 == 0), Some(8));
+        assert_eq!(q.take_newest_where(4, |v| v == 6), Some(6));
+        assert_eq!(q.take_newest_where(100, |v| v == 0), Some(0));
+        assert_eq!(q.len(), 7);
+        let mut out = Vec::new();
+        while let Some(v) = q.pop() {
+            out.push(v);
+        }
+        assert_eq!(out, vec![1, 2, 3, 4, 5, 7, 9]);
     }
 
     #[test]
