@@ -15,6 +15,12 @@
  *             resumer's idle worker, so they end up sharing one thread;
  *             either way each then waits for a readable socket and sleeps
  *             on the worker it is on
+ *   sharing   8 coroutines on a 2-worker runtime: those that start on the
+ *             first thread any of them reaches yield 3,000 times, the others
+ *             end at once, so the other worker idles; with
+ *             CORO_SPAWN_MIGRATABLE the busy worker hands queued ones to
+ *             it and at least one runs on a thread it did not start on;
+ *             pinned (flags 0), none ever does
  *   shutdown  1,000 suspended coroutines whose tokens a foreign thread
  *             holds; coro_runtime_shutdown runs every defer exactly once,
  *             frees every frame, and the foreign thread's late resumes
@@ -541,6 +547,66 @@ static void test_migration(void)
     CHECK_EQ(apart, 0); /* and then they shared a thread */
 }
 
+/* ------------------------------------------------------------------ */
+/* Sharing                                                              */
+
+#define SH_N 8
+#define SH_TURNS 3000
+static atomic_int sh_busy_thread; /* the first thread a coroutine started on */
+static atomic_int sh_busy;        /* coroutines that started there */
+static atomic_int sh_moved;       /* of those, how many ran elsewhere later */
+
+static void *sh_body(void *envp)
+{
+    (void)envp;
+    int first = (int)thread_id();
+    int none = 0;
+    if (!atomic_compare_exchange_strong(&sh_busy_thread, &none, first) && none != first)
+        return NULL; /* another worker: leave it idle */
+    atomic_fetch_add(&sh_busy, 1);
+    int moved = 0;
+    for (int i = 0; i < SH_TURNS; i++) {
+        moved |= (int)thread_id() != first;
+        for (volatile int k = 0; k < 100; k++) {
+        }
+        if (!CHECK_RC(coro_yield(), CORO_OK))
+            return NULL;
+    }
+    if (moved)
+        atomic_fetch_add(&sh_moved, 1);
+    return NULL;
+}
+
+/* Runs the coroutines; sh_moved counts those that moved. */
+static void share(uint32_t flags)
+{
+    atomic_store(&sh_busy_thread, 0);
+    atomic_store(&sh_busy, 0);
+    atomic_store(&sh_moved, -1);
+    coro_runtime *rt = check_runtime(2);
+    if (!rt)
+        return;
+    atomic_store(&sh_moved, 0);
+    coro_promise p[SH_N];
+    for (int i = 0; i < SH_N; i++)
+        REQUIRE_RC(coro_spawn(rt, sh_body, NULL, 0, NULL, flags, &p[i]), CORO_OK);
+    for (int i = 0; i < SH_N; i++)
+        CHECK_RC(coro_await(p[i], NULL), CORO_OK);
+    CHECK_RC(coro_runtime_shutdown(rt), CORO_OK);
+    CHECK(atomic_load(&sh_busy) >= 1);
+}
+
+static void test_sharing(void)
+{
+    share(0);
+    CHECK_EQ(atomic_load(&sh_moved), 0);
+    share(CORO_SPAWN_MIGRATABLE);
+    int moved = atomic_load(&sh_moved);
+    CHECK(moved >= 1);
+    printf("sharing: %d of %d busy migratable coroutines moved to the idle worker\n", moved,
+           atomic_load(&sh_busy));
+}
+
 int main(int argc, char **argv)
 {
     check_init("sched");
@@ -561,6 +627,7 @@ int main(int argc, char **argv)
         CHECK_RC(coro_runtime_shutdown(rt), CORO_OK);
         test_shutdown_with_foreign_tokens();
         test_migration();
+        test_sharing();
     }
     CHECK_EQ(coro_live_frames(), frames_at_start);
     return check_summary();

@@ -81,7 +81,8 @@
 
 /**
  * Spawn flag: the coroutine touches no thread-local state across
- * suspensions, so an idle worker may steal it.
+ * suspensions, so it may move between workers: to an idle worker that
+ * resumes it, or from a busy worker's queue to an idle one.
  */
 #define CORO_SPAWN_MIGRATABLE 2
 

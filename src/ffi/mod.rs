@@ -43,7 +43,8 @@ pub const CORO_EIO: c_int = -9;
 /// `CORO_ECANCELED` to the body instead of never returning (libdill's model).
 pub const CORO_SPAWN_CANCEL_RETURNS: u32 = 1;
 /// Spawn flag: the coroutine touches no thread-local state across
-/// suspensions, so an idle worker may steal it.
+/// suspensions, so it may move between workers: to an idle worker that
+/// resumes it, or from a busy worker's queue to an idle one.
 pub const CORO_SPAWN_MIGRATABLE: u32 = 2;
 
 /// `coro_wait_fd` events: the descriptor is readable.

@@ -48,6 +48,9 @@ pub struct Config {
 /// What other threads push to one worker (`inbox.rs`).
 struct Inbox {
     head: inbox::Head,
+    /// The worker has nothing queued: it looks for work or sleeps. A hint
+    /// for busy workers with migratable frames to share (`worker.rs`).
+    idle: AtomicBool,
     /// Held by a push across its wake, and by `stop_workers` before the
     /// runtime may go: once a frame is pushed it may run, finish and let
     /// shutdown drop the runtime, whose poller the wake still needs.
@@ -105,6 +108,7 @@ impl Runtime {
         let inboxes = (0..workers)
             .map(|_| Inbox {
                 head: inbox::Head::new(),
+                idle: AtomicBool::new(false),
                 waking: Mutex::new(()),
             })
             .collect();

@@ -47,6 +47,14 @@ const STACK_CACHE: usize = 16;
 /// loop then still gives its worker back to the epoll and the inbox.
 const AWAITED_RUNS: u32 = 61;
 
+/// How many other workers a busy worker looks at for an idle one, at each
+/// look at its inbox, when it has migratable frames to share.
+const SHARE_PROBES: usize = 4;
+
+/// How far from the back of its queue a busy worker looks for a
+/// migratable frame to share: the newest are the least likely to run soon.
+const SHARE_SCAN: usize = 8;
+
 /// The worker's own state, on its thread's stack.
 pub(crate) struct Local {
     rt: *const Runtime,
@@ -95,6 +103,44 @@ impl Local {
     pub(crate) fn is_idle(&self) -> bool {
         // SAFETY: as in `push`.
         unsafe { &*self.queue.get() }.is_empty()
+    }
+
+    /// Hands migratable frames to idle workers, one each, while at least
+    /// two frames stay queued here: DESIGN 3's "stolen by idle workers",
+    /// done by the busy worker, so no other thread ever touches this
+    /// queue. A frame is shared only from the queue, never one just
+    /// resumed by a worker it moved to (`schedule_owned_from`), and a
+    /// ping-pong pair, which has at most one frame queued, stays together.
+    fn share_migratable(&self) {
+        // SAFETY: `run` holds the runtime's Arc while this Local lives.
+        let rt = unsafe { &*self.rt };
+        let workers = rt.inboxes.len();
+        for k in 1..=SHARE_PROBES.min(workers - 1) {
+            let to = (self.index + k) % workers;
+            if !rt.inboxes[to].idle.load(Relaxed) {
+                continue;
+            }
+            // SAFETY: as in `push`.
+            let queue = unsafe { &mut *self.queue.get() };
+            if queue.len() < 2 {
+                return;
+            }
+            // SAFETY: a queued frame's EXEC is this worker's (rule 3).
+            let Some(slot) =
+                queue.take_newest_where(SHARE_SCAN, |s| unsafe { s.body() }.migratable)
+            else {
+                return;
+            };
+            // SAFETY: as above; the frame is not on any queue now.
+            let body = unsafe { slot.body() };
+            body.worker = to;
+            if rt.push_remote(to, slot).is_err() {
+                // Shutdown: keep it here, where it was.
+                body.worker = self.index;
+                queue.push(slot);
+                return;
+            }
+        }
     }
 
     /// Moves the frames pushed to `inbox` to the local queue, oldest
@@ -311,16 +357,24 @@ pub(super) fn run(rt: Arc<Runtime>, index: usize) {
             me.push(y);
         }
         me.until_inbox.set(INBOX_INTERVAL);
+        if !me.is_idle() && rt.inboxes.len() > 1 {
+            me.share_migratable();
+        }
         // Between batches: descriptors that became ready and deadlines
         // that passed, without blocking.
         if me.poller().has_waits() {
             me.poll_io(&mut polling, false);
         }
-        if me.is_idle() {
+        let idle = me.is_idle();
+        if idle {
+            inbox.idle.store(true, Relaxed);
             me.look_for_work(&mut polling, inbox, &mut quiet);
         }
         loop {
             if me.take_inbox(inbox, &mut batch) || !me.is_idle() {
+                if idle {
+                    inbox.idle.store(false, Relaxed);
+                }
                 break;
             }
             // Closed and empty (a push that came first is run first).
