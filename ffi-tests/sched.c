@@ -16,8 +16,9 @@
  *             either way each then waits for a readable socket and sleeps
  *             on the worker it is on
  *   sharing   8 coroutines on a 2-worker runtime: those that start on the
- *             first thread any of them reaches yield 3,000 times, the others
- *             end at once, so the other worker idles; with
+ *             first thread any of them reaches yield until all 8 started,
+ *             then 3,000 times; the others end at once, so the other worker
+ *             idles; with
  *             CORO_SPAWN_MIGRATABLE the busy worker hands queued ones to
  *             it and at least one runs on a thread it did not start on;
  *             pinned (flags 0), none ever does
@@ -553,6 +554,7 @@ static void test_migration(void)
 #define SH_N 8
 #define SH_TURNS 3000
 static atomic_int sh_busy_thread; /* the first thread a coroutine started on */
+static atomic_int sh_started;     /* coroutines that started, anywhere */
 static atomic_int sh_busy;        /* coroutines that started there */
 static atomic_int sh_moved;       /* of those, how many ran elsewhere later */
 
@@ -561,11 +563,17 @@ static void *sh_body(void *envp)
     (void)envp;
     int first = (int)thread_id();
     int none = 0;
+    atomic_fetch_add(&sh_started, 1);
     if (!atomic_compare_exchange_strong(&sh_busy_thread, &none, first) && none != first)
         return NULL; /* another worker: leave it idle */
     atomic_fetch_add(&sh_busy, 1);
     int moved = 0;
+    /* Until every coroutine has started (the other worker's thread may
+     * start late), then SH_TURNS turns with that worker idle. */
+    int64_t deadline = coro_now() + 10000000000LL;
     for (int i = 0; i < SH_TURNS; i++) {
+        if (atomic_load(&sh_started) < SH_N && coro_now() < deadline)
+            i = 0;
         moved |= (int)thread_id() != first;
         for (volatile int k = 0; k < 100; k++) {
         }
@@ -581,6 +589,7 @@ static void *sh_body(void *envp)
 static void share(uint32_t flags)
 {
     atomic_store(&sh_busy_thread, 0);
+    atomic_store(&sh_started, 0);
     atomic_store(&sh_busy, 0);
     atomic_store(&sh_moved, -1);
     coro_runtime *rt = check_runtime(2);
