@@ -22,6 +22,7 @@ make:make
 valgrind:valgrind
 pkg-config:pkg-config
 cmake:cmake
+python3:python3
 "
 # packages checked with dpkg (libraries have no command to look for)
 #   libc6-dev            headers and crt files for the C tests
@@ -33,12 +34,11 @@ LIB_PKGS="libc6-dev libc6-dbg libasan8 libtsan2 libubsan1"
 
 # ---------------------------------------------------------------------------
 # LATER ISSUES: add their requirements here.
-#   Zig host tests (ffi-tests, `zig translate-c` of coframe.h): Debian 12
-#     has no zig package; PyPI's `ziglang` wheel carries the compiler
-#     (`python3 -m pip install ziglang==<pinned>`, run as `python3 -m ziglang`).
-#     Check it like the commands above and install it with pip here.
-#   Boost.Context (the side-by-side benchmarks, issue 4):
-#     LIB_PKGS="$LIB_PKGS libboost-context-dev"   (1.74 on Debian 12)
+#   Boost.Context (the side-by-side benchmarks, issue 4): benches/deps.sh
+#     installs libboost-context-dev when `make bench` runs.
+# The Zig host test (ffi-tests/host.zig) runs PyPI's ziglang wheel from a
+# venv that scripts/zig.sh makes: python3 with venv and ensurepip, which
+# Debian packages apart (python3-venv); checked below.
 # ---------------------------------------------------------------------------
 
 # Rust is not a system package here: rustup installs it (Debian 12's rustc
@@ -65,6 +65,11 @@ for entry in $CMD_PKGS; do
     cmd=${entry#*:}
     command -v "$cmd" >/dev/null 2>&1 || missing="$missing $pkg"
 done
+
+# A venv needs ensurepip, which Debian's python3 leaves to python3-venv.
+if command -v python3 >/dev/null 2>&1 && ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+    missing="$missing python3-venv"
+fi
 
 if [ "$have_dpkg" = 1 ]; then
     for pkg in $LIB_PKGS; do
