@@ -21,7 +21,7 @@ describe() {
     test-rust) echo "cargo test --release" ;;
     test-loom) echo "loom models: RUSTFLAGS='--cfg loom' cargo test --release --lib loom_ (LOOM_MAX_PREEMPTIONS=${LOOM_MAX_PREEMPTIONS:-3})" ;;
     test-drift) echo "header drift: tests/header_drift.rs and git diff -- include/coframe.h" ;;
-    test-ffi) echo "C ABI tests (plain, ASan, valgrind, TSan against the tsan build): make -C ffi-tests test" ;;
+    test-ffi) echo "C ABI tests from C, C++ and Zig (plain, ASan, valgrind, TSan against the tsan build): make -C ffi-tests test" ;;
     test-examples) echo "examples: make -C c-examples test" ;;
     test-install) echo "make install into a temporary DESTDIR, build and run a program against it" ;;
     *) echo "make $1" ;;
