@@ -112,14 +112,21 @@ fn parkBody(env: ?*anyopaque) callconv(.c) ?*anyopaque {
     return @ptrFromInt(7);
 }
 
-fn testResume(rt: ?*c.coro_runtime) void {
+/// Spawns parkBody with the counters at 0 and returns the token of its
+/// suspension (0 if none came).
+fn spawnParked(rt: ?*c.coro_runtime, p: *c.coro_promise, what: []const u8) c.coro_token {
     @atomicStore(u32, &defers, 0, .seq_cst);
     @atomicStore(u32, &errdefers, 0, .seq_cst);
     @atomicStore(u32, &continued, 0, .seq_cst);
-    var p = c.coro_promise{};
-    checkRc(c.coro_spawn(rt, &parkBody, null, 0, null, 0, &p), c.CORO_OK, "resume: spawn");
+    checkRc(c.coro_spawn(rt, &parkBody, null, 0, null, 0, p), c.CORO_OK, what);
     const token = c.coro_token{ .id = take(&parked) };
-    check(token.id != 0, "resume: the coroutine suspended");
+    check(token.id != 0, what);
+    return token;
+}
+
+fn testResume(rt: ?*c.coro_runtime) void {
+    var p = c.coro_promise{};
+    const token = spawnParked(rt, &p, "resume: spawned and suspended");
     checkRc(c.coro_resume(token), c.CORO_OK, "resume: first resume");
     checkRc(c.coro_resume(token), c.CORO_ESTALE, "resume: second resume of one token");
     var res: ?*anyopaque = null;
@@ -131,13 +138,8 @@ fn testResume(rt: ?*c.coro_runtime) void {
 }
 
 fn testCancel(rt: ?*c.coro_runtime) void {
-    @atomicStore(u32, &defers, 0, .seq_cst);
-    @atomicStore(u32, &errdefers, 0, .seq_cst);
-    @atomicStore(u32, &continued, 0, .seq_cst);
     var p = c.coro_promise{};
-    checkRc(c.coro_spawn(rt, &parkBody, null, 0, null, 0, &p), c.CORO_OK, "cancel: spawn");
-    const token = c.coro_token{ .id = take(&parked) };
-    check(token.id != 0, "cancel: the coroutine suspended");
+    const token = spawnParked(rt, &p, "cancel: spawned and suspended");
     checkRc(c.coro_cancel_suspend(token), c.CORO_OK, "cancel: cancel_suspend");
     checkRc(c.coro_await(p, null), c.CORO_ECANCELED, "cancel: await");
     check(@atomicLoad(u32, &defers, .seq_cst) == 1, "cancel: the defer ran once");
