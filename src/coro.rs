@@ -210,10 +210,21 @@ pub fn suspend_with(
 /// once with `Resumed::Cancelled` (and finalizes a default-mode one) before
 /// its body runs again (`sched::harness::run`), so the answer is the same,
 /// one switch later, and the common case saves the look.
-#[inline(always)]
 pub fn yield_now() -> Result<Resumed> {
-    // Only `coro_yield` calls this, and it is never inlined.
-    let me = context::running_before_switch().ok_or(Error::State)?;
+    yield_running(context::running())
+}
+
+/// `yield_now` for `coro_yield`, which is never inlined: the thread-local
+/// lookup inlined too (`context::running_before_switch`). Not public, so
+/// no caller can inline it into a loop that spans a switch.
+#[inline(always)]
+pub(crate) fn yield_from_c() -> Result<Resumed> {
+    yield_running(context::running_before_switch())
+}
+
+#[inline(always)]
+fn yield_running(me: Option<Running>) -> Result<Resumed> {
+    let me = me.ok_or(Error::State)?;
     no_lock_held(&me)?;
     Ok(me.yield_now())
 }

@@ -197,7 +197,7 @@ pub fn running() -> Option<Running> {
 /// be a function that is never inlined (its own callers cannot reuse the
 /// address) and must look at nothing thread-local after its switch.
 #[inline(always)]
-pub fn running_before_switch() -> Option<Running> {
+pub(crate) fn running_before_switch() -> Option<Running> {
     thread_ctx_inlined().running()
 }
 

@@ -346,9 +346,9 @@ pub extern "C" fn coro_detach(p: coro_promise) -> c_int {
 /// Errors: `CORO_ESTATE` (not in a coroutine), `CORO_ELOCKHELD`,
 /// `CORO_ECANCELED` (cancel-returns mode, once cancelled).
 #[no_mangle]
-#[inline(never)] // `coro::yield_now` looks up the thread-local inline.
+#[inline(never)] // `coro::yield_from_c` looks up the thread-local inline.
 pub extern "C" fn coro_yield() -> c_int {
-    guard(|| resumption(coro::yield_now()))
+    guard(|| resumption(coro::yield_from_c()))
 }
 
 /// Waits until `fd` is ready for `events` (`CORO_READABLE`,
