@@ -108,9 +108,8 @@ impl Local {
     /// Hands migratable frames to idle workers, one each, while at least
     /// two frames stay queued here: DESIGN 3's "stolen by idle workers",
     /// done by the busy worker, so no other thread ever touches this
-    /// queue. A frame is shared only from the queue, never one just
-    /// resumed by a worker it moved to (`schedule_owned_from`), and a
-    /// ping-pong pair, which has at most one frame queued, stays together.
+    /// queue. A ping-pong pair, which never has two frames queued, stays
+    /// together.
     fn share_migratable(&self) {
         // SAFETY: `run` holds the runtime's Arc while this Local lives.
         let rt = unsafe { &*self.rt };
@@ -178,8 +177,8 @@ impl Local {
             self.awaited_runs.set(AWAITED_RUNS);
             return;
         }
-        // SAFETY: `run` holds the runtime's Arc while this Local lives.
-        // SAFETY: the inbox lives in the runtime, as long as `rt`.
+        // SAFETY: the inbox lives in the runtime, which `run` holds while
+        // this Local lives.
         if unsafe { &*self.inbox }.head.has_frames() {
             return;
         }
