@@ -20,6 +20,10 @@
  *                       CORO_ESTATE, the wait goes on and wakes; afterwards 0
  *   cancel              a coroutine cancelled in a kept wait: its defer runs
  *                       once, and the descriptor can be forgotten at once
+ *   migrated            a CORO_SPAWN_MIGRATABLE coroutine's kept wait on one
+ *                       worker, then it moves to the other (resumed from
+ *                       there) and a kept wait there wakes on new data;
+ *                       coro_fd_forget drops both workers' registrations
  *   any runtime         a coroutine of one runtime forgets a descriptor kept
  *                       by another runtime's worker
  *   arguments           coro_fd_forget(-1): CORO_EINVAL; a descriptor never
@@ -37,6 +41,7 @@
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -310,6 +315,77 @@ static void forget_it(void *arg)
     CHECK_RC(coro_fd_forget(*(int *)arg), CORO_OK);
 }
 
+/* ------------------------------------------------------------------ */
+
+struct migrated {
+    int sv[2];
+    atomic_ullong token;  /* X's suspension, for Y */
+    atomic_int waiting;   /* X is about to wait on the new worker */
+    long tid_before, tid_after;
+};
+
+static void mig_park(coro_token t, void *arg)
+{
+    struct migrated *m = arg;
+    atomic_store(&m->token, t.id);
+}
+
+/* Migratable: a kept wait, moved by Y's resume, a kept wait again. */
+static void *mig_x(void *envp)
+{
+    struct migrated *m = *(struct migrated **)envp;
+    put(m->sv[1]);
+    CHECK_RC(coro_wait_fd(m->sv[0], CORO_READABLE | CORO_KEEP, coro_now() + 5 * SEC), CORO_OK);
+    CHECK_EQ(drain(m->sv[0]), 1);
+    m->tid_before = syscall(SYS_gettid);
+    if (!CHECK_RC(coro_suspend(mig_park, m), CORO_OK))
+        return NULL;
+    m->tid_after = syscall(SYS_gettid);
+    atomic_store(&m->waiting, 1);
+    CHECK_RC(coro_wait_fd(m->sv[0], CORO_READABLE | CORO_KEEP, coro_now() + 5 * SEC), CORO_OK);
+    CHECK_EQ(drain(m->sv[0]), 1);
+    CHECK_RC(coro_fd_forget(m->sv[0]), CORO_OK);
+    return NULL;
+}
+
+/* On the other worker, with nothing else queued: its resume moves X here. */
+static void *mig_y(void *envp)
+{
+    struct migrated *m = *(struct migrated **)envp;
+    uint64_t t;
+    int64_t deadline = coro_now() + 5 * SEC;
+    while ((t = atomic_exchange(&m->token, 0)) == 0 && coro_now() < deadline)
+        coro_yield();
+    if (CHECK(t != 0))
+        CHECK_RC(coro_resume((coro_token){ t }), CORO_OK);
+    return NULL;
+}
+
+static void test_migrated(void)
+{
+    struct migrated m = { .tid_before = 0, .tid_after = 0 };
+    atomic_init(&m.token, 0);
+    atomic_init(&m.waiting, 0);
+    REQUIRE(nb_socketpair(m.sv) == 0);
+    struct migrated *mp = &m;
+    coro_promise x, y;
+    /* Two spawns in a row go to the two workers (round robin). */
+    REQUIRE_RC(coro_spawn(rt, mig_x, &mp, sizeof mp, NULL, CORO_SPAWN_MIGRATABLE, &x), CORO_OK);
+    REQUIRE_RC(coro_spawn(rt, mig_y, &mp, sizeof mp, NULL, 0, &y), CORO_OK);
+    int64_t deadline = coro_now() + 5 * SEC;
+    while (!atomic_load(&m.waiting) && coro_now() < deadline)
+        usleep(1000);
+    usleep(20000); /* let X's wait begin */
+    put(m.sv[1]);
+    CHECK_RC(coro_await(x, NULL), CORO_OK);
+    CHECK_RC(coro_await(y, NULL), CORO_OK);
+    CHECK(m.tid_before != 0 && m.tid_before != m.tid_after); /* it moved */
+    if (regs_known)
+        CHECK_EQ(registered(m.sv[0]), 0); /* forgotten on both workers */
+    close(m.sv[0]);
+    close(m.sv[1]);
+}
+
 static void test_any_runtime(void)
 {
     epoll_snapshot_t before;
@@ -395,6 +471,7 @@ int main(int argc, char **argv)
     test_reuse();
     test_two_waiters_and_busy();
     test_cancel();
+    test_migrated();
     test_any_runtime();
     test_arguments();
 
