@@ -111,15 +111,15 @@ thread_local! {
 /// `ThreadCtx` is not `Sync`, so the reference cannot leave the thread.
 #[inline(never)]
 pub fn thread_ctx() -> &'static ThreadCtx {
-    // SAFETY: the thread-local lives as long as the thread, and a
-    // `&ThreadCtx` cannot be sent to another thread.
-    CTX.with(|c| unsafe { &*(c as *const ThreadCtx) })
+    thread_ctx_inlined()
 }
 
-/// `thread_ctx` inlined into its caller, for `running_before_switch`.
+/// `thread_ctx` inlined into its caller: for `thread_ctx` itself and for
+/// `running_before_switch` only.
 #[inline(always)]
 fn thread_ctx_inlined() -> &'static ThreadCtx {
-    // SAFETY: as in `thread_ctx`.
+    // SAFETY: the thread-local lives as long as the thread, and a
+    // `&ThreadCtx` cannot be sent to another thread.
     CTX.with(|c| unsafe { &*(c as *const ThreadCtx) })
 }
 
