@@ -47,7 +47,6 @@ pub(super) fn run<const INLINE_FINISH: bool>(
         Resumed::Ok
     };
     match ctx.resume(local.ctx, slot, how) {
-        // The index is read after the switch, not kept across it.
         Step::Returned(value) if INLINE_FINISH => {
             finish_inline(slot, Outcome::Returned(value), Some(local))
         }

@@ -317,6 +317,7 @@ pub(super) fn run(rt: Arc<Runtime>, index: usize) {
     // Without an alternate stack a coroutine's overflow could not be reported.
     let _alt = AltStack::install().ok();
     let ctx = thread_ctx();
+    let inbox = &rt.inboxes[index];
     let mut me = Local {
         rt: Arc::as_ptr(&rt),
         index,
@@ -326,13 +327,12 @@ pub(super) fn run(rt: Arc<Runtime>, index: usize) {
         stacks: UnsafeCell::new(Vec::new()),
         awaited_runs: Cell::new(AWAITED_RUNS),
         until_inbox: Cell::new(INBOX_INTERVAL),
-        inbox: &rt.inboxes[index],
+        inbox,
     };
     ctx.set_worker((&me as *const Local).cast());
     let Some(mut polling) = me.poller().take_poll() else {
         crate::util::die("coframe: a worker started twice; aborting");
     };
-    let inbox = &rt.inboxes[index];
     let mut batch = Vec::new();
     // Whether the last give-away found this CPU quiet (`look_for_work`).
     let mut quiet = false;
