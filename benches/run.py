@@ -134,6 +134,18 @@ def impls(m):
                                            "xthread", "coframe_thread", "coframe (foreign, looks)"),
         "xthread.tokio": I("tokio 2 workers Notify ping-pong", [COMPARE, "pingpong_tokio"],
                            200_000, (10_000, 20_000), 1, "xthread", "tokio"),
+        # The like-for-like peers of the pinned pair and the foreign thread:
+        # each hop wakes a thread that sleeps (tens of µs on the test VM),
+        # so fewer iterations.
+        "xthread.tokio_pinned": I("tokio, 2 current-thread runtimes on 2 threads, Notify ping-pong",
+                                  [COMPARE, "pingpong_tokio_pinned"], 2_000, (200, 400), 1,
+                                  "xthread", "tokio", "tokio (pinned)"),
+        "xthread.tokio_foreign": I("tokio, foreign thread notifies a task",
+                                   [COMPARE, "foreign_tokio"], 2_000, (200, 400), 1,
+                                   "xthread", "tokio", "tokio (foreign)"),
+        "xthread.tokio_foreign_looks": I("tokio, foreign thread notifies a task, looks before sleeping",
+                                         [COMPARE, "foreign_tokio_looks"], 2_000, (200, 400), 1,
+                                         "xthread", "tokio", "tokio (foreign, looks)"),
         # e. loopback echo, one connection, 64 bytes: one op = one round trip.
         "echo.coframe_c": I("coframe from C, 2 workers", [CBENCH, "echo_rtt", "--workers", "2"],
                             10_000, (1_000, 2_000), 1, "echo", "coframe_c"),
@@ -582,13 +594,26 @@ def build_rows(R, m):
             row("c. cross-thread wake (round trip)", "xthread.coframe_migratable", "xthread.tokio", "", None,
                 "CORO_SPAWN_MIGRATABLE: the resumed coroutine moves to the resumer's idle worker, so the "
                 "hand-off stays on one CPU, as tokio's LIFO slot keeps it; target 3a is judged on the pinned row")
+            targets[-1]["detail"] += (f"; tokio with its two tasks pinned to two threads as coframe's are "
+                                      f"(two current-thread runtimes): {fmt_ns(ns.get('xthread.tokio_pinned'))}")
+            row("c. cross-thread wake (round trip)", ck, "xthread.tokio_pinned", "", None,
+                "tokio's tasks pinned to two threads as coframe's pinned pair is (a current-thread runtime "
+                "on each thread): every hop wakes a sleeping thread, since tokio does not look before it sleeps")
         else:
-            targets[-1]["detail"] += (f"; with the resuming thread looking before it sleeps, as tokio's "
+            targets[-1]["detail"] += (f"; with the resuming thread looking before it sleeps, as coframe's "
                                       f"workers do: {fmt_ns(ns.get('xthread.coframe_foreign_looks'))}")
             row("c. cross-thread wake (round trip)", "xthread.coframe_foreign_looks", "xthread.tokio", "", None,
                 "the bench's main thread looks for the token (50 pauses, then 64 sched_yield) before it "
-                "sleeps on its futex, as coframe's and tokio's workers do, so its own futex wake-up is not "
+                "sleeps on its futex, as coframe's workers do, so its own futex wake-up is not "
                 "in the figure; target 3b is judged on the row above, where it sleeps at once")
+            targets[-1]["detail"] += (f"; tokio with the same foreign thread notifying a task: "
+                                      f"{fmt_ns(ns.get('xthread.tokio_foreign'))}, looking first "
+                                      f"{fmt_ns(ns.get('xthread.tokio_foreign_looks'))}")
+            row("c. cross-thread wake (round trip)", ck, "xthread.tokio_foreign", "", None,
+                "the same foreign thread and futex, with a tokio task (one worker) woken by Notify in "
+                "place of the coroutine's resume")
+            row("c. cross-thread wake (round trip)", "xthread.coframe_foreign_looks",
+                "xthread.tokio_foreign_looks", "", None, "both foreign threads look before they sleep")
     # 5a. echo
     er = ratio(ir.get("echo.coframe_c"), ir.get("echo.tokio"))
     t5a = verdict(le(er, 0.7))

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::*};
 
 use coframe::ffi::*;
 
-use crate::util::{self, now_ns, sample, status_bytes, Args, Event, Hops, Report};
+use crate::util::{self, now_ns, sample, status_bytes, Args, Foreign, Hops, Report};
 
 type Entry = unsafe extern "C" fn(*mut c_void) -> *mut c_void;
 
@@ -387,20 +387,10 @@ fn pingpong_loop(a: &Args, flags: u32, note: bool) -> Vec<f64> {
     s
 }
 
-struct Foreign {
-    token: AtomicU64,
-    event: Event,
-    waiting: AtomicU64,
-}
-
 unsafe extern "C" fn to_foreign(tok: coro_token, arg: *mut c_void) {
     // SAFETY: arg is the Foreign the main thread keeps alive.
     let f = unsafe { &*(arg as *const Foreign) };
-    f.token.store(tok.id, SeqCst);
-    f.event.bump();
-    if f.waiting.load(SeqCst) != 0 {
-        f.event.wake();
-    }
+    f.give(tok.id);
 }
 
 #[derive(Clone, Copy)]
@@ -428,55 +418,25 @@ pub fn foreign_coframe(a: &Args) {
 }
 
 /// The same, but the main thread looks for the token before it sleeps,
-/// as an idle worker does: `PAUSES` times with a pause between looks, then
-/// 64 times giving its CPU away. The figure is then the resume's, not the
+/// as an idle worker does (`util::FOREIGN_LOOKS`). The figure is then the resume's, not the
 /// bench thread's futex wake-up.
 pub fn foreign_coframe_looks(a: &Args) {
-    foreign(a, PAUSES + 64);
+    foreign(a, util::FOREIGN_LOOKS);
 }
-
-/// Pause-loop looks of `foreign_coframe_looks` (about 1.5 µs here).
-const PAUSES: u32 = 50;
 
 fn foreign(a: &Args, looks: u32) {
     let rt = rt_new(1);
-    let f = Foreign {
-        token: AtomicU64::new(0),
-        event: Event::new(),
-        waiting: AtomicU64::new(0),
-    };
-    let take = |f: &Foreign| loop {
-        for i in 0..looks {
-            if f.token.load(Acquire) != 0 {
-                break;
-            }
-            if i < PAUSES {
-                core::hint::spin_loop();
-            } else {
-                std::thread::yield_now();
-            }
-        }
-        let seen = f.event.current();
-        let t = f.token.swap(0, SeqCst);
-        if t != 0 {
-            return t;
-        }
-        f.waiting.fetch_add(1, SeqCst);
-        if f.token.load(SeqCst) == 0 {
-            f.event.wait(seen);
-        }
-        f.waiting.fetch_sub(1, SeqCst);
-    };
+    let f = Foreign::new(looks);
     let s = sample(a.reps, a.iters, || {
         let fe = ForeignEnv { n: a.iters, f: &f };
         let p = spawn(rt, foreign_coro, &fe);
         // The first suspension: not timed.
-        let mut t = take(&f);
+        let mut t = f.take();
         let t0 = now_ns();
         for i in 0..a.iters {
             check(coro_resume(coro_token { id: t }), "coro_resume");
             if i + 1 < a.iters {
-                t = take(&f);
+                t = f.take();
             }
         }
         await_value(p);

@@ -15,7 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 
-use crate::util::{self, now_ns, sample, status_bytes, Args, Hops, Report};
+use crate::util::{self, now_ns, sample, status_bytes, Args, Foreign, Hops, Report};
 
 const STACK: usize = 64 * 1024;
 
@@ -225,6 +225,102 @@ fn pingpong_tokio_loop<const NOTE: bool>(a: &Args) -> Vec<f64> {
             now_ns() - t0
         })
     })
+}
+
+/// Two tasks pinned to two threads, as coframe's pinned pair is: each
+/// thread runs its own current-thread runtime (a tokio program pins a task
+/// to a thread this way), and the tasks ping-pong through two `Notify`s,
+/// so every hop wakes the other thread.
+pub fn pingpong_tokio_pinned(a: &Args) {
+    let n = a.iters;
+    let s = sample(a.reps, n, || {
+        let ping = Arc::new(Notify::new());
+        let pong = Arc::new(Notify::new());
+        let start = Arc::new(std::sync::Barrier::new(2));
+        let (ping2, pong2, start2) = (ping.clone(), pong.clone(), start.clone());
+        let other = std::thread::spawn(move || {
+            let rt = current_thread();
+            start2.wait();
+            rt.block_on(async {
+                tokio::spawn(async move {
+                    for _ in 0..n {
+                        ping2.notified().await;
+                        pong2.notify_one();
+                    }
+                })
+                .await
+                .unwrap()
+            })
+        });
+        let rt = current_thread();
+        start.wait();
+        let t0 = now_ns();
+        rt.block_on(async {
+            tokio::spawn(async move {
+                for _ in 0..n {
+                    ping.notify_one();
+                    pong.notified().await;
+                }
+            })
+            .await
+            .unwrap()
+        });
+        let t = now_ns() - t0;
+        other.join().unwrap();
+        t
+    });
+    Report::new(&a.bench).samples(n, &s).print();
+}
+
+fn current_thread() -> tokio::runtime::Runtime {
+    let mut b = tokio::runtime::Builder::new_current_thread();
+    if std::env::var_os("NOIO").is_none() {
+        b.enable_all();
+    }
+    b.build().expect("tokio runtime")
+}
+
+/// The main thread (not a runtime thread) wakes a task on a one-worker
+/// runtime and sleeps on a futex until the task answers: coframe's
+/// `foreign_coframe` with a `Notify` for the resume.
+pub fn foreign_tokio(a: &Args) {
+    foreign_tokio_with(a, 0);
+}
+
+/// The same, the main thread looking before it sleeps.
+pub fn foreign_tokio_looks(a: &Args) {
+    foreign_tokio_with(a, util::FOREIGN_LOOKS);
+}
+
+fn foreign_tokio_with(a: &Args, looks: u32) {
+    let rt = multi(1);
+    let n = a.iters;
+    let s = sample(a.reps, n, || {
+        let f = Arc::new(Foreign::new(looks));
+        let wake = Arc::new(Notify::new());
+        let (f2, wake2) = (f.clone(), wake.clone());
+        let task = rt.spawn(async move {
+            // As the coroutine's first suspension: before the clock starts.
+            f2.give(1);
+            for i in 0..n {
+                wake2.notified().await;
+                if i + 1 < n {
+                    f2.give(1);
+                }
+            }
+        });
+        f.take();
+        let t0 = now_ns();
+        for i in 0..n {
+            wake.notify_one();
+            if i + 1 < n {
+                f.take();
+            }
+        }
+        rt.block_on(task).unwrap();
+        now_ns() - t0
+    });
+    Report::new(&a.bench).samples(n, &s).print();
 }
 
 const MSG: usize = 64;
