@@ -317,7 +317,7 @@ pub(super) fn run(rt: Arc<Runtime>, index: usize) {
     // Without an alternate stack a coroutine's overflow could not be reported.
     let _alt = AltStack::install().ok();
     let ctx = thread_ctx();
-    let inbox = &rt.inboxes[index];
+    let inbox: &Inbox = &rt.inboxes[index];
     let mut me = Local {
         rt: Arc::as_ptr(&rt),
         index,
