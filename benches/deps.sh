@@ -1,6 +1,7 @@
 #!/bin/sh
 # What `make bench` needs besides the library's own build: g++ and
-# Boost.Context (Debian's libboost-context-dev, the C++ peer), valgrind
+# Boost.Context (Debian's libboost-context-dev, the C++ peer), libuv
+# (libuv1-dev, the C event-loop peer of the echo benches), valgrind
 # (instruction counts), python3 (the runner), gcc. Missing packages are
 # installed with apt-get when this runs as root (`apt-get update` once,
 # first); otherwise it stops and names them.
@@ -19,6 +20,15 @@ for f in /usr/lib/*/libboost_context.so /usr/lib/libboost_context.so /usr/local/
 done
 if [ ! -f /usr/include/boost/context/fiber.hpp ] || [ "$have_lib" = 0 ]; then
     missing="$missing libboost-context-dev"
+fi
+
+# libuv: the header and the library to link.
+have_uv=0
+for f in /usr/lib/*/libuv.so /usr/lib/libuv.so /usr/local/lib/libuv.so; do
+    [ -e "$f" ] && have_uv=1
+done
+if [ ! -f /usr/include/uv.h ] || [ "$have_uv" = 0 ]; then
+    missing="$missing libuv1-dev"
 fi
 
 [ -z "$missing" ] && exit 0

@@ -46,6 +46,7 @@ COMPARE = os.path.join(ROOT, "benches", "compare", "target", "release", "compare
 CBENCH = os.path.join(BIN, "cbench")
 LOADGEN = os.path.join(BIN, "loadgen")
 FIBER = os.path.join(BIN, "fiber")
+UVBENCH = os.path.join(BIN, "uvbench")
 CG_DIR = os.path.join(BIN, "callgrind")
 DOCS = os.path.join(ROOT, "docs", "bench")
 
@@ -59,10 +60,12 @@ MODES = {
 }
 
 FAMILY_SHORT = {"coframe": "coframe", "coframe_c": "coframe (C)", "coframe_thread": "coframe (thread)",
-                "corosensei": "corosensei", "may": "may", "boost": "Boost", "tokio": "tokio"}
+                "corosensei": "corosensei", "may": "may", "boost": "Boost", "tokio": "tokio",
+                "libuv": "libuv"}
 FAMILY_LEGEND = [("coframe", "coframe, Rust through the C ABI"), ("coframe_c", "coframe from C (libcoframe.so)"),
                  ("coframe_thread", "coframe driven by a plain thread"), ("corosensei", "corosensei 0.3.4"),
-                 ("may", "may"), ("boost", "Boost.Context fiber"), ("tokio", "tokio")]
+                 ("may", "may"), ("boost", "Boost.Context fiber"), ("tokio", "tokio"),
+                 ("libuv", "libuv")]
 
 # Issue 4's reference figures for the peers (measured on a VM like ours).
 REF = {
@@ -151,6 +154,8 @@ def impls(m):
                             10_000, (1_000, 2_000), 1, "echo", "coframe_c"),
         "echo.tokio": I("tokio, 2 workers", [COMPARE, "echo_rtt_tokio", "--workers", "2"],
                         10_000, (1_000, 2_000), 1, "echo", "tokio"),
+        "echo.libuv": I("libuv, client and server on one loop thread", [UVBENCH, "echo_rtt"],
+                        10_000, (1_000, 2_000), 1, "echo", "libuv"),
         # f. scale: the same loops with K parked coroutines on the runtime.
         # Timed in one process (--live 1000, then --live2 big, back to back);
         # counted by callgrind in one process per K.
@@ -622,6 +627,9 @@ def build_rows(R, m):
                         f"instr = {fmt_ratio(er)}; time {fmt_ns(ns.get('echo.coframe_c'))} vs "
                         f"{fmt_ns(ns.get('echo.tokio'))}"))
     row("e. loopback echo round trip (64 B)", "echo.coframe_c", "echo.tokio", "5: ≤ 0.7× tokio instr", t5a)
+    row("e. loopback echo round trip (64 B)", "echo.coframe_c", "echo.libuv", "", None,
+        "libuv's own shape: callbacks on one loop thread that serves both ends, so no hand-off between "
+        "threads; coframe's and tokio's client and server run on a runtime of two workers")
     # 6. scale
     sc = {}
     for op in ("yield", "spawn"):
@@ -666,6 +674,12 @@ def build_rows(R, m):
                      peer="tokio, 2 workers", coframe_val=f"{fmt_num(c_rps)} rt/s",
                      peer_val=f"{fmt_num(t_rps)} rt/s", val_ratio=fmt_ratio(ratio(c_rps, t_rps)),
                      ref="", target="5: ≥ tokio", met=t5b))
+    u_rps = (tp.get("libuv") or {}).get("rps")
+    if u_rps:
+        rows.append(dict(op="e. echo throughput, 1,000 connections", coframe="coframe from C, 2 workers",
+                         peer="libuv, 2 loop threads (SO_REUSEPORT)", coframe_val=f"{fmt_num(c_rps)} rt/s",
+                         peer_val=f"{fmt_num(u_rps)} rt/s", val_ratio=fmt_ratio(ratio(c_rps, u_rps)),
+                         ref="", target="", met=None))
     r_rps = (tp.get("coframe_rearm") or {}).get("rps")
     if r_rps:
         rows.append(dict(op="e. echo throughput, 1,000 connections",
@@ -863,7 +877,8 @@ def write_md(R, m, rows, targets, path):
     L.append("## How measured\n")
     L.append(f"""- Every bench is its own process: `benches/compare` (Rust: coframe through `coframe::ffi`, the C ABI
   exactly as C calls it, statically linked; corosensei, may, tokio), `benches/c/cbench.c` (coframe from C through
-  `libcoframe.so`), `benches/boost/fiber.cpp` (Boost.Context, `g++ -O2`), `benches/c/loadgen.c` (the echo load).
+  `libcoframe.so`), `benches/boost/fiber.cpp` (Boost.Context, `g++ -O2`), `benches/uv/uvbench.c` (libuv's echo
+  client and server), `benches/c/loadgen.c` (the echo load).
   Commands, iteration counts and raw samples are in results.json.
 - **Time**: each bench runs one warm-up and {m['reps']} timed repetitions of N iterations and reports ns/op per
   repetition; the table shows the median (for the cross-thread benches, the median over {m['processes']}
@@ -917,6 +932,7 @@ def write_md(R, m, rows, targets, path):
 COLORS = {
     "coframe": "#1f5fbf", "coframe_c": "#5b9bef", "coframe_thread": "#9cc3f5",
     "corosensei": "#7a7a7a", "may": "#c9821c", "boost": "#2e9a5a", "tokio": "#c0392b",
+    "libuv": "#8e44ad",
 }
 GROUPS = [("yield", "a. yield round trip"), ("spawn", "b. spawn + await"),
           ("xthread", "c. cross-thread round trip"), ("echo", "e. echo round trip")]
@@ -1060,7 +1076,7 @@ def main():
     mode = "full" if args.full else "quick"
     m = MODES[mode]
     t_start = time.time()
-    for b in (COMPARE, CBENCH, LOADGEN, FIBER):
+    for b in (COMPARE, CBENCH, LOADGEN, FIBER, UVBENCH):
         if not os.path.exists(b):
             sys.exit(f"run.py: {b} is missing: run `make bench` (it builds everything first)")
     os.makedirs(CG_DIR, exist_ok=True)
@@ -1136,6 +1152,7 @@ def main():
         # re-arming its descriptor (an EPOLL_CTL_MOD), for comparison.
         servers = (("coframe", [CBENCH, "echo_server", "--workers", "2"], None),
                    ("tokio", [COMPARE, "echo_server_tokio", "--workers", "2"], None),
+                   ("libuv", [UVBENCH, "echo_server", "--workers", "2"], None),
                    ("coframe_rearm", [CBENCH, "echo_server", "--workers", "2"], {"CBENCH_NO_KEEP": "1"}))
         # Alternated, so that a slow spell of the VM hits all alike; the
         # median of each is reported, with every run in results.json.
