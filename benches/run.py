@@ -211,6 +211,29 @@ def run_json(name, cmd, timeout):
     return out
 
 
+# How long the runner sits idle, before and after the benches, to see
+# whether other processes use the CPUs (the load average cannot tell: it
+# counts this run's own build and benches).
+QUIET_WINDOW_S = 2.0
+
+
+def cpu_busy(secs=QUIET_WINDOW_S):
+    """The share of all CPUs' time spent busy over `secs` while this
+    runner sleeps: what other processes use (/proc/stat)."""
+    def sample():
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+        idle = v[3] + (v[4] if len(v) > 4 else 0)
+        return sum(v[:8]), idle
+    try:
+        t0, i0 = sample()
+        time.sleep(secs)
+        t1, i1 = sample()
+    except OSError:
+        return None
+    return 1 - (i1 - i0) / (t1 - t0) if t1 > t0 else None
+
+
 def timing(key, spec, reps, big=None):
     cmd = spec["cmd"] + ["--iters", str(spec["iters"]), "--reps", str(reps)]
     if big:
@@ -756,11 +779,11 @@ def write_md(R, m, rows, targets, path):
     for t in targets:
         L.append(f"| {t['id']} | {t['text']} | {t['detail']} | {mark(t['met'])} |")
     L.append("")
-    lb, la = R.get("load_before"), R.get("load_after")
-    if lb and la and max(lb[0], la[0]) > 1.5:
-        L.append(f"> Load average {lb[0]:.1f} at the start and {la[0]:.1f} at the end of the run on "
-                 f"{ma.get('cores')} cores: other work shared the machine, so wall times are noisier "
-                 "than usual. Instruction counts do not depend on it.\n")
+    bb, ba = R.get("busy_before"), R.get("busy_after")
+    if bb is not None and ba is not None and max(bb, ba) > 0.1:
+        L.append(f"> Other processes kept {bb:.0%} of the {ma.get('cores')} cores busy in the "
+                 f"{QUIET_WINDOW_S:g} s before the run and {ba:.0%} in the {QUIET_WINDOW_S:g} s after it: "
+                 "wall times are noisier than usual. Instruction counts do not depend on it.\n")
     hot = [(t, HOT_KEYS.get(t["id"], [])) for t in targets if t["met"] is False]
     if hot:
         L.append("## Where coframe's instructions go (missed targets)\n")
@@ -1088,7 +1111,7 @@ def main():
         specs = {k: v for k, v in specs.items() if args.only in k}
     R = dict(mode=mode, date=datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
              machine=machine(), versions=versions(), ops={},
-             load_before=os.getloadavg())
+             load_before=os.getloadavg(), busy_before=cpu_busy())
     log(f"make bench: {mode} mode, {len(specs)} timed benches, then callgrind, memory, "
         f"throughput and timers")
 
@@ -1232,6 +1255,7 @@ def main():
 
     R["elapsed_s"] = time.time() - t_start
     R["load_after"] = os.getloadavg()
+    R["busy_after"] = cpu_busy()
     R["failures"] = failures
     if not args.only:
         rows, targets = build_rows(R, m)
