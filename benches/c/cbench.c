@@ -27,6 +27,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench.h"
+
 #define MSG 64
 
 static void check(int rc, const char *what)
@@ -35,13 +37,6 @@ static void check(int rc, const char *what)
         fprintf(stderr, "cbench: %s failed: %d (%s)\n", what, rc, coro_strerror(rc));
         abort();
     }
-}
-
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
 static coro_runtime *rt_new(uint32_t workers)
@@ -64,26 +59,6 @@ static uint64_t await_u64(coro_promise p)
     void *out = NULL;
     check(coro_await(p, &out), "coro_await");
     return (uint64_t)(uintptr_t)out;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static void report(const char *bench, uint64_t iters, double *s, int reps)
-{
-    double sorted[64];
-    memcpy(sorted, s, sizeof(double) * (size_t)reps);
-    qsort(sorted, (size_t)reps, sizeof(double), cmp_double);
-    double med = reps % 2 ? sorted[reps / 2] : (sorted[reps / 2 - 1] + sorted[reps / 2]) / 2;
-    printf("{\"bench\":\"%s\",\"iters\":%llu,\"ns_per_op\":%.4f,\"samples\":[", bench,
-           (unsigned long long)iters, med);
-    for (int i = 0; i < reps; i++)
-        printf("%s%.3f", i ? "," : "", s[i]);
-    printf("]}\n");
-    fflush(stdout);
 }
 
 struct loop { coro_runtime *rt; uint64_t n; };
@@ -331,32 +306,16 @@ int main(int argc, char **argv)
     }
     if (getenv("CBENCH_NO_KEEP"))
         keep = 0; /* the waits re-arm the descriptor each time */
-    uint64_t iters = 100000;
-    int reps = 5;
-    uint32_t workers = 2;
-    for (int i = 2; i + 1 < argc; i += 2) {
-        if (!strcmp(argv[i], "--iters"))
-            iters = strtoull(argv[i + 1], NULL, 10);
-        else if (!strcmp(argv[i], "--reps"))
-            reps = atoi(argv[i + 1]);
-        else if (!strcmp(argv[i], "--workers"))
-            workers = (uint32_t)atoi(argv[i + 1]);
-    }
-    if (reps < 1)
-        reps = 1;
-    if (reps > 63)
-        reps = 63;
-    if (iters < 1)
-        iters = 1;
+    struct bench_args a = bench_args(argc, argv);
     const char *m = argv[1];
     if (!strcmp(m, "yield"))
-        run_driver("yield_coframe_c", yield_driver, 2, iters, reps);
+        run_driver("yield_coframe_c", yield_driver, 2, a.iters, a.reps);
     else if (!strcmp(m, "spawn"))
-        run_driver("spawn_coframe_c", spawn_driver, 1, iters, reps);
+        run_driver("spawn_coframe_c", spawn_driver, 1, a.iters, a.reps);
     else if (!strcmp(m, "echo_rtt"))
-        echo_rtt(iters, reps, workers);
+        echo_rtt(a.iters, a.reps, (uint32_t)a.workers);
     else if (!strcmp(m, "echo_server"))
-        echo_server(workers);
+        echo_server((uint32_t)a.workers);
     else {
         fprintf(stderr, "cbench: unknown mode %s\n", m);
         return 2;

@@ -30,6 +30,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../c/bench.h"
+
 #define MSG 64
 #define BUF 4096
 
@@ -43,33 +45,6 @@ static void check(int rc, const char *what)
 {
     if (rc != 0)
         die(what, rc);
-}
-
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static void report(const char *bench, uint64_t iters, double *s, int reps)
-{
-    double sorted[64];
-    memcpy(sorted, s, sizeof(double) * (size_t)reps);
-    qsort(sorted, (size_t)reps, sizeof(double), cmp_double);
-    double med = reps % 2 ? sorted[reps / 2] : (sorted[reps / 2 - 1] + sorted[reps / 2]) / 2;
-    printf("{\"bench\":\"%s\",\"iters\":%llu,\"ns_per_op\":%.4f,\"samples\":[", bench,
-           (unsigned long long)iters, med);
-    for (int i = 0; i < reps; i++)
-        printf("%s%.3f", i ? "," : "", s[i]);
-    printf("]}\n");
-    fflush(stdout);
 }
 
 /* ------------------------------------------------------------ server side */
@@ -308,27 +283,11 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: uvbench echo_rtt|echo_server [--iters N] [--reps R] [--workers W]\n");
         return 2;
     }
-    uint64_t iters = 100000;
-    int reps = 5;
-    int workers = 2;
-    for (int i = 2; i + 1 < argc; i += 2) {
-        if (!strcmp(argv[i], "--iters"))
-            iters = strtoull(argv[i + 1], NULL, 10);
-        else if (!strcmp(argv[i], "--reps"))
-            reps = atoi(argv[i + 1]);
-        else if (!strcmp(argv[i], "--workers"))
-            workers = atoi(argv[i + 1]);
-    }
-    if (reps < 1)
-        reps = 1;
-    if (reps > 63)
-        reps = 63;
-    if (iters < 1)
-        iters = 1;
+    struct bench_args a = bench_args(argc, argv);
     if (!strcmp(argv[1], "echo_rtt"))
-        echo_rtt(iters, reps);
+        echo_rtt(a.iters, a.reps);
     else if (!strcmp(argv[1], "echo_server"))
-        echo_server(workers);
+        echo_server(a.workers);
     else {
         fprintf(stderr, "uvbench: unknown mode %s\n", argv[1]);
         return 2;
