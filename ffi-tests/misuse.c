@@ -9,6 +9,7 @@
  *   shutdown from a worker                -> CORO_ESTATE
  *   NULL or bad arguments                 -> CORO_EINVAL
  *   handles after their runtime shut down -> CORO_ESTALE or CORO_ESHUTDOWN
+ *   the runtime itself after its shutdown  -> CORO_ESHUTDOWN
  */
 #define _GNU_SOURCE
 #include <pthread.h>
@@ -394,6 +395,43 @@ static void test_handles_after_shutdown(void)
     CHECK_EQ(coro_live_frames(), base);
 }
 
+static atomic_int late_drops;
+
+static void count_late_drop(void *env)
+{
+    (void)env;
+    atomic_fetch_add(&late_drops, 1);
+}
+
+/* The runtime pointer itself, used after its shutdown: an error code, not
+ * freed memory (ASan and valgrind run this test). */
+static void test_runtime_after_shutdown(void)
+{
+    uint64_t base = coro_live_frames();
+    coro_config cfg = { .struct_size = sizeof(coro_config), .workers = 1, .stack_size = 0 };
+    coro_runtime *r3 = NULL;
+    REQUIRE_RC(coro_runtime_new(&cfg, &r3), CORO_OK);
+    int v = 1;
+    coro_promise p = { 0 };
+    CHECK_RC(coro_spawn(r3, return_arg, &v, sizeof v, NULL, 0, &p), CORO_OK);
+    CHECK_RC(coro_detach(p), CORO_OK);
+    CHECK_RC(coro_runtime_shutdown(r3), CORO_OK);
+    CHECK_RC(coro_runtime_shutdown(r3), CORO_ESHUTDOWN);
+    p.id = 0;
+    CHECK_RC(coro_spawn(r3, return_arg, &v, sizeof v, count_late_drop, 0, &p), CORO_ESHUTDOWN);
+    CHECK_EQ(p.id, 0);                       /* nothing written */
+    CHECK_EQ(atomic_load(&late_drops), 0);   /* the caller keeps its environment */
+    CHECK_RC(coro_runtime_shutdown(r3), CORO_ESHUTDOWN);
+    CHECK_EQ(coro_live_frames(), base);
+    /* A runtime made afterwards is not reached through the old pointer. */
+    coro_runtime *r4 = NULL;
+    REQUIRE_RC(coro_runtime_new(&cfg, &r4), CORO_OK);
+    CHECK(r4 != r3);
+    CHECK_RC(coro_spawn(r3, return_arg, &v, sizeof v, NULL, 0, &p), CORO_ESHUTDOWN);
+    CHECK_RC(coro_runtime_shutdown(r4), CORO_OK);
+    CHECK_EQ(coro_live_frames(), base);
+}
+
 int main(void)
 {
     check_init("misuse");
@@ -412,6 +450,7 @@ int main(void)
         test_stale_handles_after_slot_reuse();
         test_promise_consumed_once();
         test_handles_after_shutdown();
+        test_runtime_after_shutdown();
         CHECK_RC(coro_runtime_shutdown(rt), CORO_OK);
         test_forged_handles(); /* again, with the frame table populated and torn down */
     }

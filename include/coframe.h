@@ -109,6 +109,13 @@
 
 /**
  * A runtime: workers, their queues, stacks. Opaque.
+ *
+ * What C holds is this cell, which is never freed: shutdown empties it,
+ * so a pointer used after its runtime was shut down (a second shutdown,
+ * a late spawn) reads an empty cell and answers `CORO_ESHUTDOWN` instead
+ * of reading freed memory. One cell (8 bytes, and 8 in `CELLS`) per
+ * runtime ever made; cells are not reused, so a stale pointer never
+ * reaches a newer runtime.
  */
 typedef struct coro_runtime coro_runtime;
 
@@ -185,12 +192,16 @@ int coro_runtime_new(const struct coro_config *cfg, struct coro_runtime **out);
 /**
  * Cancels every live coroutine (running their defers), joins the workers
  * and frees the runtime. Handles of its coroutines answer `CORO_ESTALE`
- * afterwards. Must not be called from one of the runtime's own coroutines.
+ * afterwards, and `rt` itself `CORO_ESHUTDOWN` (its few bytes stay
+ * allocated for that). Must not be called from one of the runtime's own
+ * coroutines.
  *
  * # Safety
- * `rt` is NULL or a runtime from `coro_runtime_new` not yet shut down.
+ * `rt` is NULL or a runtime from `coro_runtime_new`, shut down or not; no
+ * other call on it runs on another thread meanwhile.
  *
- * Errors: `CORO_EINVAL` (NULL), `CORO_ESTATE` (called on a worker thread).
+ * Errors: `CORO_EINVAL` (NULL), `CORO_ESTATE` (called on a worker thread),
+ * `CORO_ESHUTDOWN` (shut down already).
  */
 int coro_runtime_shutdown(struct coro_runtime *rt);
 
@@ -200,12 +211,14 @@ int coro_runtime_shutdown(struct coro_runtime *rt);
  * on that copy, after the defers. `flags`: `CORO_SPAWN_*`.
  *
  * # Safety
- * `rt` is a live runtime; `env` points at `env_size` readable bytes;
- * `entry` and `drop` are safe to call on the frame's copy; `out` is
- * NULL or writable.
+ * `rt` is NULL or a runtime from `coro_runtime_new` (a shut-down one
+ * answers `CORO_ESHUTDOWN`) whose shutdown does not run meanwhile on
+ * another thread; `env` points at `env_size` readable bytes; `entry` and
+ * `drop` are safe to call on the frame's copy; `out` is NULL or writable.
  *
  * Errors: `CORO_EINVAL` (NULL `rt`, `entry` or `out`; NULL `env` with a
- * non-zero size; unknown flags), `CORO_ENOMEM`, `CORO_ESHUTDOWN`.
+ * non-zero size; unknown flags), `CORO_ENOMEM`, `CORO_ESHUTDOWN` (the
+ * runtime is shutting down or was shut down).
  */
 int coro_spawn(struct coro_runtime *rt,
                coro_entry entry,

@@ -7,7 +7,6 @@
 use core::ffi::{c_char, c_void};
 use core::ptr;
 use std::sync::atomic::Ordering::*;
-use std::sync::Arc;
 
 use crate::context::{self, OnSuspend, Resumed, Running, Suspension};
 use crate::error::{Error, Result};
@@ -25,7 +24,7 @@ const SPAWN_FLAGS: u32 = SPAWN_CANCEL_RETURNS | SPAWN_MIGRATABLE;
 
 /// Starts `entry` on a copy of `env` in a new frame of `rt`.
 pub fn spawn(
-    rt: &Arc<Runtime>,
+    rt: &Runtime,
     entry: Entry,
     env: &[u8],
     drop: Option<EnvDrop>,
@@ -49,7 +48,7 @@ pub fn spawn(
 /// Publishes a frame in `slot` and queues it. `local` is this thread's
 /// worker only if it serves `rt`.
 fn init_frame(
-    rt: &Arc<Runtime>,
+    rt: &Runtime,
     local: Option<&sched::Local>,
     slot: &'static Slot,
     entry: Entry,
@@ -101,7 +100,7 @@ fn init_frame(
     *unsafe { slot.context() } =
         Some(unsafe { context::Context::new(stack, slot, entry, env_ptr.cast()) });
     let worker = rt.pick_worker();
-    body.rt = Arc::as_ptr(rt);
+    body.rt = rt;
     body.worker = worker;
     body.migratable = flags & SPAWN_MIGRATABLE != 0;
     body.env = env_ptr.cast();

@@ -8,6 +8,8 @@
 
 use core::ffi::{c_char, c_int, c_void};
 use core::ptr;
+use core::sync::atomic::{AtomicPtr, Ordering::*};
+use std::sync::Arc;
 
 use crate::coro::{self, Promise, Token};
 use crate::error::Error;
@@ -61,8 +63,33 @@ pub const CORO_WRITABLE: u32 = 2;
 pub const CORO_KEEP: u32 = 0x100;
 
 /// A runtime: workers, their queues, stacks. Opaque.
+///
+/// What C holds is this cell, which is never freed: shutdown empties it,
+/// so a pointer used after its runtime was shut down (a second shutdown,
+/// a late spawn) reads an empty cell and answers `CORO_ESHUTDOWN` instead
+/// of reading freed memory. One cell (8 bytes, and 8 in `CELLS`) per
+/// runtime ever made; cells are not reused, so a stale pointer never
+/// reaches a newer runtime.
 pub struct coro_runtime {
-    inner: std::sync::Arc<Runtime>,
+    /// The runtime (`Arc::into_raw`); null once shut down.
+    live: AtomicPtr<Runtime>,
+}
+
+/// Every cell made, so that they stay reachable (not leaks to LSan or
+/// valgrind) for the life of the process.
+static CELLS: std::sync::Mutex<Vec<&'static coro_runtime>> = std::sync::Mutex::new(Vec::new());
+
+/// The live runtime behind `rt`, if it was not shut down.
+///
+/// # Safety
+/// `rt` came from `coro_runtime_new` (cells are never freed). A call that
+/// races with `coro_runtime_shutdown` of the same runtime is the caller's
+/// race, as with any object being destroyed.
+unsafe fn live_runtime<'a>(rt: *mut coro_runtime) -> Result<&'a Runtime, c_int> {
+    // SAFETY: the caller's contract: `rt` is a cell, and cells live forever.
+    let live = unsafe { &*rt }.live.load(Acquire);
+    // SAFETY: non-null: the Arc is held by the cell until shutdown.
+    unsafe { live.as_ref() }.ok_or(CORO_ESHUTDOWN)
 }
 
 /// The async reference: consumed by `coro_await`, `coro_cancel_async` or
@@ -181,9 +208,12 @@ pub unsafe extern "C" fn coro_runtime_new(
         };
         match Runtime::new(config) {
             Ok(rt) => {
-                let boxed = Box::new(coro_runtime { inner: rt });
+                let cell: &'static coro_runtime = Box::leak(Box::new(coro_runtime {
+                    live: AtomicPtr::new(Arc::into_raw(rt).cast_mut()),
+                }));
+                CELLS.lock().unwrap_or_else(|e| e.into_inner()).push(cell);
                 // SAFETY: `out` is non-null and the caller gives it to us to write.
-                unsafe { out.write(Box::into_raw(boxed)) };
+                unsafe { out.write(ptr::from_ref(cell).cast_mut()) };
                 CORO_OK
             }
             Err(e) => e.code(),
@@ -193,26 +223,40 @@ pub unsafe extern "C" fn coro_runtime_new(
 
 /// Cancels every live coroutine (running their defers), joins the workers
 /// and frees the runtime. Handles of its coroutines answer `CORO_ESTALE`
-/// afterwards. Must not be called from one of the runtime's own coroutines.
+/// afterwards, and `rt` itself `CORO_ESHUTDOWN` (its few bytes stay
+/// allocated for that). Must not be called from one of the runtime's own
+/// coroutines.
 ///
 /// # Safety
-/// `rt` is NULL or a runtime from `coro_runtime_new` not yet shut down.
+/// `rt` is NULL or a runtime from `coro_runtime_new`, shut down or not; no
+/// other call on it runs on another thread meanwhile.
 ///
-/// Errors: `CORO_EINVAL` (NULL), `CORO_ESTATE` (called on a worker thread).
+/// Errors: `CORO_EINVAL` (NULL), `CORO_ESTATE` (called on a worker thread),
+/// `CORO_ESHUTDOWN` (shut down already).
 #[no_mangle]
 pub unsafe extern "C" fn coro_runtime_shutdown(rt: *mut coro_runtime) -> c_int {
     guard(|| {
         if rt.is_null() {
             return CORO_EINVAL;
         }
-        // SAFETY: `rt` came from `coro_runtime_new` and is given back once.
-        let rt_ref = unsafe { &*rt };
-        if let Err(e) = rt_ref.inner.shutdown() {
-            return e.code();
+        if crate::sched::on_worker() {
+            return CORO_ESTATE;
         }
-        // SAFETY: as above; nothing uses the box after this.
-        drop(unsafe { Box::from_raw(rt) });
-        CORO_OK
+        // SAFETY: `rt` came from `coro_runtime_new`; cells live forever.
+        let cell = unsafe { &*rt };
+        // Emptied first: a second shutdown, or a spawn from now on, finds
+        // no runtime.
+        let live = cell.live.swap(ptr::null_mut(), AcqRel);
+        if live.is_null() {
+            return CORO_ESHUTDOWN;
+        }
+        // SAFETY: the cell's reference, made by `Arc::into_raw` in
+        // `coro_runtime_new` and taken out of the cell once, just now.
+        let runtime = unsafe { Arc::from_raw(live) };
+        match runtime.shutdown() {
+            Ok(()) => CORO_OK,
+            Err(e) => e.code(),
+        }
     })
 }
 
@@ -221,12 +265,14 @@ pub unsafe extern "C" fn coro_runtime_shutdown(rt: *mut coro_runtime) -> c_int {
 /// on that copy, after the defers. `flags`: `CORO_SPAWN_*`.
 ///
 /// # Safety
-/// `rt` is a live runtime; `env` points at `env_size` readable bytes;
-/// `entry` and `drop` are safe to call on the frame's copy; `out` is
-/// NULL or writable.
+/// `rt` is NULL or a runtime from `coro_runtime_new` (a shut-down one
+/// answers `CORO_ESHUTDOWN`) whose shutdown does not run meanwhile on
+/// another thread; `env` points at `env_size` readable bytes; `entry` and
+/// `drop` are safe to call on the frame's copy; `out` is NULL or writable.
 ///
 /// Errors: `CORO_EINVAL` (NULL `rt`, `entry` or `out`; NULL `env` with a
-/// non-zero size; unknown flags), `CORO_ENOMEM`, `CORO_ESHUTDOWN`.
+/// non-zero size; unknown flags), `CORO_ENOMEM`, `CORO_ESHUTDOWN` (the
+/// runtime is shutting down or was shut down).
 #[no_mangle]
 pub unsafe extern "C" fn coro_spawn(
     rt: *mut coro_runtime,
@@ -250,8 +296,11 @@ pub unsafe extern "C" fn coro_spawn(
             // SAFETY: the caller says `env` points at `env_size` readable bytes.
             unsafe { core::slice::from_raw_parts(env.cast::<u8>(), env_size) }
         };
-        // SAFETY: `rt` came from `coro_runtime_new` and is not shut down yet.
-        let rt = unsafe { &(*rt).inner };
+        // SAFETY: `rt` came from `coro_runtime_new`.
+        let rt = match unsafe { live_runtime(rt) } {
+            Ok(rt) => rt,
+            Err(code) => return code,
+        };
         match coro::spawn(rt, entry, env, drop, flags) {
             Ok(p) => {
                 // SAFETY: `out` is non-null.
