@@ -30,13 +30,38 @@ pub fn spawn(
     drop: Option<EnvDrop>,
     flags: u32,
 ) -> Result<Promise> {
+    spawn_with(rt, entry, env, drop, flags, sched::local)
+}
+
+/// `spawn` for `coro_spawn`, which is never inlined and never switches:
+/// the worker's thread-local lookup is inlined (`sched::local_no_switch`).
+#[inline(always)]
+pub(crate) fn spawn_from_c(
+    rt: &Runtime,
+    entry: Entry,
+    env: &[u8],
+    drop: Option<EnvDrop>,
+    flags: u32,
+) -> Result<Promise> {
+    spawn_with(rt, entry, env, drop, flags, sched::local_no_switch)
+}
+
+#[inline(always)]
+fn spawn_with(
+    rt: &Runtime,
+    entry: Entry,
+    env: &[u8],
+    drop: Option<EnvDrop>,
+    flags: u32,
+    local: impl FnOnce() -> Option<&'static sched::Local>,
+) -> Result<Promise> {
     if flags & !SPAWN_FLAGS != 0 {
         return Err(Error::Invalid);
     }
     if rt.is_closing() {
         return Err(Error::Shutdown);
     }
-    let local = sched::local();
+    let local = local();
     let slot = match local {
         Some(l) => l.alloc_slot()?,
         None => table::alloc(None)?,
@@ -47,6 +72,7 @@ pub fn spawn(
 
 /// Publishes a frame in `slot` and queues it. `local` is this thread's
 /// worker only if it serves `rt`.
+#[inline(always)]
 fn init_frame(
     rt: &Runtime,
     local: Option<&sched::Local>,

@@ -114,8 +114,8 @@ pub fn thread_ctx() -> &'static ThreadCtx {
     thread_ctx_inlined()
 }
 
-/// `thread_ctx` inlined into its caller: for `thread_ctx` itself and for
-/// `running_before_switch` only.
+/// `thread_ctx` inlined into its caller: for `thread_ctx` itself,
+/// `running_before_switch` and `thread_ctx_no_switch` only.
 #[inline(always)]
 fn thread_ctx_inlined() -> &'static ThreadCtx {
     // SAFETY: the thread-local lives as long as the thread, and a
@@ -199,6 +199,15 @@ pub fn running() -> Option<Running> {
 #[inline(always)]
 pub(crate) fn running_before_switch() -> Option<Running> {
     thread_ctx_inlined().running()
+}
+
+/// `thread_ctx` inlined, for a caller that never switches: LLVM may reuse
+/// the address for the rest of the function, which is right only if the
+/// function never switches (so it never moves to another thread) and is
+/// never inlined into one that does (`coro_spawn`).
+#[inline(always)]
+pub(crate) fn thread_ctx_no_switch() -> &'static ThreadCtx {
+    thread_ctx_inlined()
 }
 
 /// The frame whose body runs on this thread, if any.

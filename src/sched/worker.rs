@@ -83,7 +83,7 @@ pub(crate) struct Local {
 
 impl Local {
     /// Queues a frame this worker owns the `EXEC` of.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn push(&self, slot: &'static Slot) {
         // SAFETY: see `queue`: no other reference into it is alive.
         unsafe { &mut *self.queue.get() }.push(slot);
@@ -219,6 +219,7 @@ impl Local {
     }
 
     /// A stack of this worker's runtime, from the cache or the pool.
+    #[inline(always)]
     pub(crate) fn take_stack(&self) -> crate::error::Result<Stack> {
         // SAFETY: as in `alloc_slot`.
         match unsafe { &mut *self.stacks.get() }.pop() {
@@ -299,6 +300,14 @@ pub(crate) fn local() -> Option<&'static Local> {
     // SAFETY: see local_of; callers never keep the reference beyond the
     // library call they make on this thread.
     local_of(thread_ctx()).map(|l| unsafe { &*(l as *const Local) })
+}
+
+/// `local` with the thread-local lookup inlined, for a caller that never
+/// switches and is never inlined (see `context::thread_ctx_no_switch`).
+#[inline(always)]
+pub(crate) fn local_no_switch() -> Option<&'static Local> {
+    // SAFETY: as in `local`.
+    local_of(crate::context::thread_ctx_no_switch()).map(|l| unsafe { &*(l as *const Local) })
 }
 
 pub(crate) fn local_of(ctx: &ThreadCtx) -> Option<&Local> {
