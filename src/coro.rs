@@ -123,8 +123,13 @@ fn init_frame(
     stack.set_owner(promise.0);
     // SAFETY: the slot is ours, and env_ptr lives in the slot's env_heap
     // until the frame is freed.
-    *unsafe { slot.context() } =
-        Some(unsafe { context::Context::new(stack, slot, entry, env_ptr.cast()) });
+    let context = unsafe { context::Context::new(stack, slot, entry, env_ptr.cast()) };
+    // A free slot has no context (`free_with` took it), so there is
+    // nothing to drop: forgetting the old value spares the drop call.
+    // SAFETY: the slot is ours (see above).
+    let old = unsafe { slot.context() }.replace(context);
+    debug_assert!(old.is_none(), "a free slot kept its context");
+    core::mem::forget(old);
     let worker = rt.pick_worker();
     body.rt = rt;
     body.worker = worker;
@@ -318,9 +323,27 @@ pub fn detach(p: Promise) -> Result<()> {
 
 /// `coro_await`: suspends a coroutine, blocks any other thread.
 pub fn await_promise(p: Promise) -> Result<*mut c_void> {
+    await_with(p, context::thread_ctx)
+}
+
+/// `await_promise` for `coro_await`, which is never inlined: the thread's
+/// context is looked up inline. `ctx` is used only before the awaiter
+/// switches out (a nested run of the child keeps it on this thread), and
+/// what runs after a switch looks the context up again through the
+/// out-of-line `thread_ctx`, a call LLVM cannot merge with this access.
+#[inline(always)]
+pub(crate) fn await_from_c(p: Promise) -> Result<*mut c_void> {
+    await_with(p, context::thread_ctx_no_switch)
+}
+
+#[inline(always)]
+fn await_with(
+    p: Promise,
+    thread_ctx: impl FnOnce() -> &'static context::ThreadCtx,
+) -> Result<*mut c_void> {
     let (index, gen) = p.split()?;
     let slot = lookup(index)?;
-    let ctx = context::thread_ctx();
+    let ctx = thread_ctx();
     let me = ctx.running();
     if let Some(me) = &me {
         if core::ptr::eq(me.slot, slot) {

@@ -359,8 +359,9 @@ pub extern "C" fn coro_cancel_suspend(token: coro_token) -> c_int {
 /// a coroutine of another runtime), `CORO_ESTALE` (already consumed),
 /// `CORO_ECANCELED` (the coroutine, or the awaiting one, was cancelled).
 #[no_mangle]
+#[inline(never)] // `coro::await_from_c` looks up the thread-local inline.
 pub unsafe extern "C" fn coro_await(p: coro_promise, result: *mut *mut c_void) -> c_int {
-    guard(|| match coro::await_promise(Promise(p.id)) {
+    guard(|| match coro::await_from_c(Promise(p.id)) {
         Ok(r) => {
             if !result.is_null() {
                 // SAFETY: non-null `result` is writable by the caller's contract.
