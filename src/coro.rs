@@ -339,11 +339,11 @@ pub(crate) fn await_from_c(p: Promise) -> Result<*mut c_void> {
 #[inline(always)]
 fn await_with(
     p: Promise,
-    thread_ctx: impl FnOnce() -> &'static context::ThreadCtx,
+    find_ctx: impl FnOnce() -> &'static context::ThreadCtx,
 ) -> Result<*mut c_void> {
     let (index, gen) = p.split()?;
     let slot = lookup(index)?;
-    let ctx = thread_ctx();
+    let ctx = find_ctx();
     let me = ctx.running();
     if let Some(me) = &me {
         if core::ptr::eq(me.slot, slot) {

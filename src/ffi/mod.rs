@@ -76,8 +76,10 @@ pub struct coro_runtime {
 }
 
 /// Every cell made, so that they stay reachable (not leaks to LSan or
-/// valgrind) for the life of the process.
-static CELLS: std::sync::Mutex<Vec<&'static coro_runtime>> = std::sync::Mutex::new(Vec::new());
+/// valgrind) for the life of the process. The `sanitize` mutex, as every
+/// lock of the library, so that TSan sees what it orders.
+static CELLS: crate::sanitize::Mutex<Vec<&'static coro_runtime>> =
+    crate::sanitize::Mutex::new(Vec::new());
 
 /// The live runtime behind `rt`, if it was not shut down.
 ///
@@ -255,7 +257,11 @@ pub unsafe extern "C" fn coro_runtime_shutdown(rt: *mut coro_runtime) -> c_int {
         let runtime = unsafe { Arc::from_raw(live) };
         match runtime.shutdown() {
             Ok(()) => CORO_OK,
-            Err(e) => e.code(),
+            Err(e) => {
+                // Not shut down after all: the cell keeps the runtime.
+                cell.live.store(Arc::into_raw(runtime).cast_mut(), Release);
+                e.code()
+            }
         }
     })
 }
