@@ -145,17 +145,25 @@ impl Local {
     /// Moves the frames pushed to `inbox` to the local queue, oldest
     /// first; `false` if there were none. `batch` is scratch space.
     fn take_inbox(&self, inbox: &Inbox, batch: &mut Vec<&'static Slot>) -> bool {
-        let mut next = inbox.head.take();
-        if next == 0 {
+        let newest = inbox.head.take();
+        if newest == 0 {
             return false;
         }
+        let slot = table::slot(newest as usize - 1).expect("queued frame exists");
+        let mut next = slot.link.load(Relaxed);
+        // SAFETY: as in `push`.
+        let queue = unsafe { &mut *self.queue.get() };
+        if next == 0 {
+            // One frame, as in most hand-offs: no order to restore.
+            queue.push(slot);
+            return true;
+        }
+        batch.push(slot);
         while next != 0 {
             let slot = table::slot(next as usize - 1).expect("queued frame exists");
             batch.push(slot);
             next = slot.link.load(Relaxed);
         }
-        // SAFETY: as in `push`.
-        let queue = unsafe { &mut *self.queue.get() };
         for slot in batch.drain(..).rev() {
             queue.push(slot);
         }
