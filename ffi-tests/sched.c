@@ -22,6 +22,11 @@
  *             CORO_SPAWN_MIGRATABLE the busy worker hands queued ones to
  *             it and at least one runs on a thread it did not start on;
  *             pinned (flags 0), none ever does
+ *   order     8 coroutines suspended on a 1-worker runtime; while another
+ *             coroutine keeps the worker busy, the main thread resumes them
+ *             in a shuffled order; once the worker is free they run in
+ *             exactly that order (the inbox is a stack: the worker must
+ *             reverse what it takes)
  *   shutdown  1,000 suspended coroutines whose tokens a foreign thread
  *             holds; coro_runtime_shutdown runs every defer exactly once,
  *             frees every frame, and the foreign thread's late resumes
@@ -616,6 +621,71 @@ static void test_sharing(void)
            atomic_load(&sh_busy));
 }
 
+/* ------------------------------------------------------------------ */
+/* order                                                                */
+
+#define ORDER_N 8
+static token_box order_boxes[ORDER_N];
+static order_log order_ran;
+static atomic_int blocker_started, blocker_release;
+
+static void *order_waiter(void *envp)
+{
+    int i = *(int *)envp;
+    CHECK_RC(coro_suspend(token_box_put, &order_boxes[i]), CORO_OK);
+    order_log_add(&order_ran, (char)('a' + i));
+    return NULL;
+}
+
+/* Keeps the only worker busy, without suspending, until released (or
+ * for at most 10 s, so that a failure cannot hang the test). */
+static void *order_blocker(void *envp)
+{
+    (void)envp;
+    atomic_store(&blocker_started, 1);
+    double end = now_sec() + 10.0;
+    while (!atomic_load(&blocker_release) && now_sec() < end) {
+    }
+    return NULL;
+}
+
+static void test_resume_order(void)
+{
+    uint64_t base = coro_live_frames();
+    coro_runtime *rt = check_runtime(1);
+    if (!rt)
+        return;
+    coro_promise w[ORDER_N], b;
+    int idx[ORDER_N];
+    for (int i = 0; i < ORDER_N; i++) {
+        idx[i] = i;
+        CHECK_RC(coro_spawn(rt, order_waiter, &idx[i], sizeof idx[i], NULL, 0, &w[i]), CORO_OK);
+    }
+    coro_token t[ORDER_N];
+    for (int i = 0; i < ORDER_N; i++) {
+        t[i] = token_box_take(&order_boxes[i], TIMEOUT_MS);
+        CHECK(t[i].id != 0);
+    }
+    CHECK_RC(coro_spawn(rt, order_blocker, NULL, 0, NULL, 0, &b), CORO_OK);
+    WAIT_UNTIL(atomic_load(&blocker_started), TIMEOUT_MS);
+    CHECK(atomic_load(&blocker_started));
+    /* All eight land in the inbox while the worker is busy. */
+    static const int shuffled[ORDER_N] = { 5, 2, 7, 0, 3, 6, 1, 4 };
+    char expected[ORDER_N + 1] = { 0 };
+    for (int k = 0; k < ORDER_N; k++) {
+        CHECK_RC(coro_resume(t[shuffled[k]]), CORO_OK);
+        expected[k] = (char)('a' + shuffled[k]);
+    }
+    atomic_store(&blocker_release, 1);
+    CHECK_RC(coro_await(b, NULL), CORO_OK);
+    for (int i = 0; i < ORDER_N; i++)
+        CHECK_RC(coro_await(w[i], NULL), CORO_OK);
+    CHECK_EQ(atomic_load(&order_ran.n), ORDER_N);
+    CHECK_LOG(&order_ran, expected);
+    CHECK_RC(coro_runtime_shutdown(rt), CORO_OK);
+    CHECK_EQ(coro_live_frames(), base);
+}
+
 int main(int argc, char **argv)
 {
     check_init("sched");
@@ -637,6 +707,7 @@ int main(int argc, char **argv)
         test_shutdown_with_foreign_tokens();
         test_migration();
         test_sharing();
+        test_resume_order();
     }
     CHECK_EQ(coro_live_frames(), frames_at_start);
     return check_summary();
