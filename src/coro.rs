@@ -33,21 +33,11 @@ pub fn spawn(
     spawn_with(rt, entry, env, drop, flags, sched::local)
 }
 
-/// `spawn` for `coro_spawn`, which is never inlined and never switches:
-/// the worker's thread-local lookup is inlined (`sched::local_no_switch`).
+/// `spawn` with the way to find this thread's worker given: `coro_spawn`,
+/// which is never inlined and never switches, passes
+/// `sched::local_no_switch`, whose thread-local lookup is inlined.
 #[inline(always)]
-pub(crate) fn spawn_from_c(
-    rt: &Runtime,
-    entry: Entry,
-    env: &[u8],
-    drop: Option<EnvDrop>,
-    flags: u32,
-) -> Result<Promise> {
-    spawn_with(rt, entry, env, drop, flags, sched::local_no_switch)
-}
-
-#[inline(always)]
-fn spawn_with(
+pub(crate) fn spawn_with(
     rt: &Runtime,
     entry: Entry,
     env: &[u8],

@@ -280,7 +280,7 @@ pub unsafe extern "C" fn coro_runtime_shutdown(rt: *mut coro_runtime) -> c_int {
 /// non-zero size; unknown flags), `CORO_ENOMEM`, `CORO_ESHUTDOWN` (the
 /// runtime is shutting down or was shut down).
 #[no_mangle]
-#[inline(never)] // `coro::spawn_from_c` looks up the thread-local inline.
+#[inline(never)] // `sched::local_no_switch` looks up the thread-local inline.
 pub unsafe extern "C" fn coro_spawn(
     rt: *mut coro_runtime,
     entry: coro_entry,
@@ -308,7 +308,7 @@ pub unsafe extern "C" fn coro_spawn(
             Ok(rt) => rt,
             Err(code) => return code,
         };
-        match coro::spawn_from_c(rt, entry, env, drop, flags) {
+        match coro::spawn_with(rt, entry, env, drop, flags, crate::sched::local_no_switch) {
             Ok(p) => {
                 // SAFETY: `out` is non-null.
                 unsafe { out.write(coro_promise { id: p.0 }) };
