@@ -241,9 +241,6 @@ pub unsafe extern "C" fn coro_runtime_shutdown(rt: *mut coro_runtime) -> c_int {
         if rt.is_null() {
             return CORO_EINVAL;
         }
-        if crate::sched::on_worker() {
-            return CORO_ESTATE;
-        }
         // SAFETY: `rt` came from `coro_runtime_new`; cells live forever.
         let cell = unsafe { &*rt };
         // Emptied first: a second shutdown, or a spawn from now on, finds
@@ -258,7 +255,8 @@ pub unsafe extern "C" fn coro_runtime_shutdown(rt: *mut coro_runtime) -> c_int {
         match runtime.shutdown() {
             Ok(()) => CORO_OK,
             Err(e) => {
-                // Not shut down after all: the cell keeps the runtime.
+                // Refused (`CORO_ESTATE` on a worker thread): the cell
+                // keeps the runtime.
                 cell.live.store(Arc::into_raw(runtime).cast_mut(), Release);
                 e.code()
             }
