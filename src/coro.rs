@@ -34,8 +34,8 @@ pub fn spawn(
 }
 
 /// `spawn` with the way to find this thread's worker given: `coro_spawn`,
-/// which is never inlined and never switches, passes
-/// `sched::local_no_switch`, whose thread-local lookup is inlined.
+/// which is never inlined, passes `sched::local_before_switch`, whose
+/// thread-local lookup is inlined (nothing in a spawn switches).
 #[inline(always)]
 pub(crate) fn spawn_with(
     rt: &Runtime,
@@ -235,11 +235,11 @@ pub fn yield_now() -> Result<Resumed> {
 }
 
 /// `yield_now` for `coro_yield`, which is never inlined: the thread-local
-/// lookup inlined too (`context::running_before_switch`). Not public, so
+/// lookup inlined too (`context::thread_ctx_before_switch`). Not public, so
 /// no caller can inline it into a loop that spans a switch.
 #[inline(always)]
 pub(crate) fn yield_from_c() -> Result<Resumed> {
-    yield_running(context::running_before_switch())
+    yield_running(context::thread_ctx_before_switch().running())
 }
 
 #[inline(always)]
@@ -323,7 +323,7 @@ pub fn await_promise(p: Promise) -> Result<*mut c_void> {
 /// out-of-line `thread_ctx`, a call LLVM cannot merge with this access.
 #[inline(always)]
 pub(crate) fn await_from_c(p: Promise) -> Result<*mut c_void> {
-    await_with(p, context::thread_ctx_no_switch)
+    await_with(p, context::thread_ctx_before_switch)
 }
 
 #[inline(always)]

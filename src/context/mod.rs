@@ -111,13 +111,20 @@ thread_local! {
 /// `ThreadCtx` is not `Sync`, so the reference cannot leave the thread.
 #[inline(never)]
 pub fn thread_ctx() -> &'static ThreadCtx {
-    thread_ctx_inlined()
+    thread_ctx_before_switch()
 }
 
-/// `thread_ctx` inlined into its caller: for `thread_ctx` itself,
-/// `running_before_switch` and `thread_ctx_no_switch` only.
+/// `thread_ctx` inlined into its caller: one call less for the C entry
+/// points on the hot paths (`coro_yield`, `coro_spawn`, `coro_await`).
+/// LLVM treats a thread-local's address as fixed for the whole function
+/// and may reuse it after a switch, when the coroutine may run on another
+/// thread (FACTS.md). So the caller must be a function that is never
+/// inlined (its own callers cannot reuse the address), must not use what
+/// it found after a switch, and must look at anything thread-local after
+/// a switch only through the out-of-line `thread_ctx`, a call LLVM cannot
+/// merge with this access.
 #[inline(always)]
-fn thread_ctx_inlined() -> &'static ThreadCtx {
+pub(crate) fn thread_ctx_before_switch() -> &'static ThreadCtx {
     // SAFETY: the thread-local lives as long as the thread, and a
     // `&ThreadCtx` cannot be sent to another thread.
     CTX.with(|c| unsafe { &*(c as *const ThreadCtx) })
@@ -188,26 +195,6 @@ impl Running {
 #[inline]
 pub fn running() -> Option<Running> {
     thread_ctx().running()
-}
-
-/// `running`, with the thread-local lookup inlined: one call less on
-/// the hottest path, `coro_yield`. LLVM treats a thread-local's address
-/// as fixed for the whole function and may reuse it after a switch, when
-/// the coroutine may run on another thread (FACTS.md). So the caller must
-/// be a function that is never inlined (its own callers cannot reuse the
-/// address) and must look at nothing thread-local after its switch.
-#[inline(always)]
-pub(crate) fn running_before_switch() -> Option<Running> {
-    thread_ctx_inlined().running()
-}
-
-/// `thread_ctx` inlined, for a caller that never switches: LLVM may reuse
-/// the address for the rest of the function, which is right only if the
-/// function never switches (so it never moves to another thread) and is
-/// never inlined into one that does (`coro_spawn`).
-#[inline(always)]
-pub(crate) fn thread_ctx_no_switch() -> &'static ThreadCtx {
-    thread_ctx_inlined()
 }
 
 /// The frame whose body runs on this thread, if any.

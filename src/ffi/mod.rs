@@ -278,7 +278,7 @@ pub unsafe extern "C" fn coro_runtime_shutdown(rt: *mut coro_runtime) -> c_int {
 /// non-zero size; unknown flags), `CORO_ENOMEM`, `CORO_ESHUTDOWN` (the
 /// runtime is shutting down or was shut down).
 #[no_mangle]
-#[inline(never)] // `sched::local_no_switch` looks up the thread-local inline.
+#[inline(never)] // `sched::local_before_switch` looks up the thread-local inline.
 pub unsafe extern "C" fn coro_spawn(
     rt: *mut coro_runtime,
     entry: coro_entry,
@@ -306,7 +306,14 @@ pub unsafe extern "C" fn coro_spawn(
             Ok(rt) => rt,
             Err(code) => return code,
         };
-        match coro::spawn_with(rt, entry, env, drop, flags, crate::sched::local_no_switch) {
+        match coro::spawn_with(
+            rt,
+            entry,
+            env,
+            drop,
+            flags,
+            crate::sched::local_before_switch,
+        ) {
             Ok(p) => {
                 // SAFETY: `out` is non-null.
                 unsafe { out.write(coro_promise { id: p.0 }) };

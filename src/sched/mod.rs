@@ -17,7 +17,7 @@ mod queue;
 mod worker;
 
 pub(crate) use harness::{finalize, free, free_with, schedule_owned, schedule_owned_from, Outcome};
-pub(crate) use worker::{local, local_no_switch, local_of, on_worker, Local};
+pub(crate) use worker::{local, local_before_switch, local_of, on_worker, Local};
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::*};
 use std::sync::Arc;

@@ -310,12 +310,12 @@ pub(crate) fn local() -> Option<&'static Local> {
     local_of(thread_ctx()).map(|l| unsafe { &*(l as *const Local) })
 }
 
-/// `local` with the thread-local lookup inlined, for a caller that never
-/// switches and is never inlined (see `context::thread_ctx_no_switch`).
+/// `local` with the thread-local lookup inlined, under the rules of
+/// `context::thread_ctx_before_switch` (`coro_spawn`).
 #[inline(always)]
-pub(crate) fn local_no_switch() -> Option<&'static Local> {
+pub(crate) fn local_before_switch() -> Option<&'static Local> {
     // SAFETY: as in `local`.
-    local_of(crate::context::thread_ctx_no_switch()).map(|l| unsafe { &*(l as *const Local) })
+    local_of(crate::context::thread_ctx_before_switch()).map(|l| unsafe { &*(l as *const Local) })
 }
 
 pub(crate) fn local_of(ctx: &ThreadCtx) -> Option<&Local> {
