@@ -115,14 +115,15 @@ impl Local {
         let rt = unsafe { &*self.rt };
         let workers = rt.inboxes.len();
         for k in 1..=SHARE_PROBES.min(workers - 1) {
+            // SAFETY: as in `push`.
+            let queue = unsafe { &mut *self.queue.get() };
+            // Looked at first: it is local, the idle flags are not.
+            if queue.len() < 2 {
+                return;
+            }
             let to = (self.index + k) % workers;
             if !rt.inboxes[to].idle.load(Relaxed) {
                 continue;
-            }
-            // SAFETY: as in `push`.
-            let queue = unsafe { &mut *self.queue.get() };
-            if queue.len() < 2 {
-                return;
             }
             // SAFETY: a queued frame's EXEC is this worker's (rule 3).
             let Some(slot) =
