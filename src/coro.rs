@@ -335,6 +335,8 @@ fn await_with(
     let slot = lookup(index)?;
     let ctx = find_ctx();
     let me = ctx.running();
+    // Set if the child ran nested and its end ended this await too.
+    let mut ended = None;
     if let Some(me) = &me {
         if core::ptr::eq(me.slot, slot) {
             // Awaiting itself would wait forever.
@@ -364,41 +366,47 @@ fn await_with(
         // park would begin its cancellation and cancel the child instead.
         if slot.state.load().gen() == gen && !me.slot.state.load().has(CANCELLED) {
             if let Some(local) = sched::local_of(ctx) {
-                local.run_awaited_now(slot);
+                ended = local.run_awaited_now(slot, gen);
             }
         }
     } else if !ctx.worker().is_null() {
         // Blocking a worker could deadlock the frames queued behind it.
         return Err(Error::State);
     }
-    let (start, value) = slot
-        .state
-        .await_start(gen, || slot.result.load(Acquire))
-        .map_err(|_| Error::Stale)?;
-    crate::sanitize::acquire(&slot.result);
-    if let AwaitStart::Ready { cancelled, free } = start {
-        if free {
-            sched::free_with(slot, sched::local_of(ctx));
+    let (cancelled, value) = match ended {
+        Some(end) => (end.cancelled, end.value),
+        None => {
+            let (start, value) = slot
+                .state
+                .await_start(gen, || slot.result.load(Acquire))
+                .map_err(|_| Error::Stale)?;
+            crate::sanitize::acquire(&slot.result);
+            let AwaitStart::Ready { cancelled, free } = start else {
+                return match me {
+                    Some(me) => await_in_coroutine(me, slot, p),
+                    None => await_blocking(slot, gen),
+                };
+            };
+            if free {
+                sched::free_with(slot, sched::local_of(ctx));
+            }
+            (cancelled, value.unwrap_or(ptr::null_mut()))
         }
-        // A cancel recorded while this coroutine ran (before its await, or
-        // while its child ran nested) is acted on here, as a parked
-        // awaiter's would be: coro_await is a suspension point even when
-        // it need not wait. The worker finalizes a default-mode frame
-        // instead of running it again; a cancel-returns one comes back
-        // with CORO_ECANCELED. The child's reference is consumed above.
-        if let Some(me) = me.filter(|me| me.slot.state.load().has(CANCELLED)) {
-            let _ = me.yield_now();
-            return Err(Error::Canceled);
-        }
-        return if cancelled {
-            Err(Error::Canceled)
-        } else {
-            Ok(value.unwrap_or(ptr::null_mut()))
-        };
+    };
+    // A cancel recorded while this coroutine ran (before its await, or
+    // while its child ran nested) is acted on here, as a parked awaiter's
+    // would be: coro_await is a suspension point even when it need not
+    // wait. The worker finalizes a default-mode frame instead of running
+    // it again; a cancel-returns one comes back with CORO_ECANCELED. The
+    // child's reference is consumed above.
+    if let Some(me) = me.filter(|me| me.slot.state.load().has(CANCELLED)) {
+        let _ = me.yield_now();
+        return Err(Error::Canceled);
     }
-    match me {
-        Some(me) => await_in_coroutine(me, slot, p),
-        None => await_blocking(slot, gen),
+    if cancelled {
+        Err(Error::Canceled)
+    } else {
+        Ok(value)
     }
 }
 

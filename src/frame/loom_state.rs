@@ -334,3 +334,48 @@ fn loom_shutdown_sweep_vs_last_owner() {
         f.check_freed_once();
     });
 }
+
+/// An awaited child run nested on its awaiter's thread ends the await in
+/// the step that completes it (`complete_awaited`), while another thread
+/// cancels the same promise (a misuse that must stay safe): exactly one of
+/// them consumes the promise, and the frame is freed once.
+#[test]
+fn loom_nested_await_vs_cancel_async() {
+    both_modes(|cr| {
+        let (f, gen) = Frame::spawn(cr);
+        let awaiter = {
+            let f = f.clone();
+            thread::spawn(move || {
+                f.touch(|b| {
+                    b.body_resumed = true;
+                    b.defers += 1;
+                    b.env_drops += 1;
+                });
+                match f.state.complete_awaited(gen) {
+                    CompleteAwaited::Taken { free, .. } => {
+                        if free {
+                            f.free();
+                        }
+                        true
+                    }
+                    CompleteAwaited::NotTaken => {
+                        match f.state.complete() {
+                            Complete::Kept => {}
+                            Complete::Free => f.free(),
+                            Complete::WakeAwaiter => panic!("nobody else awaits"),
+                        }
+                        assert_eq!(f.state.await_start(gen, || ()), Err(Stale));
+                        false
+                    }
+                }
+            })
+        };
+        let cancelled = f.state.cancel_async(gen, false);
+        if let Ok(c) = cancelled {
+            f.act(c);
+        }
+        let awaited = awaiter.join().unwrap();
+        assert_eq!(awaited, cancelled.is_err(), "one of them took the promise");
+        f.check_freed_once();
+    });
+}

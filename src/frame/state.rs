@@ -165,6 +165,18 @@ pub enum Complete {
     Free,
 }
 
+/// After `complete_awaited`.
+#[must_use]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CompleteAwaited {
+    /// `DONE` is set, `EXEC` released and the async reference consumed
+    /// with this snapshot: the await is over. `free`: the caller frees.
+    Taken { cancelled: bool, free: bool },
+    /// Nothing changed (the promise was no longer the caller's to take):
+    /// the caller completes the frame with `complete`.
+    NotTaken,
+}
+
 /// One frame's state word.
 pub struct State {
     word: AtomicU64,
@@ -192,6 +204,7 @@ impl State {
 
     /// Runs `f` on the current snapshot until its answer is stored.
     /// `f` returns the new word (or `None` to leave it) and an outcome.
+    #[inline(always)]
     fn update<T>(
         &self,
         mut f: impl FnMut(Snapshot) -> Result<(Option<Snapshot>, T), Stale>,
@@ -410,6 +423,31 @@ impl State {
             ))
         })
         .unwrap_or(Complete::Kept)
+    }
+
+    /// `complete` for a frame whose await of generation `gen` begins next
+    /// on this thread (an awaited child run nested, on its awaiter's
+    /// worker): one step does both `complete` and `await_start`'s
+    /// consumption of the async reference, as if the await had found the
+    /// frame done. If the reference is no longer there to take (another
+    /// thread awaited, cancelled or detached the promise meanwhile), it
+    /// completes as `complete` does, and the await that follows answers
+    /// as usual.
+    #[inline(always)]
+    pub fn complete_awaited(&self, gen: u32) -> CompleteAwaited {
+        self.update(|s| {
+            debug_assert!(s.has(EXEC) && !s.has(DONE), "complete: {s:?}");
+            if s.has(ASYNC_REF) && !s.has(AWAITING) && s.gen() == gen {
+                let next = s.with(DONE, EXEC | ASYNC_REF);
+                let out = CompleteAwaited::Taken {
+                    cancelled: s.has(CANCELLED),
+                    free: next.must_free(),
+                };
+                return Ok((Some(next), out));
+            }
+            Ok((None, CompleteAwaited::NotTaken))
+        })
+        .unwrap_or(CompleteAwaited::NotTaken)
     }
 
     /// Gives up `EXEC` after `Complete::WakeAwaiter`. True: the caller frees.
@@ -654,6 +692,45 @@ mod tests {
         assert_eq!(s.consume_token(seq, false), Ok(Consume::Dropped));
         assert_eq!(s.complete(), Complete::Kept);
         assert!(s.force_free(gen));
+    }
+
+    #[test]
+    fn nested_await_ends_with_the_completion() {
+        let (s, gen) = spawned(false);
+        assert_eq!(
+            s.complete_awaited(gen),
+            CompleteAwaited::Taken {
+                cancelled: false,
+                free: true
+            }
+        );
+        assert!(s.load().has(DONE) && !s.load().any(ASYNC_REF | EXEC));
+        assert_eq!(s.await_start(gen, || ()), Err(Stale), "the await is over");
+        // Cancelled while it ran (shutdown keeps the promise).
+        let (s, gen) = spawned(true);
+        assert_eq!(s.shutdown_cancel(gen), Consume::Dropped);
+        assert_eq!(
+            s.complete_awaited(gen),
+            CompleteAwaited::Taken {
+                cancelled: true,
+                free: true
+            }
+        );
+    }
+
+    #[test]
+    fn nested_await_leaves_a_promise_it_does_not_hold() {
+        let (s, gen) = spawned(false);
+        assert_eq!(s.complete_awaited(gen + 1), CompleteAwaited::NotTaken);
+        assert_eq!(s.detach(gen), Ok(Consume::Dropped));
+        assert_eq!(s.complete_awaited(gen), CompleteAwaited::NotTaken);
+        assert!(!s.load().has(DONE), "left for complete");
+        assert_eq!(s.complete(), Complete::Free);
+        // Another thread's await holds it.
+        let (s, gen) = spawned(false);
+        assert_eq!(s.await_start(gen, || ()).unwrap().0, AwaitStart::Wait);
+        assert_eq!(s.complete_awaited(gen), CompleteAwaited::NotTaken);
+        assert_eq!(s.complete(), Complete::WakeAwaiter);
     }
 
     #[test]

@@ -4,8 +4,25 @@ use super::worker::Local;
 use super::Runtime;
 use crate::context::{self, OnSuspend, Resumed, Step, Suspension};
 use crate::frame::slot::{awaiter, Slot, Wait};
-use crate::frame::state::{Complete, Park, CANCELLED, CANCEL_RETURNS};
+use crate::frame::state::{Complete, CompleteAwaited, Park, CANCELLED, CANCEL_RETURNS};
 use crate::frame::{table, Token};
+
+/// An awaited child that `Local::run_awaited_now` ran to its end, with
+/// its await done in the same step (`State::complete_awaited`): what the
+/// await answers. The frame is already freed if it had to be.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct AwaitedEnd {
+    pub(crate) value: *mut core::ffi::c_void,
+    pub(crate) cancelled: bool,
+}
+
+/// A nested run of an awaited child (`Local::run_awaited_now`): the
+/// generation its awaiter holds, and what the await answers if the run
+/// ended it.
+pub(crate) struct Nested {
+    pub(crate) gen: u32,
+    pub(crate) end: Option<AwaitedEnd>,
+}
 
 /// How a frame's run ended.
 #[derive(Clone, Copy, Debug)]
@@ -20,15 +37,16 @@ pub(crate) enum Outcome {
 /// The caller (the worker) took it off a queue, so it owns `EXEC`.
 /// Inlined into the worker's loop (and `Local::run_awaited_now`): a yield
 /// round trip then pays no call and no second set of register saves.
-/// `INLINE_FINISH`: inline the end of a body that returned, too; for an
-/// awaited child run nested, which usually returns (spawn + await 620.2
-/// -> 593.7 instructions), not for the worker loop, where the extra code
-/// would crowd the yield's registers.
+/// `NESTED`: an awaited child run nested, whose end is inlined too (it
+/// usually returns: spawn + await 620.2 -> 593.7 instructions) and ends its
+/// await as well (`nested`, which only a nested run passes); the worker
+/// loop does neither: the extra code would crowd the yield's registers.
 #[inline(always)]
 #[must_use]
-pub(super) fn run<const INLINE_FINISH: bool>(
+pub(super) fn run<const NESTED: bool>(
     local: &Local,
     slot: &'static Slot,
+    nested: Option<&mut Nested>,
 ) -> Option<&'static Slot> {
     let snap = slot.state.load();
     // SAFETY: we own EXEC (rule 3); the body is not running.
@@ -47,9 +65,14 @@ pub(super) fn run<const INLINE_FINISH: bool>(
         Resumed::Ok
     };
     match ctx.resume(local.ctx, slot, how) {
-        Step::Returned(value) if INLINE_FINISH => {
-            finish_inline(slot, Outcome::Returned(value), Some(local))
-        }
+        Step::Returned(value) if NESTED => match nested {
+            Some(n) => {
+                n.end = finish_inline(slot, Outcome::Returned(value), Some(local), Some(n.gen))
+            }
+            None => {
+                let _ = finish_inline(slot, Outcome::Returned(value), Some(local), None);
+            }
+        },
         Step::Returned(value) => finish(slot, Outcome::Returned(value), Some(local)),
         // Pinned here: back on this worker's queue, by the caller. A
         // cancel that came meanwhile is acted on above, before the body
@@ -131,12 +154,19 @@ pub(crate) fn finalize(slot: &'static Slot, outcome: Outcome) {
 /// `finalize` on a thread that runs no coroutine body right now; `local`
 /// is the worker the thread is, if it is one.
 fn finish(slot: &'static Slot, outcome: Outcome, local: Option<&Local>) {
-    finish_inline(slot, outcome, local)
+    let _ = finish_inline(slot, outcome, local, None);
 }
 
-/// `finish`, inlined into the caller.
+/// `finish`, inlined into the caller. `awaited`: the generation of an
+/// await that begins right after on this thread (a nested run), which
+/// this ends too if it can (`State::complete_awaited`).
 #[inline(always)]
-fn finish_inline(slot: &'static Slot, outcome: Outcome, local: Option<&Local>) {
+fn finish_inline(
+    slot: &'static Slot,
+    outcome: Outcome,
+    local: Option<&Local>,
+    awaited: Option<u32>,
+) -> Option<AwaitedEnd> {
     // SAFETY: we own EXEC.
     let body = unsafe { slot.body() };
     let cancelled = matches!(outcome, Outcome::Cancelled) || slot.state.load().has(CANCELLED);
@@ -165,6 +195,16 @@ fn finish_inline(slot: &'static Slot, outcome: Outcome, local: Option<&Local>) {
         Outcome::Returned(v) if !cancelled => v,
         _ => core::ptr::null_mut(),
     };
+    if let Some(gen) = awaited {
+        // Nobody else reads the result of a frame whose async reference
+        // this consumes, so it is not stored.
+        if let CompleteAwaited::Taken { cancelled, free } = slot.state.complete_awaited(gen) {
+            if free {
+                free_with(slot, local);
+            }
+            return Some(AwaitedEnd { value, cancelled });
+        }
+    }
     crate::sanitize::release(&slot.result);
     slot.result
         .store(value, core::sync::atomic::Ordering::Release);
@@ -178,6 +218,7 @@ fn finish_inline(slot: &'static Slot, outcome: Outcome, local: Option<&Local>) {
             }
         }
     }
+    None
 }
 
 /// Hands `DONE` to whoever awaits the frame (rule 8). The caller still

@@ -180,29 +180,40 @@ impl Local {
     /// does after a switch (`harness::run`), with no coroutine current.
     /// The caller is a coroutine body on this worker's thread, not
     /// cancelled (a cancelled awaiter parks, and cancels the child).
-    pub(crate) fn run_awaited_now(&self, child: &'static Slot) {
+    ///
+    /// `gen` is the generation of the awaiter's promise. If the child
+    /// returns, its end also ends the await (`State::complete_awaited`)
+    /// and the answer comes back here; otherwise the await goes on as if
+    /// the awaiter had found the child parked or finished.
+    pub(crate) fn run_awaited_now(
+        &self,
+        child: &'static Slot,
+        gen: u32,
+    ) -> Option<harness::AwaitedEnd> {
         let left = self.awaited_runs.get();
         if left == 0 {
             self.awaited_runs.set(AWAITED_RUNS);
-            return;
+            return None;
         }
         // SAFETY: the inbox lives in the runtime, which `run` holds while
         // this Local lives.
         if unsafe { &*self.inbox }.head.has_frames() {
-            return;
+            return None;
         }
         // SAFETY: as in `push`; the worker loop below us holds no
         // reference into the queue while a body runs.
         let queue = unsafe { &mut *self.queue.get() };
         if queue.len() != 1 || queue.take_last_if(|s| ptr::eq(s, child)).is_none() {
-            return;
+            return None;
         }
         self.awaited_runs.set(left - 1);
         let awaiter = self.ctx.hide();
-        if let Some(yielded) = harness::run::<true>(self, child) {
+        let mut nested = harness::Nested { gen, end: None };
+        if let Some(yielded) = harness::run::<true>(self, child, Some(&mut nested)) {
             self.push(yielded);
         }
         self.ctx.restore(awaiter);
+        nested.end
     }
 
     /// This worker's place in its runtime.
@@ -366,7 +377,7 @@ pub(super) fn run(rt: Arc<Runtime>, index: usize) {
                 None => me.pop(),
             };
             if let Some(slot) = next {
-                yielded = harness::run::<false>(&me, slot);
+                yielded = harness::run::<false>(&me, slot, None);
                 continue;
             }
         }
