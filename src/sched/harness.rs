@@ -170,7 +170,11 @@ fn finish_inline(
     // SAFETY: we own EXEC.
     let body = unsafe { slot.body() };
     let cancelled = matches!(outcome, Outcome::Cancelled) || slot.state.load().has(CANCELLED);
-    let wait = core::mem::replace(&mut body.wait, Wait::None);
+    // Most frames end outside any wait: then the wait is only looked at.
+    let wait = match body.wait {
+        Wait::None => Wait::None,
+        _ => core::mem::replace(&mut body.wait, Wait::None),
+    };
     match wait {
         // Cancellation flows down (rule 7): the child's promise is ours.
         Wait::Await(child) if cancelled => crate::coro::cancel_awaited(child),
@@ -262,15 +266,17 @@ pub(crate) fn free_with(slot: &'static Slot, local: Option<&Local>) {
             _ => rt.stacks.put(ctx.into_stack()),
         }
     }
+    // Finishing emptied the defers, the wait and `env_drop`; spawn sets
+    // `id`, `env_drop` and the environment again. Only a big environment
+    // buffer is not kept for the next frame.
+    debug_assert!(
+        body.env_drop.is_none() && body.defers.is_empty() && matches!(body.wait, Wait::None),
+        "freed a frame that did not finish"
+    );
     if body.env_heap.capacity() > 64 {
         body.env_heap = Vec::new();
     }
-    body.env_heap.clear();
-    body.env_drop = None;
-    body.defers.clear();
-    body.wait = Wait::None;
     body.locks = 0;
-    body.id = 0;
     slot.owner.store(0, core::sync::atomic::Ordering::Release);
     slot.state.release();
     match local {
