@@ -244,13 +244,13 @@ impl State {
     /// The caller got `Consume::Free` / `Complete::Free` (or holds the
     /// runtime's shutdown right, see `force_free`).
     pub fn release(&self) {
-        let cur = Snapshot(self.word.load(Acquire));
+        let cur = self.word.load(Acquire);
         sanitize::acquire(&self.word);
-        let gen = (cur.gen().wrapping_add(1) as u64) & GEN_MASK;
-        let seq = cur.seq().wrapping_add(1) as u64;
+        // One add bumps both. A generation that wraps carries into the
+        // sequence, which then moves by two: still unlike every token's.
+        let next = (cur & !FLAGS).wrapping_add((1 << SEQ_SHIFT) | (1 << GEN_SHIFT));
         sanitize::release(&self.word);
-        self.word
-            .store((seq << SEQ_SHIFT) | (gen << GEN_SHIFT), Release);
+        self.word.store(next, Release);
     }
 
     /// The body switched out to suspend; the caller owns `EXEC`.
@@ -731,6 +731,18 @@ mod tests {
         assert_eq!(s.await_start(gen, || ()).unwrap().0, AwaitStart::Wait);
         assert_eq!(s.complete_awaited(gen), CompleteAwaited::NotTaken);
         assert_eq!(s.complete(), Complete::WakeAwaiter);
+    }
+
+    #[test]
+    fn release_wraps_the_generation() {
+        let s = State {
+            word: AtomicU64::new((7 << SEQ_SHIFT) | (GEN_MASK << GEN_SHIFT)),
+        };
+        s.release();
+        let snap = s.load();
+        assert_eq!(snap.gen(), 0);
+        assert_ne!(snap.seq(), 7);
+        assert_eq!(snap.0 & FLAGS, 0);
     }
 
     #[test]
