@@ -342,8 +342,8 @@ fn await_with(
             // Awaiting itself would wait forever.
             return Err(Error::Invalid);
         }
-        // SAFETY: the running body owns EXEC.
-        let my_rt = unsafe { me.slot.body() }.runtime().map_or(0, |r| r.id());
+        // The running frame's own slot names its runtime (set at spawn).
+        let my_rt = me.slot.owner.load(Relaxed);
         if slot.owner.load(Acquire) != my_rt {
             return Err(if slot.state.load().gen() != gen {
                 Error::Stale
