@@ -30,12 +30,14 @@ impl Promise {
         Promise(((gen as u64) << 32) | (slot as u64 + 1))
     }
     /// `(slot, gen)`, or `Invalid` for zero and for tokens.
+    /// One comparison: zero and every token wrap to a slot out of range.
+    #[inline]
     pub fn split(self) -> Result<(usize, u32)> {
-        let low = self.0 & 0xffff_ffff;
-        if low == 0 || low & KIND_TOKEN != 0 {
+        let slot = (self.0 as u32).wrapping_sub(1);
+        if slot >= SLOT_MASK as u32 {
             return Err(Error::Invalid);
         }
-        Ok(((low - 1) as usize, (self.0 >> 32) as u32))
+        Ok((slot as usize, (self.0 >> 32) as u32))
     }
 }
 
@@ -44,12 +46,15 @@ impl Token {
         Token(((seq as u64) << 32) | KIND_TOKEN | (slot as u64 + 1))
     }
     /// `(slot, seq)`, or `Invalid` for zero and for promises.
+    /// One comparison, as `Promise::split`: zero, every promise and a
+    /// token of slot + 1 == 0 wrap to a slot out of range.
+    #[inline]
     pub fn split(self) -> Result<(usize, u32)> {
-        let low = self.0 & 0xffff_ffff;
-        if low & KIND_TOKEN == 0 || low & SLOT_MASK == 0 {
+        let slot = (self.0 as u32).wrapping_sub(KIND_TOKEN as u32 + 1);
+        if slot >= SLOT_MASK as u32 {
             return Err(Error::Invalid);
         }
-        Ok((((low & SLOT_MASK) - 1) as usize, (self.0 >> 32) as u32))
+        Ok((slot as usize, (self.0 >> 32) as u32))
     }
 }
 
@@ -68,5 +73,13 @@ mod tests {
         assert_eq!(Promise(0).split(), Err(Error::Invalid));
         assert_eq!(Token(0).split(), Err(Error::Invalid));
         assert_eq!(Token(KIND_TOKEN).split(), Err(Error::Invalid));
+        // The ends of the range, and the high half left alone.
+        let last = MAX_SLOTS - 1;
+        assert_eq!(Promise::new(last, 7).split(), Ok((last, 7)));
+        assert_eq!(Token::new(last, 7).split(), Ok((last, 7)));
+        assert_eq!(Promise::new(0, u32::MAX).split(), Ok((0, u32::MAX)));
+        assert_eq!(Token::new(0, 0).split(), Ok((0, 0)));
+        assert_eq!(Promise(u32::MAX as u64).split(), Err(Error::Invalid));
+        assert_eq!(Token(1).split(), Err(Error::Invalid));
     }
 }
