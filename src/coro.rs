@@ -110,7 +110,6 @@ fn init_frame(
     }
     let gen = slot.state.load().gen();
     let promise = Promise::new(slot.index(), gen);
-    stack.set_owner(promise.0);
     // SAFETY: the slot is ours, and env_ptr lives in the slot's env_heap
     // until the frame is freed.
     let context = unsafe { context::Context::new(stack, slot, entry, env_ptr.cast()) };

@@ -197,6 +197,15 @@ pub fn running() -> Option<Running> {
     thread_ctx().running()
 }
 
+/// The promise id of the coroutine running on this thread (0: none): what
+/// a stack overflow report names it by. Reads only this thread's context
+/// and the frame's state word, so the fault handler may call it.
+pub fn running_id() -> u64 {
+    current().map_or(0, |slot| {
+        crate::frame::Promise::new(slot.index(), slot.state.load().gen()).0
+    })
+}
+
 /// The frame whose body runs on this thread, if any.
 #[inline]
 pub fn current() -> Option<&'static Slot> {

@@ -106,6 +106,7 @@ impl Runtime {
             n => n,
         };
         let stacks = StackPool::new(config.stack_size)?;
+        crate::stack::set_running_id(crate::context::running_id);
         crate::stack::install_overflow_handler();
         let id = NEXT_RUNTIME_ID.fetch_add(1, Relaxed);
         let pollers = (0..workers)

@@ -1,11 +1,10 @@
 //! An arena: one mapping carved into `[guard page][usable stack]` slots.
 //!
-//! The arena only owns the memory and the per-slot owner ids; which slots
+//! The arena only owns the memory; which slots
 //! are handed out is the pool's business (`pool.rs`), and a handed-out slot
 //! is a `Stack` (`stack.rs`), which keeps its arena alive through an `Arc`.
 
 use core::ptr::NonNull;
-use std::sync::atomic::AtomicU64;
 
 use corosensei::stack::valgrind::ValgrindStackRegistration;
 
@@ -19,9 +18,8 @@ pub(super) struct Arena {
     slot_size: usize,
     /// Usable bytes per slot, a page multiple.
     usable: usize,
-    /// Which coroutine runs on each slot, for the overflow message. The
-    /// registry holds a raw pointer to this array while the arena is live.
-    owners: Box<[AtomicU64]>,
+    /// Slots in the mapping.
+    slots: usize,
     /// Our entry in the registry.
     entry: usize,
     /// The pool that carved this arena, so a stack given to the wrong pool
@@ -38,8 +36,8 @@ pub(super) struct Arena {
 // is decided by ownership of the `Stack` that holds it, not by the thread
 // that holds the arena.
 unsafe impl Send for Arena {}
-// SAFETY: as above; shared access only reads the immutable fields and the
-// owner atomics.
+// SAFETY: as above; shared access only reads the immutable fields (and the
+// valgrind list, behind its mutex).
 unsafe impl Sync for Arena {}
 
 impl Arena {
@@ -55,13 +53,11 @@ impl Arena {
         let slot_size = usable.checked_add(page).ok_or(Error::Invalid)?;
         let len = slot_size.checked_mul(slots).ok_or(Error::Invalid)?;
         let base = sys::map(len)?;
-        let owners: Box<[AtomicU64]> = (0..slots).map(|_| AtomicU64::new(0)).collect();
         let info = registry::ArenaInfo {
             base: base.as_ptr() as usize,
             len,
             slot_size,
             usable,
-            owners: owners.as_ptr(),
         };
         let entry = match registry::register(&info) {
             Ok(entry) => entry,
@@ -75,7 +71,7 @@ impl Arena {
             base,
             slot_size,
             usable,
-            owners,
+            slots,
             entry,
             pool_id,
             valgrind: std::sync::Mutex::new(Vec::new()),
@@ -83,7 +79,7 @@ impl Arena {
     }
 
     pub(super) fn slots(&self) -> usize {
-        self.owners.len()
+        self.slots
     }
 
     pub(super) fn usable(&self) -> usize {
@@ -128,17 +124,12 @@ impl Arena {
         let mut all = self.valgrind.lock().unwrap_or_else(|e| e.into_inner());
         all.push(registration);
     }
-
-    /// The owner id cell of slot `slot`.
-    pub(super) fn owner(&self, slot: usize) -> &AtomicU64 {
-        &self.owners[slot]
-    }
 }
 
 impl Drop for Arena {
     fn drop(&mut self) {
-        // Retire the registry entry before the memory and the owner array go,
-        // so the handler never reads either after they are freed.
+        // Retire the registry entry before the memory goes, so the handler
+        // never takes a fault there for a guard hit.
         registry::unregister(self.entry);
         // SAFETY: every Stack holds an Arc of its arena, so when the arena
         // drops no stack of it exists any more.

@@ -95,7 +95,7 @@ mod stack;
 #[cfg(test)]
 mod tests;
 
-pub use overflow::{install_overflow_handler, AltStack};
+pub use overflow::{install_overflow_handler, set_running_id, AltStack};
 pub use pool::StackPool;
 pub use stack::Stack;
 

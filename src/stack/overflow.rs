@@ -9,6 +9,7 @@
 
 use core::marker::PhantomData;
 use core::ptr::NonNull;
+use std::sync::atomic::{AtomicPtr, Ordering};
 use std::sync::Once;
 
 use super::{registry, sys, ALT_STACK_SIZE};
@@ -27,6 +28,32 @@ pub fn install_overflow_handler() {
     });
 }
 
+/// A `fn() -> u64` (null: none) that names the coroutine running on the
+/// calling thread (0: none), for the overflow report; set by the scheduler
+/// (`set_running_id`). A stack only grows while its coroutine runs, so the
+/// thread that hits a guard page is running the coroutine that overflowed,
+/// and nothing has to note at every spawn which coroutine took which stack.
+static RUNNING_ID: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
+
+/// Sets the function the overflow report asks which coroutine runs on the
+/// faulting thread. It is called in the fault handler: it must not lock,
+/// allocate or panic.
+pub fn set_running_id(f: fn() -> u64) {
+    RUNNING_ID.store(f as *mut (), Ordering::Release);
+}
+
+/// What `set_running_id`'s function answers on this thread (0: none set).
+fn running_id() -> u64 {
+    let f = RUNNING_ID.load(Ordering::Acquire);
+    if f.is_null() {
+        return 0;
+    }
+    // SAFETY: only `set_running_id` stores here, and it stores a
+    // `fn() -> u64`.
+    let f: fn() -> u64 = unsafe { core::mem::transmute(f) };
+    f()
+}
+
 /// Called by the fault handler with the faulting address: if it lies in a
 /// guard page of one of our stacks, writes
 /// `coroutine N overflowed its S-byte stack` to stderr and aborts; otherwise
@@ -37,10 +64,9 @@ pub(super) fn report_guard_hit(addr: usize) {
     };
     let mut msg = Message::new();
     msg.push(b"coroutine ");
-    if hit.owner == 0 {
-        msg.push(b"<unknown>");
-    } else {
-        msg.push_u64(hit.owner);
+    match running_id() {
+        0 => msg.push(b"<unknown>"),
+        id => msg.push_u64(id),
     }
     msg.push(b" overflowed its ");
     msg.push_u64(hit.usable as u64);

@@ -116,7 +116,7 @@ impl StackPool {
         carved
     }
 
-    /// Gives a stack back. Its reservations and owner are cleared; it is
+    /// Gives a stack back. Its reservations are cleared; it is
     /// the next one `get` returns. If that pushes an idle stack out of the
     /// [`HOT_STACKS`] window, that older stack is trimmed (outside the lock).
     ///

@@ -8,9 +8,9 @@
 //!
 //! A fault racing with the unmapping of its own arena is not the overflow of
 //! a live stack (a running stack keeps its arena alive, rule 6 in `mod.rs`);
-//! the handler may then misname the coroutine, nothing worse.
+//! the handler may then report it as an overflow, nothing worse.
 
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use crate::error::{Error, Result};
 
@@ -28,8 +28,6 @@ struct Entry {
     slot_size: AtomicUsize,
     /// Usable bytes per slot (`slot_size` minus the guard).
     usable: AtomicUsize,
-    /// The arena's per-slot owner ids (coroutine ids, 0 for none).
-    owners: AtomicPtr<AtomicU64>,
 }
 
 impl Entry {
@@ -40,7 +38,6 @@ impl Entry {
             len: AtomicUsize::new(0),
             slot_size: AtomicUsize::new(0),
             usable: AtomicUsize::new(0),
-            owners: AtomicPtr::new(core::ptr::null_mut()),
         }
     }
 }
@@ -57,8 +54,6 @@ pub(super) struct ArenaInfo {
     pub(super) len: usize,
     pub(super) slot_size: usize,
     pub(super) usable: usize,
-    /// `len / slot_size` atomics, alive until `unregister`.
-    pub(super) owners: *const AtomicU64,
 }
 
 /// Publishes an arena; returns its entry index for `unregister`.
@@ -76,9 +71,6 @@ pub(super) fn register(info: &ArenaInfo) -> Result<usize> {
         entry.base.store(info.base, Ordering::Relaxed);
         entry.slot_size.store(info.slot_size, Ordering::Relaxed);
         entry.usable.store(info.usable, Ordering::Relaxed);
-        entry
-            .owners
-            .store(info.owners.cast_mut(), Ordering::Relaxed);
         entry.len.store(info.len, Ordering::Release);
         HIGH_WATER.fetch_max(i + 1, Ordering::Release);
         return Ok(i);
@@ -86,20 +78,17 @@ pub(super) fn register(info: &ArenaInfo) -> Result<usize> {
     Err(Error::NoMem)
 }
 
-/// Retires entry `index`; after this the handler no longer reads the
-/// arena's owner array.
+/// Retires entry `index`; after this the handler no longer looks at the
+/// arena.
 pub(super) fn unregister(index: usize) {
     let entry = &TABLE[index];
     entry.len.store(0, Ordering::Release);
-    entry.owners.store(core::ptr::null_mut(), Ordering::Relaxed);
     entry.claimed.store(false, Ordering::Release);
 }
 
 /// A fault inside a guard page.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) struct GuardHit {
-    /// The coroutine that owns the slot (0: none recorded).
-    pub(super) owner: u64,
     /// Usable bytes of that stack.
     pub(super) usable: usize,
 }
@@ -129,17 +118,7 @@ pub(super) fn lookup_guard(addr: usize) -> Option<GuardHit> {
         if offset % slot_size >= slot_size - usable {
             return None;
         }
-        let slot = offset / slot_size;
-        let owners = entry.owners.load(Ordering::Relaxed);
-        let owner = if owners.is_null() || slot >= len / slot_size {
-            0
-        } else {
-            // SAFETY: a published entry's owner array has len / slot_size
-            // elements and outlives the publication (`unregister` clears
-            // `len` before the arena frees it).
-            unsafe { (*owners.add(slot)).load(Ordering::Relaxed) }
-        };
-        return Some(GuardHit { owner, usable });
+        return Some(GuardHit { usable });
     }
     None
 }

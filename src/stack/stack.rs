@@ -15,7 +15,6 @@
 //! ```
 
 use core::fmt;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use corosensei::stack::StackPointer;
@@ -31,8 +30,8 @@ use crate::error::{Error, Result};
 /// mapped until the pool and every other stack of that arena are gone.
 ///
 /// A `Stack` is `Send` (a coroutine may be created on one thread and run on
-/// another) and `Sync` (`set_owner` is one atomic store), but not `Clone`:
-/// two coroutines on one stack would overwrite each other.
+/// another) and `Sync` (shared, it only answers questions), but not
+/// `Clone`: two coroutines on one stack would overwrite each other.
 ///
 /// ```
 /// fn send_sync<T: Send + Sync>() {}
@@ -99,29 +98,14 @@ impl Stack {
         Ok(p)
     }
 
-    /// Records which coroutine runs on this stack, for the overflow report
-    /// (0: none). One relaxed store.
-    #[inline]
-    pub fn set_owner(&self, coroutine_id: u64) {
-        self.arena
-            .owner(self.slot)
-            .store(coroutine_id, Ordering::Relaxed);
-    }
-
-    /// The id given to the last `set_owner` (0 after `put`).
-    pub fn owner(&self) -> u64 {
-        self.arena.owner(self.slot).load(Ordering::Relaxed)
-    }
-
     /// Bytes handed out by `reserve_top`, a multiple of 16.
     fn reserved(&self) -> usize {
         self.arena.slot_end(self.slot).as_ptr() as usize - self.base.get()
     }
 
-    /// Forgets the reservations and the owner; `put` calls this.
+    /// Forgets the reservations; `put` calls this.
     pub(super) fn reset(&mut self) {
         self.base = top(self.arena.slot_end(self.slot).as_ptr());
-        self.set_owner(0);
     }
 
     /// Releases the usable pages except the top one (rule 4 in `mod.rs`).
@@ -193,7 +177,6 @@ impl fmt::Debug for Stack {
             .field("base", &format_args!("{:#x}", self.base().get()))
             .field("usable", &self.usable_size())
             .field("reserved", &self.reserved())
-            .field("owner", &self.owner())
             .finish()
     }
 }

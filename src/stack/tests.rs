@@ -154,32 +154,31 @@ fn reserve_top_bounds() {
 }
 
 #[test]
-fn owner_is_found_from_a_guard_address() {
+fn a_guard_address_is_found_with_its_stack_size() {
     let pool = StackPool::new(0).unwrap();
     let a = pool.get().unwrap();
     let b = pool.get().unwrap();
-    a.set_owner(7);
-    b.set_owner(u64::MAX);
     let guard_a = a.limit().get();
     let guard_b = b.limit().get();
     assert_eq!(
         registry::lookup_guard(guard_a + 8),
         Some(GuardHit {
-            owner: 7,
             usable: DEFAULT_STACK_SIZE
         })
     );
     assert_eq!(
-        registry::lookup_guard(guard_b + page() - 1).map(|h| h.owner),
-        Some(u64::MAX)
+        registry::lookup_guard(guard_b + page() - 1),
+        Some(GuardHit {
+            usable: DEFAULT_STACK_SIZE
+        })
     );
     // Usable memory is not a guard; neither is memory outside every arena.
     assert_eq!(registry::lookup_guard(guard_a + page()), None);
     assert_eq!(registry::lookup_guard(a.base().get() - 1), None);
     assert_eq!(registry::lookup_guard(8), None);
     pool.put(a);
-    // put() clears the owner.
-    assert_eq!(registry::lookup_guard(guard_a).map(|h| h.owner), Some(0));
+    // An idle stack's guard is still a guard.
+    assert!(registry::lookup_guard(guard_a).is_some());
     pool.put(b);
 }
 
@@ -296,7 +295,6 @@ fn a_coroutine_runs_on_a_pool_stack() {
     let pool = StackPool::new(0).unwrap();
     for round in 0..2u64 {
         let mut stack = pool.get().unwrap();
-        stack.set_owner(100 + round);
         // The frame copies its environment to the top of the stack.
         let env = stack.reserve_top(24).unwrap().cast::<u64>();
         // SAFETY: 24 reserved, 16-byte aligned bytes.
@@ -322,7 +320,6 @@ fn a_coroutine_runs_on_a_pool_stack() {
         assert_eq!(co.resume(1), CoroutineResult::Yield(42 + round as usize));
         assert_eq!(co.resume(0), CoroutineResult::Return(2 * (42 + round)));
         let stack = co.into_stack();
-        assert_eq!(stack.owner(), 100 + round);
         pool.put(stack);
     }
     assert_eq!(pool.carved(), 1);
@@ -332,14 +329,13 @@ fn a_coroutine_runs_on_a_pool_stack() {
 fn pool_is_shared_between_threads() {
     let pool = StackPool::new(0).unwrap();
     std::thread::scope(|s| {
-        for t in 0..4u64 {
+        for _ in 0..4 {
             let pool = &pool;
             s.spawn(move || {
                 let _alt = AltStack::install().unwrap();
-                for i in 0..2000 {
+                for _ in 0..2000 {
                     let a = pool.get().unwrap();
                     let b = pool.get().unwrap();
-                    a.set_owner(t * 10_000 + i);
                     pool.put(b);
                     pool.put(a);
                 }
@@ -455,7 +451,8 @@ fn overflow_child(force_mprotect: bool) -> ! {
         // A few neighbours, so the overflowing stack is not the arena's first.
         let neighbours: Vec<Stack> = (0..3).map(|_| pool.get().unwrap()).collect();
         let stack = pool.get().unwrap();
-        stack.set_owner(42);
+        // What the scheduler's hook answers on a coroutine's thread.
+        super::set_running_id(|| 42);
         if force_mprotect {
             assert_eq!(sys::guard_mode(), GuardMode::Mprotect);
         }
