@@ -51,12 +51,18 @@ pub(crate) fn spawn_with(
     if rt.is_closing() {
         return Err(Error::Shutdown);
     }
-    let local = local();
-    let slot = match local {
-        Some(l) => l.alloc_slot()?,
-        None => table::alloc(None)?,
+    let any_local = local();
+    let local = any_local.filter(|l| l.serves(rt));
+    // A worker of `rt` starts the frame in a slot that kept its coroutine
+    // and stack, if it has one (`Local::keep_warm`).
+    let slot = match (local, any_local) {
+        (Some(l), _) => match l.take_warm() {
+            Some(s) => s,
+            None => l.alloc_slot()?,
+        },
+        (None, Some(l)) => l.alloc_slot()?,
+        (None, None) => table::alloc(None)?,
     };
-    let local = local.filter(|l| l.serves(rt));
     init_frame(rt, local, slot, entry, env, drop, flags)
 }
 
@@ -72,18 +78,6 @@ fn init_frame(
     drop: Option<EnvDrop>,
     flags: u32,
 ) -> Result<Promise> {
-    let stack = match local {
-        Some(l) => l.take_stack(),
-        None => rt.stacks.get(),
-    };
-    let stack = match stack {
-        Ok(s) => s,
-        Err(e) => {
-            // Nothing was published: the slot is still ours to give back.
-            table::free(slot, None);
-            return Err(e);
-        }
-    };
     // SAFETY: a free slot is ours until `init` publishes it.
     let body = unsafe { slot.body() };
     // The environment lives in the slot's buffer, whose capacity survives
@@ -96,8 +90,7 @@ fn init_frame(
         let words = env.len().div_ceil(16);
         body.env_heap.clear();
         if body.env_heap.try_reserve_exact(words).is_err() {
-            rt.stacks.put(stack);
-            table::free(slot, None);
+            give_back_unused(slot, local);
             return Err(Error::NoMem);
         }
         body.env_heap.resize(words, 0);
@@ -108,24 +101,37 @@ fn init_frame(
         // the caller's buffer.
         unsafe { ptr::copy_nonoverlapping(env.as_ptr(), env_ptr, env.len()) };
     }
+    // SAFETY: the slot is ours (see above).
+    let context = unsafe { slot.context() };
+    if context.is_none() {
+        let stack = match local {
+            Some(l) => l.take_stack(),
+            None => rt.stacks.get(),
+        };
+        let stack = match stack {
+            Ok(s) => s,
+            Err(e) => {
+                // Nothing was published: the slot is still ours to give back.
+                table::free(slot, None);
+                return Err(e);
+            }
+        };
+        // SAFETY: the coroutine calls the entry set below, with env_ptr,
+        // which lives in the slot's env_heap until the frame is freed.
+        let new = unsafe { context::Context::new(stack, slot) };
+        // There was nothing to drop: forgetting the old value spares the
+        // drop call.
+        core::mem::forget(context.replace(new));
+    }
     let gen = slot.state.load().gen();
     let promise = Promise::new(slot.index(), gen);
-    // SAFETY: the slot is ours, and env_ptr lives in the slot's env_heap
-    // until the frame is freed.
-    let context = unsafe { context::Context::new(stack, slot, entry, env_ptr.cast()) };
-    // A free slot has no context (`free_with` took it), so there is
-    // nothing to drop: forgetting the old value spares the drop call.
-    // SAFETY: the slot is ours (see above).
-    let old = unsafe { slot.context() }.replace(context);
-    debug_assert!(old.is_none(), "a free slot kept its context");
-    core::mem::forget(old);
     let worker = rt.pick_worker();
     body.rt = rt;
     body.worker = worker;
     body.migratable = flags & SPAWN_MIGRATABLE != 0;
+    body.entry = Some(entry);
     body.env = env_ptr.cast();
     body.env_drop = drop;
-    body.id = promise.0;
     slot.awaiter
         .store(awaiter::mark(gen, awaiter::EMPTY), Relaxed);
     slot.result.store(ptr::null_mut(), Relaxed);
@@ -152,6 +158,19 @@ fn init_frame(
         return Err(Error::Shutdown);
     }
     Ok(promise)
+}
+
+/// Gives back a slot `init_frame` took and published nothing in: to the
+/// worker's warm slots if it kept its coroutine, else to the table.
+#[cold]
+fn give_back_unused(slot: &'static Slot, local: Option<&sched::Local>) {
+    // SAFETY: the slot is ours: nothing was published in it.
+    let warm = unsafe { slot.context() }.is_some();
+    match local {
+        // Only a worker's own warm slots have a coroutine (`spawn_with`).
+        Some(l) if warm => l.keep_warm(slot),
+        _ => table::free(slot, None),
+    }
 }
 
 /// Does what a transition's outcome asks of the caller.
@@ -194,7 +213,7 @@ fn no_lock_held(me: &Running) -> Result<()> {
     // SAFETY: the running body owns EXEC.
     let body = unsafe { me.slot.body() };
     if body.locks > 0 {
-        report_lock_held(body.id, body.lock_what);
+        report_lock_held(me.slot.promise().0, body.lock_what);
         return Err(Error::LockHeld);
     }
     Ok(())
@@ -661,8 +680,7 @@ fn report_lock_held(id: u64, what: *const c_char) {
 
 /// `coro_self_id`.
 pub fn self_id() -> u64 {
-    // SAFETY: the running body owns EXEC.
-    context::current().map_or(0, |s| unsafe { s.body() }.id)
+    context::current().map_or(0, |s| s.promise().0)
 }
 
 /// `coro_live_frames`.

@@ -1,21 +1,27 @@
 //! Switching between a worker and its coroutines: the one module that
 //! names corosensei.
 //!
-//! A coroutine's body is a C `entry(env)` running on a `Stack` from the
-//! runtime's pool. It leaves its stack in two ways: by yielding or
-//! suspending (`Running::yield_now`, `Running::suspend`), from any call
-//! depth; or by returning.
+//! A coroutine is a loop on a `Stack` from the runtime's pool: it calls
+//! the entry of its slot's frame, `entry(env)`, and when that returns it
+//! hands over the value and waits at the top of the loop for the slot's
+//! next frame. A slot that keeps its coroutine (`Local::keep_warm`) then
+//! starts the next frame without building a coroutine or taking a stack.
+//! A body leaves its stack in two ways: by yielding or suspending
+//! (`Running::yield_now`, `Running::suspend`), from any call depth; or by
+//! returning.
 //! A switched-out coroutine that is cancelled in the default mode is never
 //! resumed: `into_stack` abandons its frames without unwinding them (the
 //! defers, run by the frame, are the cleanup), as FACTS.md advises.
 
 use core::cell::Cell;
+use core::convert::Infallible;
 use core::ffi::c_void;
 use core::ptr::{self, NonNull};
+use core::sync::atomic::Ordering::Relaxed;
 
 use corosensei::{Coroutine, CoroutineResult, Yielder};
 
-use crate::frame::slot::{Entry, Slot};
+use crate::frame::slot::Slot;
 use crate::frame::Token;
 use crate::sanitize::Fiber;
 use crate::stack::Stack;
@@ -42,14 +48,23 @@ pub struct Suspension {
 
 /// Why a coroutine switched out, as it crosses the switch: one word, so
 /// corosensei passes it in a register and a yield's worker reads no memory
-/// for it. A suspension's details stay on the switched-out coroutine's
-/// stack, where `Context::resume` reads them.
+/// for it (an enum with two empty variants and a pointer takes two). A
+/// suspension's details stay on the switched-out coroutine's stack, where
+/// `Context::resume` reads them.
 #[derive(Clone, Copy)]
-enum Switch {
+struct Switch(*const Suspension);
+
+impl Switch {
     /// Go to the back of the worker's queue.
-    Yield,
-    /// Park as the `Suspension` there says.
-    Suspend(NonNull<Suspension>),
+    const YIELD: Switch = Switch(ptr::null());
+    /// The entry returned; its value is in the slot's `result`. No
+    /// `Suspension` lives at this address (it is below any stack).
+    const FINISHED: Switch = Switch(NonNull::dangling().as_ptr());
+
+    /// Park as `how` says.
+    fn suspend(how: &Suspension) -> Switch {
+        Switch(how)
+    }
 }
 
 /// What a suspension returns to the body. Each value is the status the
@@ -79,7 +94,8 @@ pub enum Step {
     Returned(*mut c_void),
 }
 
-type Co = Coroutine<Resumed, Switch, *mut c_void, Stack>;
+/// The coroutine never returns: it loops over its slot's frames.
+type Co = Coroutine<Resumed, Switch, Infallible, Stack>;
 type CoYielder = Yielder<Resumed, Switch>;
 
 /// A coroutine on its stack.
@@ -173,7 +189,7 @@ impl Running {
     /// Switches the coroutine out to the back of its worker's queue;
     /// returns when it runs again. Consumes `self`, as `suspend` does.
     pub fn yield_now(self) -> Resumed {
-        self.switch_out(Switch::Yield)
+        self.switch_out(Switch::YIELD)
     }
 
     /// Switches the coroutine out to park; returns when it is resumed.
@@ -181,7 +197,7 @@ impl Running {
     pub fn suspend(self, how: Suspension) -> Resumed {
         // `how` stays in this call's frame, on the coroutine's stack,
         // until the coroutine is resumed: the worker reads it first.
-        self.switch_out(Switch::Suspend(NonNull::from(&how)))
+        self.switch_out(Switch::suspend(&how))
     }
 
     fn switch_out(self, why: Switch) -> Resumed {
@@ -201,9 +217,7 @@ pub fn running() -> Option<Running> {
 /// a stack overflow report names it by. Reads only this thread's context
 /// and the frame's state word, so the fault handler may call it.
 pub fn running_id() -> u64 {
-    current().map_or(0, |slot| {
-        crate::frame::Promise::new(slot.index(), slot.state.load().gen()).0
-    })
+    current().map_or(0, |slot| slot.promise().0)
 }
 
 /// The frame whose body runs on this thread, if any.
@@ -213,23 +227,33 @@ pub fn current() -> Option<&'static Slot> {
 }
 
 impl Context {
-    /// Prepares `entry(env)` to run on `stack`; nothing runs yet.
+    /// Prepares a coroutine on `stack` that runs the frames of `slot`, one
+    /// after the other, each when resumed after the last one returned;
+    /// nothing runs yet.
     ///
     /// # Safety
-    /// `entry` must be safe to call with `env`, which must stay valid
-    /// until the frame is freed.
-    pub unsafe fn new(
-        stack: Stack,
-        slot: &'static Slot,
-        entry: Entry,
-        env: *mut c_void,
-    ) -> Context {
+    /// Whoever resumes it must have set the slot's `entry` to a function
+    /// safe to call with `env`, which must stay valid until the frame ends.
+    pub unsafe fn new(stack: Stack, slot: &'static Slot) -> Context {
         let co = Co::with_stack(stack, move |yielder: &CoYielder, _first: Resumed| {
             // Before the entry runs, so `running()` finds the yielder.
             slot.set_yielder((yielder as *const CoYielder).cast());
-            // SAFETY: entry and env come from coro_spawn: a C function and
-            // the frame's own copy of its environment.
-            unsafe { entry(env) }
+            loop {
+                // SAFETY: the resumer owns EXEC and lends it to the body.
+                let body = unsafe { slot.body() };
+                let (entry, env) = (body.entry, body.env);
+                body.in_entry = true;
+                // SAFETY: entry and env come from coro_spawn: a C function
+                // and the frame's own copy of its environment.
+                let value = match entry {
+                    Some(entry) => unsafe { entry(env) },
+                    None => ptr::null_mut(),
+                };
+                // SAFETY: as above; the entry's borrows of the body ended.
+                unsafe { slot.body() }.in_entry = false;
+                slot.result.store(value, Relaxed);
+                yielder.suspend(Switch::FINISHED);
+            }
         });
         Context {
             co,
@@ -237,40 +261,40 @@ impl Context {
         }
     }
 
-    /// Runs the coroutine of `slot` until it switches out or returns.
-    /// The caller owns the frame's `EXEC`; `ctx` is its thread's context.
+    /// Runs the coroutine of `slot` until it switches out or its entry
+    /// returns. The caller owns the frame's `EXEC`; `ctx` is its thread's
+    /// context.
     pub fn resume(&mut self, ctx: &ThreadCtx, slot: &'static Slot, how: Resumed) -> Step {
         ctx.slot.set(slot);
         let r = self.fiber.run(|| self.co.resume(how));
         ctx.slot.set(ptr::null());
-        match r {
-            CoroutineResult::Yield(Switch::Yield) => Step::Yielded,
+        let why = match r {
+            CoroutineResult::Yield(why) => why,
+            CoroutineResult::Return(never) => match never {},
+        };
+        if why.0 == Switch::YIELD.0 {
+            Step::Yielded
+        } else if why.0 == Switch::FINISHED.0 {
+            // Written by the coroutine just before it switched back here.
+            Step::Returned(slot.result.load(Relaxed))
+        } else {
             // SAFETY: `Running::suspend` passed the address of its
             // argument, which lives until the coroutine is resumed, and
             // nothing can resume it before this returns: its token is
             // made afterwards, from what is read here.
-            CoroutineResult::Yield(Switch::Suspend(how)) => {
-                Step::Suspended(unsafe { *how.as_ptr() })
-            }
-            CoroutineResult::Return(v) => Step::Returned(v),
+            Step::Suspended(unsafe { *why.0 })
         }
     }
 
-    /// Whether the body ever ran.
-    pub fn started(&self) -> bool {
-        self.co.started()
-    }
-
-    /// Gives the stack back, abandoning a body that did not finish. Its
-    /// frames are not unwound: the frame's defers were its cleanup. The
-    /// TSan fiber goes back with it (`sanitize` rule 4).
+    /// Gives the stack back, abandoning the coroutine: at the top of its
+    /// loop or inside a body that did not finish. Its frames are not
+    /// unwound: the frame's defers were its cleanup. The TSan fiber goes
+    /// back with it (`sanitize` rule 4).
     pub fn into_stack(mut self) -> Stack {
-        if !self.co.done() {
-            // SAFETY: the body is switched out and will never run again;
-            // coroutine bodies are C frames and our own, none of which
-            // needs dropping (the frame ran the defers).
-            unsafe { self.co.force_reset() };
-        }
+        // SAFETY: the coroutine is switched out and will never run again;
+        // its frames are C frames and our own loop, none of which needs
+        // dropping (the frame ran the defers).
+        unsafe { self.co.force_reset() };
         self.co.into_stack()
     }
 }

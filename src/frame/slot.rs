@@ -63,6 +63,13 @@ pub struct Body {
     pub worker: usize,
     /// Spawned with `CORO_SPAWN_MIGRATABLE`.
     pub migratable: bool,
+    /// The frame's entry is on the stack: called and not yet returned.
+    /// Set and cleared by the coroutine around the call (`Context::new`).
+    /// Before and after, the coroutine waits at the top of its loop for
+    /// the next frame, so the slot can keep it (`Local::keep_warm`).
+    pub in_entry: bool,
+    /// What the coroutine calls with `env` (set at spawn).
+    pub entry: Option<Entry>,
     pub env: *mut c_void,
     /// The frame's copy of the spawn environment (16-byte aligned).
     pub env_heap: Vec<u128>,
@@ -72,7 +79,6 @@ pub struct Body {
     /// Blocking locks noted held (CP.52), and the name of the last one.
     pub locks: u32,
     pub lock_what: *const c_char,
-    pub id: u64,
 }
 
 impl Body {
@@ -88,6 +94,8 @@ impl Body {
             rt: ptr::null(),
             worker: 0,
             migratable: false,
+            in_entry: false,
+            entry: None,
             env: ptr::null_mut(),
             env_heap: Vec::new(),
             env_drop: None,
@@ -95,7 +103,6 @@ impl Body {
             wait: Wait::None,
             locks: 0,
             lock_what: ptr::null(),
-            id: 0,
         }
     }
 }
@@ -161,6 +168,11 @@ impl Slot {
     #[inline]
     pub fn index(&self) -> usize {
         self.index as usize
+    }
+
+    /// The promise of the slot's current generation: a live frame's id.
+    pub fn promise(&self) -> Promise {
+        Promise::new(self.index(), self.state.load().gen())
     }
 
     /// The body.

@@ -54,8 +54,15 @@ pub struct SlotCache {
     /// The slots themselves, not their indices: a slot knows its index,
     /// and an index would cost a chunk lookup per spawn.
     slots: Vec<&'static Slot>,
+    /// Free slots that kept their coroutine and its stack, for the
+    /// owner's next spawns (`alloc_warm`). The owner empties it
+    /// (`drain_warm`) before the cache drops: the stacks are its runtime's.
+    warm: Vec<&'static Slot>,
     live: Arc<AtomicI64>,
 }
+
+/// Warm slots a cache keeps at most.
+const WARM: usize = 16;
 
 impl SlotCache {
     pub fn new() -> SlotCache {
@@ -64,7 +71,40 @@ impl SlotCache {
         caches.push(live.clone());
         SlotCache {
             slots: Vec::new(),
+            warm: Vec::new(),
             live,
+        }
+    }
+
+    /// A free slot that kept its coroutine, if there is one.
+    #[inline]
+    pub fn alloc_warm(&mut self) -> Option<&'static Slot> {
+        let slot = self.warm.pop()?;
+        self.count(1);
+        Some(slot)
+    }
+
+    /// Whether `free_warm` would take another slot.
+    #[inline]
+    pub fn has_warm_room(&self) -> bool {
+        self.warm.len() < WARM
+    }
+
+    /// Puts back the slot of a frame the caller freed and whose coroutine
+    /// it left in the slot. The caller saw `has_warm_room`.
+    #[inline]
+    pub fn free_warm(&mut self, slot: &'static Slot) {
+        debug_assert!(self.has_warm_room());
+        self.count(-1);
+        self.warm.push(slot);
+    }
+
+    /// Hands each warm slot to `strip`, which takes its coroutine away,
+    /// and keeps the slot as a plain free one.
+    pub fn drain_warm(&mut self, mut strip: impl FnMut(&'static Slot)) {
+        while let Some(slot) = self.warm.pop() {
+            strip(slot);
+            self.slots.push(slot);
         }
     }
 
@@ -85,6 +125,7 @@ impl Drop for SlotCache {
     /// to the table's, under the lock `live` sums under, so no frame is
     /// counted twice or missed.
     fn drop(&mut self) {
+        debug_assert!(self.warm.is_empty(), "a slot cache dropped warm slots");
         TABLE
             .free
             .lock()

@@ -56,7 +56,8 @@ pub(super) fn run<const NESTED: bool>(
     let how = if snap.has(CANCELLED) {
         // Default mode never returns to the body (rule 4); cancel-returns
         // mode does, unless the body never started (rule 5).
-        if !snap.has(CANCEL_RETURNS) || !ctx.started() {
+        // SAFETY: we own EXEC.
+        if !snap.has(CANCEL_RETURNS) || !unsafe { slot.body() }.in_entry {
             finish(slot, Outcome::Cancelled, Some(local));
             return None;
         }
@@ -257,18 +258,28 @@ pub(crate) fn free_with(slot: &'static Slot, local: Option<&Local>) {
     // SAFETY: nothing holds the frame any more; we are its last owner.
     let body = unsafe { slot.body() };
     // SAFETY: as above.
-    let ctx = unsafe { slot.context() }.take();
+    let context = unsafe { slot.context() };
     let rt = body.runtime();
     body.rt = core::ptr::null();
-    if let (Some(ctx), Some(rt)) = (ctx, rt) {
-        match local {
-            Some(l) if l.serves(rt) => l.give_stack(ctx.into_stack()),
-            _ => rt.stacks.put(ctx.into_stack()),
+    // A coroutine waiting at the top of its loop (its entry returned, or
+    // never ran) stays in the slot if this worker keeps it warm.
+    let serving = local.filter(|l| rt.is_some_and(|rt| l.serves(rt)));
+    let warm = match serving {
+        Some(l) => !body.in_entry && context.is_some() && l.has_warm_room(),
+        None => false,
+    };
+    if !warm {
+        if let (Some(ctx), Some(rt)) = (context.take(), rt) {
+            match serving {
+                Some(l) => l.give_stack(ctx.into_stack()),
+                None => rt.stacks.put(ctx.into_stack()),
+            }
         }
+        body.in_entry = false;
     }
     // Finishing emptied the defers, the wait and `env_drop`; spawn sets
-    // `id`, `env_drop` and the environment again. Only a big environment
-    // buffer is not kept for the next frame.
+    // `entry`, `env_drop` and the environment again. Only a big
+    // environment buffer is not kept for the next frame.
     debug_assert!(
         body.env_drop.is_none() && body.defers.is_empty() && matches!(body.wait, Wait::None),
         "freed a frame that did not finish"
@@ -280,6 +291,7 @@ pub(crate) fn free_with(slot: &'static Slot, local: Option<&Local>) {
     slot.owner.store(0, core::sync::atomic::Ordering::Release);
     slot.state.release();
     match local {
+        Some(l) if warm => l.keep_warm(slot),
         Some(l) => l.free_slot(slot),
         None => table::free(slot, None),
     }

@@ -238,6 +238,29 @@ impl Local {
         table::free(slot, Some(unsafe { &mut *self.slots.get() }))
     }
 
+    /// A free slot that kept its coroutine and stack (`keep_warm`).
+    #[inline(always)]
+    pub(crate) fn take_warm(&self) -> Option<&'static Slot> {
+        // SAFETY: as in `alloc_slot`.
+        unsafe { &mut *self.slots.get() }.alloc_warm()
+    }
+
+    /// Whether `keep_warm` would take another slot.
+    #[inline(always)]
+    pub(crate) fn has_warm_room(&self) -> bool {
+        // SAFETY: as in `alloc_slot`.
+        unsafe { &*self.slots.get() }.has_warm_room()
+    }
+
+    /// Puts back the slot of a frame of this worker's runtime that this
+    /// thread freed, with its coroutine waiting for the next entry: a
+    /// spawn here then builds no coroutine and takes no stack. The caller
+    /// saw `has_warm_room`.
+    pub(crate) fn keep_warm(&self, slot: &'static Slot) {
+        // SAFETY: as in `alloc_slot`.
+        unsafe { &mut *self.slots.get() }.free_warm(slot)
+    }
+
     /// A stack of this worker's runtime, from the cache or the pool.
     #[inline(always)]
     pub(crate) fn take_stack(&self) -> crate::error::Result<Stack> {
@@ -408,7 +431,14 @@ pub(super) fn run(rt: Arc<Runtime>, index: usize) {
             // Closed and empty (a push that came first is run first).
             if inbox.head.closed_and_empty() {
                 ctx.set_worker(ptr::null());
-                // The slot cache gives its slots back when `me` drops.
+                // The slot cache gives its slots back when `me` drops;
+                // the stacks go back to the pool first.
+                me.slots.get_mut().drain_warm(|slot| {
+                    // SAFETY: a warm slot is free, and this worker's.
+                    if let Some(ctx) = unsafe { slot.context() }.take() {
+                        rt.stacks.put(ctx.into_stack());
+                    }
+                });
                 for stack in me.stacks.get_mut().drain(..) {
                     rt.stacks.put(stack);
                 }
