@@ -3,7 +3,7 @@
 use super::worker::Local;
 use super::Runtime;
 use crate::context::{self, OnSuspend, Resumed, Step, Suspension};
-use crate::frame::slot::{awaiter, Slot, Wait};
+use crate::frame::slot::{awaiter, Body, Slot, Wait};
 use crate::frame::state::{Complete, CompleteAwaited, Park, CANCELLED, CANCEL_RETURNS};
 use crate::frame::{table, Token};
 
@@ -205,7 +205,7 @@ fn finish_inline(
         // this consumes, so it is not stored.
         if let CompleteAwaited::Taken { cancelled, free } = slot.state.complete_awaited(gen) {
             if free {
-                free_with(slot, local);
+                free_returned(slot, local);
             }
             return Some(AwaitedEnd { value, cancelled });
         }
@@ -253,6 +253,38 @@ pub(crate) fn free(slot: &'static Slot) {
     free_with(slot, super::worker::local());
 }
 
+/// `free_with` inlined for its common case on the nested await's path: a
+/// frame that returned on its own worker goes warm with a few stores.
+#[inline(always)]
+fn free_returned(slot: &'static Slot, local: Option<&Local>) {
+    if let Some(l) = local {
+        // SAFETY: nothing holds the frame any more; we are its last owner.
+        let body = unsafe { slot.body() };
+        let keep = !body.in_entry && body.env_heap.capacity() <= 64 && l.has_warm_room();
+        if keep && body.runtime().is_some_and(|rt| l.serves(rt)) {
+            release(slot, body);
+            l.keep_warm(slot);
+            return;
+        }
+    }
+    free_with(slot, local);
+}
+
+/// Turns a finished frame's slot free: every handle to it goes stale.
+/// Finishing emptied the defers, the wait and `env_drop`; spawn sets
+/// `entry`, `env_drop` and the environment again.
+#[inline(always)]
+fn release(slot: &'static Slot, body: &mut Body) {
+    debug_assert!(
+        body.env_drop.is_none() && body.defers.is_empty() && matches!(body.wait, Wait::None),
+        "freed a frame that did not finish"
+    );
+    body.rt = core::ptr::null();
+    body.locks = 0;
+    slot.owner.store(0, core::sync::atomic::Ordering::Release);
+    slot.state.release();
+}
+
 /// `free` for a caller that knows which worker it is (`local`).
 pub(crate) fn free_with(slot: &'static Slot, local: Option<&Local>) {
     // SAFETY: nothing holds the frame any more; we are its last owner.
@@ -260,7 +292,6 @@ pub(crate) fn free_with(slot: &'static Slot, local: Option<&Local>) {
     // SAFETY: as above.
     let context = unsafe { slot.context() };
     let rt = body.runtime();
-    body.rt = core::ptr::null();
     // A coroutine waiting at the top of its loop (its entry returned, or
     // never ran) stays in the slot if this worker keeps it warm.
     let serving = local.filter(|l| rt.is_some_and(|rt| l.serves(rt)));
@@ -277,19 +308,11 @@ pub(crate) fn free_with(slot: &'static Slot, local: Option<&Local>) {
         }
         body.in_entry = false;
     }
-    // Finishing emptied the defers, the wait and `env_drop`; spawn sets
-    // `entry`, `env_drop` and the environment again. Only a big
-    // environment buffer is not kept for the next frame.
-    debug_assert!(
-        body.env_drop.is_none() && body.defers.is_empty() && matches!(body.wait, Wait::None),
-        "freed a frame that did not finish"
-    );
+    // Only a big environment buffer is not kept for the next frame.
     if body.env_heap.capacity() > 64 {
         body.env_heap = Vec::new();
     }
-    body.locks = 0;
-    slot.owner.store(0, core::sync::atomic::Ordering::Release);
-    slot.state.release();
+    release(slot, body);
     match local {
         Some(l) if warm => l.keep_warm(slot),
         Some(l) => l.free_slot(slot),

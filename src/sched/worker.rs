@@ -256,6 +256,7 @@ impl Local {
     /// thread freed, with its coroutine waiting for the next entry: a
     /// spawn here then builds no coroutine and takes no stack. The caller
     /// saw `has_warm_room`.
+    #[inline(always)]
     pub(crate) fn keep_warm(&self, slot: &'static Slot) {
         // SAFETY: as in `alloc_slot`.
         unsafe { &mut *self.slots.get() }.free_warm(slot)
