@@ -57,7 +57,9 @@ pub struct SlotCache {
     /// Free slots that kept their coroutine and its stack, for the
     /// owner's next spawns (`alloc_warm`). The owner empties it
     /// (`drain_warm`) before the cache drops: the stacks are its runtime's.
-    warm: Vec<&'static Slot>,
+    /// A fixed array, so keeping one is a store, with no growth path.
+    warm: [Option<&'static Slot>; WARM],
+    warm_len: usize,
     live: Arc<AtomicI64>,
 }
 
@@ -71,7 +73,8 @@ impl SlotCache {
         caches.push(live.clone());
         SlotCache {
             slots: Vec::new(),
-            warm: Vec::new(),
+            warm: [None; WARM],
+            warm_len: 0,
             live,
         }
     }
@@ -79,7 +82,9 @@ impl SlotCache {
     /// A free slot that kept its coroutine, if there is one.
     #[inline]
     pub fn alloc_warm(&mut self) -> Option<&'static Slot> {
-        let slot = self.warm.pop()?;
+        let at = self.warm_len.checked_sub(1)?;
+        let slot = self.warm.get_mut(at)?.take()?;
+        self.warm_len = at;
         self.count(1);
         Some(slot)
     }
@@ -87,25 +92,32 @@ impl SlotCache {
     /// Whether `free_warm` would take another slot.
     #[inline]
     pub fn has_warm_room(&self) -> bool {
-        self.warm.len() < WARM
+        self.warm_len < WARM
     }
 
     /// Puts back the slot of a frame the caller freed and whose coroutine
     /// it left in the slot. The caller saw `has_warm_room`.
-    #[inline]
+    #[inline(always)]
     pub fn free_warm(&mut self, slot: &'static Slot) {
-        debug_assert!(self.has_warm_room());
-        self.count(-1);
-        self.warm.push(slot);
+        if let Some(cell) = self.warm.get_mut(self.warm_len) {
+            *cell = Some(slot);
+            self.warm_len += 1;
+            self.count(-1);
+        } else {
+            debug_assert!(false, "free_warm without room");
+        }
     }
 
     /// Hands each warm slot to `strip`, which takes its coroutine away,
     /// and keeps the slot as a plain free one.
     pub fn drain_warm(&mut self, mut strip: impl FnMut(&'static Slot)) {
-        while let Some(slot) = self.warm.pop() {
-            strip(slot);
-            self.slots.push(slot);
+        for cell in &mut self.warm[..self.warm_len] {
+            if let Some(slot) = cell.take() {
+                strip(slot);
+                self.slots.push(slot);
+            }
         }
+        self.warm_len = 0;
     }
 
     #[inline]
@@ -125,7 +137,7 @@ impl Drop for SlotCache {
     /// to the table's, under the lock `live` sums under, so no frame is
     /// counted twice or missed.
     fn drop(&mut self) {
-        debug_assert!(self.warm.is_empty(), "a slot cache dropped warm slots");
+        debug_assert!(self.warm_len == 0, "a slot cache dropped warm slots");
         TABLE
             .free
             .lock()
