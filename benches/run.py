@@ -56,7 +56,7 @@ MODES = {
                   scale_processes=3),
     "full": dict(reps=11, iter_scale=3, cg_scale=2, scale_big=1_000_000, mem_count=1_000_000,
                  echo_secs=5.0, echo_runs=7, timers=100_000, processes=7,
-                 scale_processes=3),
+                 scale_processes=7),
 }
 
 FAMILY_SHORT = {"coframe": "coframe", "coframe_c": "coframe (C)", "coframe_thread": "coframe (thread)",
