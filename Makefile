@@ -70,9 +70,10 @@ fmt:
 clippy:
 	$(CARGO) clippy --all-targets -- -D warnings
 
-## test-rust: cargo test --release (unit, integration and doc tests)
+## test-rust: cargo test, release and debug (the debug build checks the debug assertions)
 test-rust:
 	$(CARGO) test --release
+	$(CARGO) test
 
 ## test-loom: the loom models (tests named loom_*), in their own target dir
 LOOM_CARGO = RUSTFLAGS="--cfg loom" $(CARGO) test --release --target-dir target/loom --lib loom_

@@ -4,6 +4,10 @@
 //! every frame starts its own entry from the beginning, a frame abandoned
 //! inside its entry never lends its coroutine to the next one, and a
 //! frame cancelled before it ran never runs (rule 5), warm slot or not.
+//! And a worker that stops gives its warm slots' stacks back to its pool
+//! and the slots to the table, as plain free ones that a second runtime
+//! then uses (a worker that forgot would trip the slot cache's assertion
+//! in the debug build, which `make test` runs too).
 //! One test only: it counts live frames, which the whole process shares.
 
 use core::ffi::c_void;
@@ -119,15 +123,19 @@ unsafe extern "C" fn parent(env: *mut c_void) -> *mut c_void {
 #[test]
 fn warm_slots_start_each_frame_afresh_and_never_reuse_an_abandoned_coroutine() {
     let live = coro_live_frames();
-    let rt = runtime(1);
-    let env = (rt as usize).to_ne_bytes();
-    let (rc, failed) = await_value(spawn(rt, Some(parent), &env, 0));
-    assert_eq!(rc, CORO_OK);
-    assert_eq!(failed, 0, "check {failed} failed (see `parent`)");
-    assert_eq!(
-        coro_live_frames(),
-        live,
-        "a frame was not freed, or freed twice"
-    );
-    assert_eq!(unsafe { coro_runtime_shutdown(rt) }, CORO_OK);
+    // The second runtime takes the slots the first one's worker kept warm,
+    // stripped of their coroutines, from the table.
+    for _ in 0..2 {
+        let rt = runtime(1);
+        let env = (rt as usize).to_ne_bytes();
+        let (rc, failed) = await_value(spawn(rt, Some(parent), &env, 0));
+        assert_eq!(rc, CORO_OK);
+        assert_eq!(failed, 0, "check {failed} failed (see `parent`)");
+        assert_eq!(
+            coro_live_frames(),
+            live,
+            "a frame was not freed, or freed twice"
+        );
+        assert_eq!(unsafe { coro_runtime_shutdown(rt) }, CORO_OK);
+    }
 }
