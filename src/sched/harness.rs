@@ -260,14 +260,22 @@ fn free_returned(slot: &'static Slot, local: Option<&Local>) {
     if let Some(l) = local {
         // SAFETY: nothing holds the frame any more; we are its last owner.
         let body = unsafe { slot.body() };
-        let keep = !body.in_entry && body.env_heap.capacity() <= 64 && l.has_warm_room();
-        if keep && body.runtime().is_some_and(|rt| l.serves(rt)) {
+        // A big environment buffer takes `free_with`'s way: it drops it.
+        if body.env_heap.capacity() <= 64 && keeps_warm(body, l) {
             release(slot, body);
             l.keep_warm(slot);
             return;
         }
     }
     free_with(slot, local);
+}
+
+/// Whether `l` keeps the slot of this finished frame warm (`keep_warm`):
+/// its coroutine waits at the top of its loop (the entry returned, or
+/// never ran), the frame is of `l`'s runtime, and `l` has room.
+#[inline(always)]
+fn keeps_warm(body: &Body, l: &Local) -> bool {
+    !body.in_entry && l.has_warm_room() && body.runtime().is_some_and(|rt| l.serves(rt))
 }
 
 /// Turns a finished frame's slot free: every handle to it goes stale.
@@ -292,13 +300,8 @@ pub(crate) fn free_with(slot: &'static Slot, local: Option<&Local>) {
     // SAFETY: as above.
     let context = unsafe { slot.context() };
     let rt = body.runtime();
-    // A coroutine waiting at the top of its loop (its entry returned, or
-    // never ran) stays in the slot if this worker keeps it warm.
     let serving = local.filter(|l| rt.is_some_and(|rt| l.serves(rt)));
-    let warm = match serving {
-        Some(l) => !body.in_entry && context.is_some() && l.has_warm_room(),
-        None => false,
-    };
+    let warm = context.is_some() && serving.is_some_and(|l| keeps_warm(body, l));
     if !warm {
         if let (Some(ctx), Some(rt)) = (context.take(), rt) {
             match serving {
