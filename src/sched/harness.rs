@@ -253,6 +253,10 @@ pub(crate) fn free(slot: &'static Slot) {
     free_with(slot, super::worker::local());
 }
 
+/// A freed frame's environment buffer (in 16-byte words) stays in its slot
+/// for the next frame up to this capacity; a bigger one is dropped.
+const ENV_KEPT_WORDS: usize = 64;
+
 /// `free_with` inlined for its common case on the nested await's path: a
 /// frame that returned on its own worker goes warm with a few stores.
 #[inline(always)]
@@ -260,8 +264,11 @@ fn free_returned(slot: &'static Slot, local: Option<&Local>) {
     if let Some(l) = local {
         // SAFETY: nothing holds the frame any more; we are its last owner.
         let body = unsafe { slot.body() };
+        // It ran from this worker's queue, which holds only frames of the
+        // worker's own runtime.
+        debug_assert!(body.runtime().is_some_and(|rt| l.serves(rt)));
         // A big environment buffer takes `free_with`'s way: it drops it.
-        if body.env_heap.capacity() <= 64 && keeps_warm(body, l) {
+        if body.env_heap.capacity() <= ENV_KEPT_WORDS && keeps_warm(body, l) {
             release(slot, body);
             l.keep_warm(slot);
             return;
@@ -270,12 +277,12 @@ fn free_returned(slot: &'static Slot, local: Option<&Local>) {
     free_with(slot, local);
 }
 
-/// Whether `l` keeps the slot of this finished frame warm (`keep_warm`):
-/// its coroutine waits at the top of its loop (the entry returned, or
-/// never ran), the frame is of `l`'s runtime, and `l` has room.
+/// Whether `l`, a worker of this finished frame's runtime, keeps its slot
+/// warm (`keep_warm`): its coroutine waits at the top of its loop (the
+/// entry returned, or never ran), and `l` has room.
 #[inline(always)]
 fn keeps_warm(body: &Body, l: &Local) -> bool {
-    !body.in_entry && l.has_warm_room() && body.runtime().is_some_and(|rt| l.serves(rt))
+    !body.in_entry && l.has_warm_room()
 }
 
 /// Turns a finished frame's slot free: every handle to it goes stale.
@@ -312,7 +319,7 @@ pub(crate) fn free_with(slot: &'static Slot, local: Option<&Local>) {
         body.in_entry = false;
     }
     // Only a big environment buffer is not kept for the next frame.
-    if body.env_heap.capacity() > 64 {
+    if body.env_heap.capacity() > ENV_KEPT_WORDS {
         body.env_heap = Vec::new();
     }
     release(slot, body);
