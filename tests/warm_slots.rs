@@ -13,6 +13,7 @@
 use core::ffi::c_void;
 use core::ptr;
 use std::sync::atomic::{AtomicU64, Ordering::*};
+use std::time::{Duration, Instant};
 
 use coframe::ffi::*;
 
@@ -131,6 +132,14 @@ fn warm_slots_start_each_frame_afresh_and_never_reuse_an_abandoned_coroutine() {
         let (rc, failed) = await_value(spawn(rt, Some(parent), &env, 0));
         assert_eq!(rc, CORO_OK);
         assert_eq!(failed, 0, "check {failed} failed (see `parent`)");
+        // The worker frees the parent once it lets go of it, which may be
+        // just after the await returned here: wait for it, as
+        // ffi-tests/check.h's CHECK_FRAMES_BACK_TO does (before the
+        // shutdown, whose sweep would free a leaked frame too).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while coro_live_frames() != live && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
         assert_eq!(
             coro_live_frames(),
             live,
