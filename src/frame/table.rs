@@ -57,7 +57,8 @@ pub struct SlotCache {
     /// Free slots that kept their coroutine and its stack, for the
     /// owner's next spawns (`alloc_warm`). The owner empties it
     /// (`drain_warm`) before the cache drops: the stacks are its runtime's.
-    /// A fixed array, so keeping one is a store, with no growth path.
+    /// A fixed array, so keeping one is a store, with no growth path; the
+    /// cells from `warm_len` on are stale (taking one leaves it as it is).
     warm: [Option<&'static Slot>; WARM],
     warm_len: usize,
     live: Arc<AtomicI64>,
@@ -83,7 +84,7 @@ impl SlotCache {
     #[inline]
     pub fn alloc_warm(&mut self) -> Option<&'static Slot> {
         let at = self.warm_len.checked_sub(1)?;
-        let slot = self.warm.get_mut(at)?.take()?;
+        let slot = (*self.warm.get(at)?)?;
         self.warm_len = at;
         self.count(1);
         Some(slot)
@@ -111,13 +112,11 @@ impl SlotCache {
     /// Hands each warm slot to `strip`, which takes its coroutine away,
     /// and keeps the slot as a plain free one.
     pub fn drain_warm(&mut self, mut strip: impl FnMut(&'static Slot)) {
-        for cell in &mut self.warm[..self.warm_len] {
-            if let Some(slot) = cell.take() {
-                strip(slot);
-                self.slots.push(slot);
-            }
+        let len = core::mem::take(&mut self.warm_len);
+        for slot in self.warm[..len].iter().flatten() {
+            strip(slot);
+            self.slots.push(slot);
         }
-        self.warm_len = 0;
     }
 
     #[inline]
