@@ -73,7 +73,10 @@ impl SlotCache {
         let mut caches = TABLE.caches.lock().unwrap_or_else(|e| e.into_inner());
         caches.push(live.clone());
         SlotCache {
-            slots: Vec::new(),
+            // Room for the most it holds (`free` keeps at most 2 * BATCH,
+            // a refill comes only when empty, `drain_warm` adds WARM), so
+            // a free never allocates.
+            slots: Vec::with_capacity(2 * BATCH + WARM),
             warm: [None; WARM],
             warm_len: 0,
             live,
@@ -241,9 +244,7 @@ fn alloc_one() -> Result<&'static Slot> {
                     return Err(Error::NoMem);
                 }
                 if i & (CHUNK - 1) == 0 {
-                    let chunk: Box<[Slot]> = (i..i + CHUNK).map(|j| Slot::new(j as u32)).collect();
-                    let ptr = Box::leak(chunk).as_mut_ptr();
-                    TABLE.chunks[i >> CHUNK_BITS].store(ptr, Release);
+                    new_chunk(&mut list.free, i)?;
                 }
                 list.fresh = i + 1;
                 i
@@ -252,6 +253,22 @@ fn alloc_one() -> Result<&'static Slot> {
     };
     TABLE.live.fetch_add(1, Relaxed);
     Ok(slot(index).expect("allocated slot exists"))
+}
+
+/// Makes the chunk of slots from `first` on. Both allocations may fail
+/// (a capped address space), and then nothing changed. The free list gets
+/// room for every slot that will then exist, so giving a slot back (on
+/// any thread, in any state) never allocates.
+#[cold]
+fn new_chunk(free: &mut Vec<u32>, first: usize) -> Result<()> {
+    let mut chunk: Vec<Slot> = Vec::new();
+    chunk.try_reserve_exact(CHUNK).map_err(|_| Error::NoMem)?;
+    free.try_reserve_exact(first + CHUNK - free.len())
+        .map_err(|_| Error::NoMem)?;
+    chunk.extend((first..first + CHUNK).map(|j| Slot::new(j as u32)));
+    let ptr = Box::leak(chunk.into_boxed_slice()).as_mut_ptr();
+    TABLE.chunks[first >> CHUNK_BITS].store(ptr, Release);
+    Ok(())
 }
 
 /// Frames allocated and not yet freed, in all runtimes: exact once the

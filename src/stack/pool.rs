@@ -104,6 +104,16 @@ impl StackPool {
             if let Some(stack) = inner.hot.pop_back().or_else(|| inner.cold.pop()) {
                 return Ok(stack);
             }
+            // Room in `cold` for every stack carved, this one included,
+            // so that `put` never allocates.
+            let carved = inner.carved + 1;
+            if inner.cold.capacity() < carved {
+                let more = carved.next_power_of_two() - inner.cold.len();
+                inner
+                    .cold
+                    .try_reserve_exact(more)
+                    .map_err(|_| Error::NoMem)?;
+            }
             inner.reserve_slot(self.usable, self.id)?
         };
         // The guard system call runs outside the lock.
