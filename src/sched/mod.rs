@@ -13,6 +13,7 @@
 
 mod harness;
 mod inbox;
+mod overflow;
 mod queue;
 mod worker;
 

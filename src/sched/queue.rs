@@ -37,16 +37,19 @@ impl<T: Copy> RunQueue<T> {
         self.tail.wrapping_sub(self.head)
     }
 
+    /// Queues `item`, or gives it back if the ring is full and cannot
+    /// grow (no memory).
     #[inline]
-    pub(crate) fn push(&mut self, item: T) {
-        if self.tail.wrapping_sub(self.head) == self.mask.wrapping_add(1) {
-            self.grow(item);
+    pub(crate) fn push(&mut self, item: T) -> Result<(), T> {
+        if self.tail.wrapping_sub(self.head) == self.mask.wrapping_add(1) && !self.grow(item) {
+            return Err(item);
         }
         let at = self.tail & self.mask;
         // SAFETY: after `grow`, `buf.len()` is a power of two (at least
         // FIRST) and `mask` is one less, so the masked position is in bounds.
         unsafe { *self.buf.get_unchecked_mut(at) = item };
         self.tail = self.tail.wrapping_add(1);
+        Ok(())
     }
 
     #[inline]
@@ -131,12 +134,16 @@ impl<T: Copy> RunQueue<T> {
     }
 
     /// Doubles the ring (or makes the first one), keeping the order; `fill`
-    /// only initialises the new cells.
+    /// only initialises the new cells. `false`, with nothing changed, if
+    /// the memory is not there.
     #[cold]
     #[inline(never)]
-    fn grow(&mut self, fill: T) {
+    fn grow(&mut self, fill: T) -> bool {
         let cap = (self.buf.len() * 2).max(FIRST);
-        let mut buf = Vec::with_capacity(cap);
+        let mut buf = Vec::new();
+        if buf.try_reserve_exact(cap).is_err() {
+            return false;
+        }
         while let Some(item) = self.pop() {
             buf.push(item);
         }
@@ -146,6 +153,7 @@ impl<T: Copy> RunQueue<T> {
         self.mask = cap - 1;
         self.head = 0;
         self.tail = len;
+        true
     }
 }
 
@@ -162,7 +170,7 @@ mod tests {
         // Keep the queue partly full while it wraps and grows several times.
         for round in 0..2000u32 {
             for _ in 0..(round % 7) + 1 {
-                q.push(next_in);
+                q.push(next_in).unwrap();
                 next_in += 1;
             }
             for _ in 0..(round % 5) {
@@ -185,12 +193,12 @@ mod tests {
         let mut q = RunQueue::new();
         assert_eq!(q.take_last_if(|_| true), None);
         for v in 0..100u32 {
-            q.push(v);
+            q.push(v).unwrap();
         }
         assert_eq!(q.take_last_if(|v| v == 98), None);
         assert_eq!(q.take_last_if(|v| v == 99), Some(99));
         assert_eq!(q.take_last_if(|v| v == 99), None);
-        q.push(100);
+        q.push(100).unwrap();
         let mut out = Vec::new();
         while let Some(v) = q.pop() {
             out.push(v);
@@ -205,13 +213,13 @@ mod tests {
         assert_eq!(q.take_newest_where(8, |_| true), None);
         // Wrap the ring first, so the gap closes across its end.
         for v in 0..60u32 {
-            q.push(v);
+            q.push(v).unwrap();
         }
         for _ in 0..60 {
             q.pop();
         }
         for v in 0..10u32 {
-            q.push(v);
+            q.push(v).unwrap();
         }
         // 2 is not among the last 4 (9, 8, 7, 6).
         assert_eq!(q.take_newest_where(4, |v| v == 2), None);
@@ -238,7 +246,7 @@ mod tests {
         let mut next = 0u32;
         for round in 0..500u32 {
             while q.len() < (round as usize * 7) % 65 {
-                q.push(next);
+                q.push(next).unwrap();
                 model.push_back(next);
                 next += 1;
             }

@@ -6,6 +6,7 @@ use core::ptr;
 use std::sync::atomic::Ordering::*;
 use std::sync::Arc;
 
+use super::overflow::Overflow;
 use super::queue::RunQueue;
 use super::{harness, Inbox, Runtime};
 use crate::context::{thread_ctx, ThreadCtx};
@@ -64,6 +65,10 @@ pub(crate) struct Local {
     /// which are never freed, so no table lookup per run). Only this
     /// thread touches it, and never while holding a reference into it.
     queue: UnsafeCell<RunQueue<&'static Slot>>,
+    /// Frames queued while `queue` was full and could not grow (no
+    /// memory). They run when the queue is empty, and
+    /// `refill_from_overflow` moves them back.
+    overflow: Overflow,
     /// Free frame slots and idle stacks, so that a spawn and a free on this
     /// worker take no lock (the table and the pool refill and drain them).
     /// Like `queue`, touched only by this thread, through the methods
@@ -86,12 +91,35 @@ impl Local {
     #[inline(always)]
     pub(crate) fn push(&self, slot: &'static Slot) {
         // SAFETY: see `queue`: no other reference into it is alive.
-        unsafe { &mut *self.queue.get() }.push(slot);
+        if let Err(slot) = unsafe { &mut *self.queue.get() }.push(slot) {
+            self.overflow.push(slot);
+        }
     }
 
     fn pop(&self) -> Option<&'static Slot> {
         // SAFETY: as in `push`.
-        unsafe { &mut *self.queue.get() }.pop()
+        match unsafe { &mut *self.queue.get() }.pop() {
+            Some(slot) => Some(slot),
+            None => self.overflow.pop(),
+        }
+    }
+
+    /// Moves overflowed frames back to the queue while it takes them. If
+    /// it is full and still cannot grow, the first of them trades places
+    /// with the oldest queued frame, so that while memory is short every
+    /// frame still gets its turn (the queue's frames could yield forever).
+    #[cold]
+    #[inline(never)]
+    fn refill_from_overflow(&self) {
+        // SAFETY: as in `push`.
+        let queue = unsafe { &mut *self.queue.get() };
+        while let Some(slot) = self.overflow.pop() {
+            if let Err(slot) = queue.push(slot) {
+                let oldest = queue.rotate(slot);
+                self.overflow.push(oldest);
+                return;
+            }
+        }
     }
 
     /// Queues `yielded` behind the others and takes the next frame.
@@ -102,7 +130,7 @@ impl Local {
 
     pub(crate) fn is_idle(&self) -> bool {
         // SAFETY: as in `push`.
-        unsafe { &*self.queue.get() }.is_empty()
+        unsafe { &*self.queue.get() }.is_empty() && self.overflow.is_empty()
     }
 
     /// Hands migratable frames to idle workers, one each, while at least
@@ -137,36 +165,42 @@ impl Local {
             if rt.push_remote(to, slot).is_err() {
                 // Shutdown: keep it here, where it was.
                 body.worker = self.index;
-                queue.push(slot);
+                self.push(slot);
                 return;
             }
         }
     }
 
     /// Moves the frames pushed to `inbox` to the local queue, oldest
-    /// first; `false` if there were none. `batch` is scratch space.
-    fn take_inbox(&self, inbox: &Inbox, batch: &mut Vec<&'static Slot>) -> bool {
+    /// first; `false` if there were none.
+    fn take_inbox(&self, inbox: &Inbox) -> bool {
         let newest = inbox.head.take();
         if newest == 0 {
             return false;
         }
         let slot = table::slot(newest as usize - 1).expect("queued frame exists");
         let mut next = slot.link.load(Relaxed);
-        // SAFETY: as in `push`.
-        let queue = unsafe { &mut *self.queue.get() };
         if next == 0 {
             // One frame, as in most hand-offs: no order to restore.
-            queue.push(slot);
+            self.push(slot);
             return true;
         }
-        batch.push(slot);
+        // Reverse the chain in place (the links are ours now), so that the
+        // oldest goes first with no scratch memory.
+        slot.link.store(0, Relaxed);
+        let mut oldest = newest;
         while next != 0 {
             let slot = table::slot(next as usize - 1).expect("queued frame exists");
-            batch.push(slot);
-            next = slot.link.load(Relaxed);
+            let before = slot.link.load(Relaxed);
+            slot.link.store(oldest, Relaxed);
+            oldest = next;
+            next = before;
         }
-        for slot in batch.drain(..).rev() {
-            queue.push(slot);
+        while oldest != 0 {
+            let slot = table::slot(oldest as usize - 1).expect("queued frame exists");
+            // Read before the push: an overflow push rewrites the link.
+            oldest = slot.link.load(Relaxed);
+            self.push(slot);
         }
         true
     }
@@ -376,8 +410,10 @@ pub(super) fn run(rt: Arc<Runtime>, index: usize) {
         index,
         ctx,
         queue: UnsafeCell::new(RunQueue::new()),
+        overflow: Overflow::new(),
         slots: UnsafeCell::new(table::SlotCache::new()),
-        stacks: UnsafeCell::new(Vec::new()),
+        // Never more than STACK_CACHE (`give_stack`): no growth later.
+        stacks: UnsafeCell::new(Vec::with_capacity(STACK_CACHE)),
         awaited_runs: Cell::new(AWAITED_RUNS),
         until_inbox: Cell::new(INBOX_INTERVAL),
         inbox,
@@ -386,7 +422,6 @@ pub(super) fn run(rt: Arc<Runtime>, index: usize) {
     let Some(mut polling) = me.poller().take_poll() else {
         crate::util::die("coframe: a worker started twice; aborting");
     };
-    let mut batch = Vec::new();
     // Whether the last give-away found this CPU quiet (`look_for_work`).
     let mut quiet = false;
     // A frame that just yielded, not yet queued again: the next turn
@@ -408,6 +443,9 @@ pub(super) fn run(rt: Arc<Runtime>, index: usize) {
         if let Some(y) = yielded.take() {
             me.push(y);
         }
+        if !me.overflow.is_empty() {
+            me.refill_from_overflow();
+        }
         me.until_inbox.set(INBOX_INTERVAL);
         if !me.is_idle() && rt.inboxes.len() > 1 {
             me.share_migratable();
@@ -423,7 +461,7 @@ pub(super) fn run(rt: Arc<Runtime>, index: usize) {
             me.look_for_work(&mut polling, inbox, &mut quiet);
         }
         loop {
-            if me.take_inbox(inbox, &mut batch) || !me.is_idle() {
+            if me.take_inbox(inbox) || !me.is_idle() {
                 if idle {
                     inbox.idle.store(false, Relaxed);
                 }
