@@ -216,6 +216,12 @@ pub unsafe extern "C" fn coro_runtime_new(
                 stack_size: cfg.stack_size,
             }
         };
+        // A blocking `coro_await` parks through the thread's std handle,
+        // which std makes (and registers a destructor for, with malloc) on
+        // first use; a failing malloc there is fatal in glibc. Make it now
+        // for the thread that creates the runtime, the usual awaiter, so a
+        // later await under exhausted memory has nothing to allocate.
+        drop(std::thread::current());
         match Runtime::new(config) {
             Ok(rt) => {
                 let cell: &'static coro_runtime = Box::leak(Box::new(coro_runtime {

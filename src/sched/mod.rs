@@ -72,6 +72,8 @@ pub struct Runtime {
     pub(crate) pollers: Box<[CachePadded<Poller>]>,
     next_worker: AtomicUsize,
     closing: AtomicBool,
+    /// Workers that finished setting up (`Runtime::new` waits for all).
+    pub(crate) started: AtomicUsize,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -129,6 +131,7 @@ impl Runtime {
             pollers,
             next_worker: AtomicUsize::new(0),
             closing: AtomicBool::new(false),
+            started: AtomicUsize::new(0),
             threads: Mutex::new(Vec::with_capacity(workers)),
         });
         LIVE.lock()
@@ -146,6 +149,12 @@ impl Runtime {
                     return Err(Error::Io);
                 }
             }
+        }
+        // Each worker sets itself up (std's thread start, its caches) with
+        // allocations that abort if they fail; wait for that, so a caller
+        // that exhausts memory after this returns cannot make them fail.
+        while rt.started.load(Acquire) < workers {
+            std::thread::yield_now();
         }
         Ok(rt)
     }

@@ -422,6 +422,7 @@ pub(super) fn run(rt: Arc<Runtime>, index: usize) {
     let Some(mut polling) = me.poller().take_poll() else {
         crate::util::die("coframe: a worker started twice; aborting");
     };
+    rt.started.fetch_add(1, Release);
     // Whether the last give-away found this CPU quiet (`look_for_work`).
     let mut quiet = false;
     // A frame that just yielded, not yet queued again: the next turn
