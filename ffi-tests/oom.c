@@ -7,11 +7,13 @@
  *   - from the main thread, from inside a coroutine on a worker, and with
  *     a 64 KiB environment copy;
  *   - with one worker and with two.
- * Every failure must be CORO_ENOMEM. Still capped, the child then resumes
- * every parked coroutine at once from the main thread, with the rest of
- * the address space taken, and awaits them; then it lifts the cap,
- * checks that every frame is gone, that a spawn and await work again, and
- * shuts down. The parent fails the run if a child dies (an allocation
+ * Every failure must be CORO_ENOMEM. In the runs from a coroutine, a
+ * plain thread started before the cap awaits the spawning coroutine (its
+ * first blocking await, which must allocate nothing). Still capped, the
+ * child then resumes every parked coroutine at once from the main thread,
+ * with the rest of the address space taken, and awaits them; then it
+ * lifts the cap, checks that every frame is gone, that a spawn and await
+ * work again, and shuts down. The parent fails the run if a child dies (an allocation
  * failure that aborts) or reports a failed check.
  *
  * Not run under ASan or valgrind: both reserve memory of their own that
@@ -26,6 +28,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
+#include <pthread.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -129,6 +132,23 @@ static void cap(rlim_t bytes)
     CHECK(setrlimit(RLIMIT_AS, &rl) == 0);
 }
 
+/* A plain thread, started before the cap, that blocks in coro_await after
+ * it: its first blocking await must allocate nothing. */
+struct awaiter {
+    coro_promise p;
+    atomic_int go;
+    int rc;
+};
+
+static void *await_on_thread(void *arg)
+{
+    struct awaiter *a = arg;
+    while (!atomic_load(&a->go))
+        sched_yield();
+    a->rc = coro_await(a->p, NULL);
+    return NULL;
+}
+
 static void *returns_seven(void *env)
 {
     (void)env;
@@ -149,13 +169,21 @@ static int child(long extra_mib, uint32_t workers, int from_coroutine, size_t en
     if (from_coroutine)
         CHECK_RC(coro_spawn(rt, spawner, &sp, sizeof sp, NULL, 0, &driver), CORO_OK);
 
+    struct awaiter a = {driver, 0, -1};
+    pthread_t thread;
+    if (from_coroutine)
+        CHECK(pthread_create(&thread, NULL, await_on_thread, &a) == 0);
+
     struct rlimit old;
     getrlimit(RLIMIT_AS, &old);
     cap((rlim_t)(address_space_bytes() + (extra_mib << 20)));
 
     if (from_coroutine) {
-        /* The driver was queued before the cap; it spawns under it. */
-        CHECK_RC(coro_await(driver, NULL), CORO_OK);
+        /* The driver was queued before the cap and spawns under it; the
+         * thread awaits it. */
+        atomic_store(&a.go, 1);
+        CHECK(pthread_join(thread, NULL) == 0);
+        CHECK_RC(a.rc, CORO_OK);
     } else {
         s.rc = spawn_parkers(rt, env_size, &s.n);
     }

@@ -486,6 +486,8 @@ fn await_blocking(slot: &'static Slot, gen: u32) -> Result<*mut c_void> {
         // wake (as the idle workers do).
         let mut looks = 0;
         loop {
+            // Before the look: a wake-up after it changes the ticket.
+            let ticket = slot.blocker.ticket();
             let s = slot.state.load();
             if s.gen() != gen {
                 return Err(Error::Stale);
@@ -498,8 +500,8 @@ fn await_blocking(slot: &'static Slot, gen: u32) -> Result<*mut c_void> {
                 std::thread::yield_now();
                 continue;
             }
-            std::thread::park();
-            // wake_awaiter released `awaiter` before it unparked us.
+            slot.blocker.sleep(ticket);
+            // wake_awaiter released `awaiter` before it woke us.
             crate::sanitize::acquire(&slot.awaiter);
         }
     }

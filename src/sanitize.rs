@@ -16,7 +16,7 @@
 //! 1. Happens-before: `release(x)` before the store or compare-exchange
 //!    that publishes through `x`, `acquire(x)` after every load of `x` that
 //!    may observe such a store. The state word (`frame/state.rs`), the await
-//!    handshake (`Slot::awaiter`), the blocking awaiter's `park`/`unpark`
+//!    handshake (`Slot::awaiter`), the blocking awaiter's sleep and wake-up
 //!    and the result are announced where they happen. Every std lock the
 //!    library takes is a `Mutex` from here, which acquires when
 //!    locked and releases when unlocked.

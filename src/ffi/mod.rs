@@ -216,11 +216,12 @@ pub unsafe extern "C" fn coro_runtime_new(
                 stack_size: cfg.stack_size,
             }
         };
-        // A blocking `coro_await` parks through the thread's std handle,
-        // which std makes (and registers a destructor for, with malloc) on
-        // first use; a failing malloc there is fatal in glibc. Make it now
-        // for the thread that creates the runtime, the usual awaiter, so a
-        // later await under exhausted memory has nothing to allocate.
+        // Outside Linux a blocking `coro_await` parks through the thread's
+        // std handle, which std makes (with malloc) on first use. Make it
+        // now for the thread that creates the runtime, the usual awaiter,
+        // so a later await under exhausted memory has nothing to allocate.
+        // (On Linux the awaiter sleeps on a futex in the slot instead.)
+        #[cfg(not(target_os = "linux"))]
         drop(std::thread::current());
         match Runtime::new(config) {
             Ok(rt) => {

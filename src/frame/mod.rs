@@ -33,6 +33,8 @@
 //! 8. The await handshake (`Slot::awaiter`) carries the frame's generation,
 //!    so an awaiter that registers late can never write into a reused slot.
 
+#[cfg(not(loom))]
+pub mod blocker;
 pub mod handle;
 #[cfg(not(loom))]
 pub mod slot;

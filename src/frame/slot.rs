@@ -8,8 +8,8 @@ use core::cell::{Cell, UnsafeCell};
 use core::ffi::{c_char, c_void};
 use core::ptr;
 use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering::*};
-use std::thread::Thread;
 
+use super::blocker::Blocker;
 use super::handle::Promise;
 use super::state::State;
 use crate::context::Context;
@@ -133,17 +133,17 @@ pub struct Slot {
     /// The coroutine and its stack. Apart from `body` because the worker
     /// holds it across a resume while the body itself uses `body`.
     context: UnsafeCell<Option<Context>>,
-    /// A blocked thread's handle, written by the awaiter before it
-    /// publishes `awaiter::THREAD`, read by the completer after it swaps
-    /// that value out.
-    awaiting_thread: UnsafeCell<Option<Thread>>,
+    /// Where a thread blocked in `coro_await` on this frame sleeps
+    /// (`blocker.rs`); the completer wakes it after it swaps
+    /// `awaiter::THREAD` out.
+    pub blocker: Blocker,
     /// The running body's corosensei yielder, set by the body on its first
     /// run and read by the body's library calls (both `EXEC` owners).
     yielder: Cell<*const ()>,
 }
 
 // SAFETY: `body` is only touched by the thread that owns `EXEC` in the
-// state word (rule 3 in frame/mod.rs), and `awaiting_thread` is handed
+// state word (rule 3 in frame/mod.rs), and what `blocker` holds is handed
 // over through the `awaiter` word with release/acquire ordering.
 unsafe impl Sync for Slot {}
 
@@ -157,7 +157,7 @@ impl Slot {
             owner: AtomicU64::new(0),
             body: UnsafeCell::new(Body::new()),
             context: UnsafeCell::new(None),
-            awaiting_thread: UnsafeCell::new(None),
+            blocker: Blocker::new(),
             yielder: Cell::new(ptr::null()),
             index,
             link: crate::loom::AtomicU32::new(0),
@@ -212,9 +212,9 @@ impl Slot {
     /// # Safety
     /// The caller holds the frame's `AWAITING` claim.
     pub unsafe fn publish_thread_awaiter(&self, gen: u32) -> bool {
-        // SAFETY: the AWAITING claim makes us the only writer, and the
-        // completer reads only after seeing THREAD below.
-        unsafe { *self.awaiting_thread.get() = Some(std::thread::current()) };
+        // SAFETY: the caller holds the AWAITING claim; the completer
+        // reads only after seeing THREAD below.
+        unsafe { self.blocker.prepare() };
         let empty = awaiter::mark(gen, awaiter::EMPTY);
         let thread = awaiter::mark(gen, awaiter::THREAD);
         crate::sanitize::release(&self.awaiter);
@@ -226,19 +226,9 @@ impl Slot {
             return true;
         }
         crate::sanitize::acquire(&self.awaiter);
-        // SAFETY: THREAD was never published, so no completer reads it.
-        unsafe { *self.awaiting_thread.get() = None };
+        // SAFETY: as above; THREAD was never published.
+        unsafe { self.blocker.unprepare() };
         false
-    }
-
-    /// Takes the blocked awaiter's thread handle.
-    ///
-    /// # Safety
-    /// The caller owns `EXEC` and swapped `awaiter::THREAD` out of `awaiter`.
-    pub unsafe fn take_thread_awaiter(&self) -> Option<Thread> {
-        // SAFETY: by the caller's contract the awaiter's write happened
-        // before and no one else reads or writes it now.
-        unsafe { (*self.awaiting_thread.get()).take() }
     }
 }
 

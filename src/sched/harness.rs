@@ -237,10 +237,8 @@ pub(crate) fn wake_awaiter(slot: &'static Slot, local: Option<&Local>) {
     );
     crate::sanitize::acquire(&slot.awaiter);
     if old == awaiter::mark(gen, awaiter::THREAD) {
-        // SAFETY: we own EXEC and swapped THREAD out.
-        if let Some(t) = unsafe { slot.take_thread_awaiter() } {
-            t.unpark();
-        }
+        // SAFETY: we swapped THREAD out.
+        unsafe { slot.blocker.wake() };
     } else if Token(old).split().is_ok() {
         // A stale token (the awaiter was cancelled) is answered ESTALE.
         let _ = crate::coro::resume_from(Token(old), local);
