@@ -11,7 +11,8 @@
  * plain thread started before the cap awaits the spawning coroutine (its
  * first blocking await, which must allocate nothing). Still capped, the
  * child then resumes every parked coroutine at once from the main thread,
- * with the rest of the address space taken, and awaits them; then it
+ * with the rest of the address space taken (each then sleeps 100 us: the
+ * sleep must end or answer CORO_ENOMEM), and awaits them; then it
  * lifts the cap, checks that every frame is gone, that a spawn and await
  * work again, and shuts down. The parent fails the run if a child dies (an allocation
  * failure that aborts) or reports a failed check.
@@ -46,13 +47,22 @@ static void keep_token(coro_token t, void *arg)
     atomic_fetch_add(&parked, 1);
 }
 
-/* Parks once; returns its cell's index + 1 when resumed. */
+static atomic_long sleeps_refused;
+
+/* Parks once; when resumed (with the address space taken) sleeps 100 us,
+ * which needs a wait record and a timer entry: the sleep must end (0) or
+ * be refused with CORO_ENOMEM. Returns its cell's index + 1. */
 static void *parker(void *env)
 {
     long i;
     memcpy(&i, env, sizeof i);
     int rc = coro_suspend(keep_token, (void *)&tokens[i]);
     CHECK_RC(rc, CORO_OK);
+    rc = coro_sleep_until(coro_now() + 100000);
+    if (rc == CORO_ENOMEM)
+        atomic_fetch_add(&sleeps_refused, 1);
+    else
+        CHECK_RC(rc, CORO_OK);
     return (void *)(intptr_t)(i + 1);
 }
 
@@ -217,9 +227,10 @@ static int child(long extra_mib, uint32_t workers, int from_coroutine, size_t en
     CHECK_RC(coro_await(p, &r), CORO_OK);
     CHECK(r == (void *)7);
     CHECK_RC(coro_runtime_shutdown(rt), CORO_OK);
-    printf("oom: +%ld MiB, %u worker(s), %s, env %zu B: %ld spawned, then %s\n", extra_mib,
-           workers, from_coroutine ? "in a coroutine" : "from main", env_size, s.n,
-           coro_code_name(s.rc));
+    printf("oom: +%ld MiB, %u worker(s), %s, env %zu B: %ld spawned, then %s; "
+           "%ld sleeps refused\n",
+           extra_mib, workers, from_coroutine ? "in a coroutine" : "from main", env_size, s.n,
+           coro_code_name(s.rc), atomic_load(&sleeps_refused));
     return atomic_load(&check_failed_) != failed_before;
 }
 

@@ -329,7 +329,7 @@ int coro_fd_forget(int fd);
  *
  * Errors: `CORO_ECANCELED` (cancel-returns mode), `CORO_ELOCKHELD`,
  * `CORO_EINVAL` (-1 outside a coroutine), `CORO_ESTATE` (a worker thread
- * outside a coroutine).
+ * outside a coroutine), `CORO_ENOMEM` (no room for the wait's record).
  */
 int coro_sleep_until(int64_t deadline_ns);
 

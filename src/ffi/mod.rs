@@ -472,7 +472,7 @@ pub extern "C" fn coro_fd_forget(fd: c_int) -> c_int {
 ///
 /// Errors: `CORO_ECANCELED` (cancel-returns mode), `CORO_ELOCKHELD`,
 /// `CORO_EINVAL` (-1 outside a coroutine), `CORO_ESTATE` (a worker thread
-/// outside a coroutine).
+/// outside a coroutine), `CORO_ENOMEM` (no room for the wait's record).
 #[no_mangle]
 pub extern "C" fn coro_sleep_until(deadline_ns: i64) -> c_int {
     guard(|| status(coro::sleep_until(deadline_ns)))

@@ -57,6 +57,17 @@ struct Inner {
     regs: Registrations,
 }
 
+impl Inner {
+    /// Room for one more wait in every table a wait may enter, so that
+    /// starting it allocates nothing after this and ending it never does:
+    /// exhausted memory fails the wait's start with `CORO_ENOMEM`.
+    fn reserve_one(&mut self) -> Result<()> {
+        self.slab.reserve_one().map_err(|_| Error::NoMem)?;
+        self.timers.reserve_one().map_err(|_| Error::NoMem)?;
+        self.regs.0.try_reserve(1).map_err(|_| Error::NoMem)
+    }
+}
+
 pub struct Poller {
     registry: Registry,
     waker: Waker,
@@ -142,6 +153,15 @@ impl Poller {
     /// `p.ready`. `block`: sleep in `epoll_wait` until an event, the
     /// earliest deadline or `wake`; otherwise only look.
     pub fn turn(&self, p: &mut Polling, block: bool) {
+        // Room for a token per wait in progress, before epoll hands out
+        // events that must not be dropped. Waits start only on this
+        // worker, which is here, so their number cannot grow meanwhile.
+        // Without the memory, this turn does not poll (the worker comes
+        // back: exhausted memory slows the waits, it does not lose them).
+        let live = self.live.load(Relaxed);
+        if p.ready.capacity() < live && p.ready.try_reserve(live - p.ready.len()).is_err() {
+            return;
+        }
         let timeout = if !block {
             Some(Duration::ZERO)
         } else {
@@ -219,7 +239,9 @@ impl Poller {
     /// coroutine, on the worker that polls this poller.
     pub fn begin(&self, fd: RawFd, events: u32, deadline: i64) -> Result<Option<u64>> {
         if fd < 0 {
-            return Ok(Some(self.insert(&mut self.lock(), -1, deadline)));
+            let mut inner = self.lock();
+            inner.reserve_one()?;
+            return Ok(Some(self.insert(&mut inner, -1, deadline)));
         }
         self.register(fd, events, deadline)
     }
@@ -254,6 +276,7 @@ impl Poller {
         let keep = events & KEEP != 0 && registration::HOLDS;
         let (key, kept) = {
             let mut inner = self.lock();
+            inner.reserve_one()?;
             if self.check {
                 inner.regs.drop_if_stale(fd, file_id(fd));
             }

@@ -52,6 +52,26 @@ fn split(key: u64) -> (usize, u32) {
 }
 
 impl Slab {
+    /// Makes room for one more `insert`, and for every index the lists
+    /// may then hold, so that neither `insert` nor `release` nor `turn`
+    /// allocates: a wait can then fail to start (`CORO_ENOMEM`), never
+    /// to end.
+    pub fn reserve_one(&mut self) -> Result<(), std::collections::TryReserveError> {
+        if !self.free.is_empty() {
+            return Ok(());
+        }
+        let n = self.waits.len() + 1;
+        self.waits.try_reserve(1)?;
+        for list in [
+            &mut self.free,
+            &mut self.released_now,
+            &mut self.released_before,
+        ] {
+            list.try_reserve(n - list.len())?;
+        }
+        Ok(())
+    }
+
     /// A new pending wait; returns its key.
     pub fn insert(&mut self, fd: i32, dup: bool) -> u64 {
         self.live += 1;
@@ -140,5 +160,44 @@ mod tests {
         assert_eq!(split(d).0, split(a).0, "reused after two turns");
         assert_ne!(d, a, "with a new generation");
         assert_eq!(s.live(), 3);
+    }
+
+    #[test]
+    fn reserved_room_takes_inserts_and_releases_without_growing() {
+        let mut s = Slab::default();
+        let mut keys = Vec::new();
+        for round in 0..3 {
+            for i in 0..20 {
+                s.reserve_one().unwrap();
+                let caps = [
+                    s.waits.capacity(),
+                    s.free.capacity(),
+                    s.released_now.capacity(),
+                    s.released_before.capacity(),
+                ];
+                keys.push(s.insert(i, false));
+                assert_eq!(s.waits.capacity(), caps[0], "insert grew (round {round})");
+                // Every list can take every index without growing.
+                for cap in &caps[1..] {
+                    assert!(*cap >= s.waits.len());
+                }
+            }
+            let caps = (
+                s.free.capacity(),
+                s.released_now.capacity(),
+                s.released_before.capacity(),
+            );
+            for k in keys.drain(..) {
+                assert!(s.release(k).is_some());
+            }
+            s.turn();
+            s.turn();
+            let after = (
+                s.free.capacity(),
+                s.released_now.capacity(),
+                s.released_before.capacity(),
+            );
+            assert_eq!(caps, after, "release or turn grew a list");
+        }
     }
 }

@@ -14,6 +14,11 @@ pub struct Timers {
 }
 
 impl Timers {
+    /// Makes room for one more `add`, which then does not allocate.
+    pub fn reserve_one(&mut self) -> Result<(), std::collections::TryReserveError> {
+        self.heap.try_reserve(1)
+    }
+
     pub fn add(&mut self, deadline: i64, key: u64) {
         self.heap.push(Reverse((deadline, key)));
     }
