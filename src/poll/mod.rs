@@ -159,7 +159,11 @@ impl Poller {
         // Without the memory, this turn does not poll (the worker comes
         // back: exhausted memory slows the waits, it does not lose them).
         let live = self.live.load(Relaxed);
-        if p.ready.capacity() < live && p.ready.try_reserve(live - p.ready.len()).is_err() {
+        if p.ready.capacity() < live
+            && p.ready
+                .try_reserve(live.saturating_sub(p.ready.len()))
+                .is_err()
+        {
             return;
         }
         let timeout = if !block {
