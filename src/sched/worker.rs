@@ -27,12 +27,20 @@ const INBOX_INTERVAL: u32 = 61;
 /// threads' CPU: see docs/bench/HISTORY.md.)
 const SPIN_LOOKS: u32 = 64;
 
-/// How many times an idle worker on a quiet CPU looks at its inbox with a
-/// pause between looks, before the looks above: about half a microsecond,
-/// which covers a ping-pong partner's turn (a cross-worker round trip 960
-/// -> 420 ns) and is short enough not to cost the race demo's threads
-/// (100 pauses did: 248k -> 206k races/s on 2 cores).
-const SPIN_PAUSES: u32 = 20;
+/// How long an idle worker on a quiet CPU looks at its inbox with a pause
+/// between looks, before the looks above: about what one `sched_yield`
+/// costs here (0.5-1.2 µs), enough for a ping-pong partner's turn. Timed,
+/// not counted: a `pause` took 25-30 ns on one week's host and 16.7 ns on
+/// the next, where 20 pauses ran out before the partner's turn in 57-97%
+/// of the idle spells (pinned ping-pong 1,233 -> 918 ns with this window,
+/// medians of 8 alternated processes; yield, echo and the race demo level;
+/// beside a CPU hog 0-15% slower), and it takes a few cycles on older CPUs
+/// and about 140 on newer ones.
+const SPIN_WINDOW_NS: i64 = 1_000;
+
+/// Looks between two readings of the clock in the window above (a
+/// reading takes about 34 ns here, eight pauses about 130).
+const LOOKS_PER_CLOCK: u32 = 8;
 
 /// A `sched_yield` that returns within this found no other thread ready
 /// on this CPU (measured: ~0.5-1.2 µs here; a real switch takes longer).
@@ -326,7 +334,7 @@ impl Local {
     }
 
     /// Looks for work until some arrives or it gives up: first, if the CPU
-    /// was quiet (`quiet`), `SPIN_PAUSES` times at the inbox with a pause
+    /// was quiet (`quiet`), for `SPIN_WINDOW_NS` at the inbox with a pause
     /// between looks; then `SPIN_LOOKS` times giving the CPU away between
     /// looks, at the inbox and, with waits in progress, at the epoll
     /// (timeout 0). Work that lands meanwhile costs no wake-up, and a thread
@@ -338,11 +346,17 @@ impl Local {
     /// without taking time from anyone; a slow one turns that off.
     fn look_for_work(&self, polling: &mut Polling, inbox: &Inbox, quiet: &mut bool) {
         if *quiet {
-            for _ in 0..SPIN_PAUSES {
-                if inbox.head.has_frames() {
-                    return;
+            let start = crate::poll::now();
+            loop {
+                for _ in 0..LOOKS_PER_CLOCK {
+                    if inbox.head.has_frames() {
+                        return;
+                    }
+                    core::hint::spin_loop();
                 }
-                core::hint::spin_loop();
+                if crate::poll::now() - start >= SPIN_WINDOW_NS {
+                    break;
+                }
             }
         }
         for _ in 0..SPIN_LOOKS {
