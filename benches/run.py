@@ -61,11 +61,11 @@ MODES = {
 
 FAMILY_SHORT = {"coframe": "coframe", "coframe_c": "coframe (C)", "coframe_thread": "coframe (thread)",
                 "corosensei": "corosensei", "may": "may", "boost": "Boost", "tokio": "tokio",
-                "libuv": "libuv"}
+                "libuv": "libuv", "machine": "floor"}
 FAMILY_LEGEND = [("coframe", "coframe, Rust through the C ABI"), ("coframe_c", "coframe from C (libcoframe.so)"),
                  ("coframe_thread", "coframe driven by a plain thread"), ("corosensei", "corosensei 0.3.4"),
                  ("may", "may"), ("boost", "Boost.Context fiber"), ("tokio", "tokio"),
-                 ("libuv", "libuv")]
+                 ("libuv", "libuv"), ("machine", "the machine alone (no library)")]
 
 # Issue 4's reference figures for the peers (measured on a VM like ours).
 REF = {
@@ -149,6 +149,13 @@ def impls(m):
         "xthread.tokio_foreign_looks": I("tokio, foreign thread notifies a task, looks before sleeping",
                                          [COMPARE, "foreign_tokio_looks"], 2_000, (200, 400), 1,
                                          "xthread", "tokio", "tokio (foreign, looks)"),
+        # The machine's own floor, no library: two threads pass one word
+        # back and forth, spinning. Run alternated with the rows above, so
+        # each run shows how fast the VM moved a cache line between its
+        # two vCPUs at the time. Not under callgrind (it serialises threads).
+        "xthread.floor": I("two plain threads pass one word back and forth, spinning (no library)",
+                           [COMPARE, "handoff_spin"], 500_000, None, 1, "xthread", "machine",
+                           "floor (threads)"),
         # e. loopback echo, one connection, 64 bytes: one op = one round trip.
         "echo.coframe_c": I("coframe from C, 2 workers", [CBENCH, "echo_rtt", "--workers", "2"],
                             10_000, (1_000, 2_000), 1, "echo", "coframe_c"),
@@ -627,6 +634,14 @@ def build_rows(R, m):
             row("c. cross-thread wake (round trip)", ck, "xthread.tokio_pinned", "", None,
                 "tokio's tasks pinned to two threads as coframe's pinned pair is (a current-thread runtime "
                 "on each thread): every hop wakes a sleeping thread, since tokio does not look before it sleeps")
+            targets[-1]["detail"] += (f"; the machine's floor in this run (two plain threads passing one "
+                                      f"word, spinning): {fmt_ns(ns.get('xthread.floor'))}")
+            row("c. cross-thread wake (round trip)", ck, "xthread.floor", "", None,
+                "the machine's floor: two plain threads pass one word back and forth, spinning, with no "
+                "library, in processes alternated with the rows above. The hypervisor places the two vCPUs "
+                "differently from one process to the next (25-40 ns or 120-190 ns per round trip within "
+                "one hour on the test VM), and every cross-thread figure moves with it; a pinned hand-off "
+                "moves about six cache lines per hop")
         else:
             targets[-1]["detail"] += (f"; with the resuming thread looking before it sleeps, as coframe's "
                                       f"workers do: {fmt_ns(ns.get('xthread.coframe_foreign_looks'))}")
@@ -955,7 +970,7 @@ def write_md(R, m, rows, targets, path):
 COLORS = {
     "coframe": "#1f5fbf", "coframe_c": "#5b9bef", "coframe_thread": "#9cc3f5",
     "corosensei": "#7a7a7a", "may": "#c9821c", "boost": "#2e9a5a", "tokio": "#c0392b",
-    "libuv": "#8e44ad",
+    "libuv": "#8e44ad", "machine": "#444444",
 }
 GROUPS = [("yield", "a. yield round trip"), ("spawn", "b. spawn + await"),
           ("xthread", "c. cross-thread round trip"), ("echo", "e. echo round trip")]

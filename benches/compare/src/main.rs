@@ -3,6 +3,7 @@
 //! see docs/bench/RESULTS.md for what each one measures.
 
 mod cf;
+mod machine;
 mod peers;
 mod util;
 
@@ -31,6 +32,7 @@ pub const BENCHES: &[&str] = &[
     "mem_coframe",
     "mem_corosensei",
     "timers_coframe",
+    "handoff_spin",
 ];
 
 fn main() {
@@ -60,6 +62,7 @@ fn main() {
         "mem_coframe" => cf::mem_coframe(&a),
         "mem_corosensei" => peers::mem_corosensei(&a),
         "timers_coframe" => cf::timers_coframe(&a),
+        "handoff_spin" => machine::handoff_spin(&a),
         other => {
             eprintln!("unknown bench {other}; one of: {}", BENCHES.join(" "));
             std::process::exit(2);
