@@ -638,10 +638,11 @@ def build_rows(R, m):
                                       f"word, spinning): {fmt_ns(ns.get('xthread.floor'))}")
             row("c. cross-thread wake (round trip)", ck, "xthread.floor", "", None,
                 "the machine's floor: two plain threads pass one word back and forth, spinning, with no "
-                "library, in processes alternated with the rows above. The hypervisor places the two vCPUs "
-                "differently from one process to the next (25-40 ns or 120-190 ns per round trip within "
-                "one hour on the test VM), and every cross-thread figure moves with it; a pinned hand-off "
-                "moves about six cache lines per hop")
+                "library, in processes alternated with the rows above (every process's figure is under the "
+                "wall-time details). It takes about 25 ns in some processes and 120-190 ns in others on the "
+                "test VM; coframe's pinned pair has two modes too (about 200 and 750-1,050 ns), but they "
+                "do not follow the floor's from process to process (HISTORY.md); a pinned hand-off moves "
+                "about six cache lines per hop")
         else:
             targets[-1]["detail"] += (f"; with the resuming thread looking before it sleeps, as coframe's "
                                       f"workers do: {fmt_ns(ns.get('xthread.coframe_foreign_looks'))}")
