@@ -1,9 +1,10 @@
 //! The machine's own floor for a cross-thread hand-off: two plain
 //! threads pass one word back and forth, each spinning until it is its
 //! turn. No library, no sleeping: what one round trip of a cache line
-//! between the two CPUs costs in this run. The hypervisor places the two
-//! vCPUs differently from hour to hour (35-90 ns or 320-380 ns per round
-//! trip on the test VM), and every cross-thread figure follows.
+//! between the two CPUs costs in this run. On the test VM it falls in two
+//! modes from one process to the next (about 25 ns or 120-190 ns per round
+//! trip in one run; 35-90 or 320-380 ns in an earlier week); what that
+//! does and does not explain is in docs/bench/HISTORY.md.
 
 use crate::util::{now_ns, sample, Args, Report};
 use std::sync::atomic::{AtomicU64, Ordering::*};
