@@ -61,7 +61,7 @@ MODES = {
 
 FAMILY_SHORT = {"coframe": "coframe", "coframe_c": "coframe (C)", "coframe_thread": "coframe (thread)",
                 "corosensei": "corosensei", "may": "may", "boost": "Boost", "tokio": "tokio",
-                "libuv": "libuv", "machine": "floor"}
+                "libuv": "libuv"}
 FAMILY_LEGEND = [("coframe", "coframe, Rust through the C ABI"), ("coframe_c", "coframe from C (libcoframe.so)"),
                  ("coframe_thread", "coframe driven by a plain thread"), ("corosensei", "corosensei 0.3.4"),
                  ("may", "may"), ("boost", "Boost.Context fiber"), ("tokio", "tokio"),

@@ -30,12 +30,9 @@ const SPIN_LOOKS: u32 = 64;
 /// How long an idle worker on a quiet CPU looks at its inbox with a pause
 /// between looks, before the looks above: about what one `sched_yield`
 /// costs here (0.5-1.2 µs), enough for a ping-pong partner's turn. Timed,
-/// not counted: a `pause` took 25-30 ns on one week's host and 16.7 ns on
-/// the next, where 20 pauses ran out before the partner's turn in 57-97%
-/// of the idle spells (pinned ping-pong 1,233 -> 918 ns with this window,
-/// medians of 8 alternated processes; yield, echo and the race demo level;
-/// beside a CPU hog 0-15% slower), and it takes a few cycles on older CPUs
-/// and about 140 on newer ones.
+/// not counted: a `pause` lasts from a few cycles to about 140 depending
+/// on the CPU (16.7 and 25-30 ns on this VM's hosts a week apart, and 20
+/// of them stopped covering the partner's turn; docs/bench/HISTORY.md).
 const SPIN_WINDOW_NS: i64 = 1_000;
 
 /// Looks between two readings of the clock in the window above (a
