@@ -640,9 +640,9 @@ def build_rows(R, m):
                 "the machine's floor: two plain threads pass one word back and forth, spinning, with no "
                 "library, in processes alternated with the rows above (every process's figure is under the "
                 "wall-time details). It takes about 25 ns in some processes and 120-190 ns in others on the "
-                "test VM; coframe's pinned pair has two modes too (about 200 and 750-1,050 ns), but they "
-                "do not follow the floor's from process to process (HISTORY.md); a pinned hand-off moves "
-                "about six cache lines per hop")
+                "test VM, as the vCPUs' placement changes; coframe's pinned pair follows the placement too "
+                "(about 230 ns next to a fast floor, 990-1,470 ns next to a slow one, measured in one "
+                "process: HISTORY.md), since a pinned hand-off moves about six cache lines per hop")
         else:
             targets[-1]["detail"] += (f"; with the resuming thread looking before it sleeps, as coframe's "
                                       f"workers do: {fmt_ns(ns.get('xthread.coframe_foreign_looks'))}")

@@ -3,8 +3,9 @@
 //! turn. No library, no sleeping: what one round trip of a cache line
 //! between the two CPUs costs in this run. On the test VM it falls in two
 //! modes from one process to the next (about 25 ns or 120-190 ns per round
-//! trip in one run; 35-90 or 320-380 ns in an earlier week); what that
-//! does and does not explain is in docs/bench/HISTORY.md.
+//! trip in one run; 35-90 or 320-380 ns in an earlier week), as the
+//! hypervisor moves the vCPUs; coframe's pinned pair follows the same
+//! placement (docs/bench/HISTORY.md).
 
 use crate::util::{now_ns, sample, Args, Report};
 use std::sync::atomic::{AtomicU64, Ordering::*};
