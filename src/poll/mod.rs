@@ -670,10 +670,14 @@ pub fn wait_fd_blocking(fd: RawFd, events: u32, deadline: i64) -> Result<()> {
 }
 
 /// Sleeps the calling thread until `deadline`.
+#[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
 pub fn sleep_blocking(deadline: i64) {
+    // Narrowing casts on 32-bit targets: a monotonic deadline counts from
+    // boot, far inside a 32-bit time_t.
+    #[allow(clippy::unnecessary_cast)]
     let ts = libc::timespec {
-        tv_sec: deadline / 1_000_000_000,
-        tv_nsec: deadline % 1_000_000_000,
+        tv_sec: (deadline / 1_000_000_000) as libc::time_t,
+        tv_nsec: (deadline % 1_000_000_000) as libc::c_long,
     };
     // SAFETY: a valid absolute timespec; EINTR is retried.
     while unsafe {
@@ -685,6 +689,21 @@ pub fn sleep_blocking(deadline: i64) {
         )
     } == libc::EINTR
     {}
+}
+
+/// Sleeps the calling thread until `deadline`, where there is no
+/// `clock_nanosleep` (macOS): relative sleeps on the same monotonic
+/// clock until it has passed, so an interrupted or short sleep only
+/// loops.
+#[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
+pub fn sleep_blocking(deadline: i64) {
+    loop {
+        let left = deadline - now();
+        if left <= 0 {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_nanos(left as u64));
+    }
 }
 
 #[cfg(test)]

@@ -27,7 +27,8 @@ fn maps_lines() -> usize {
 fn resident_pages(start: usize, len: usize) -> usize {
     let mut vec = vec![0u8; len / page()];
     // SAFETY: the range is page-aligned and mapped; vec has one byte per page.
-    let rc = unsafe { libc::mincore(start as *mut libc::c_void, len, vec.as_mut_ptr()) };
+    // (The byte is unsigned on Linux, signed on the BSDs and macOS.)
+    let rc = unsafe { libc::mincore(start as *mut libc::c_void, len, vec.as_mut_ptr().cast()) };
     assert_eq!(rc, 0, "mincore: {}", std::io::Error::last_os_error());
     vec.iter().filter(|&&b| b & 1 != 0).count()
 }
