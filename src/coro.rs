@@ -235,8 +235,7 @@ pub fn suspend_with(
 ) -> Result<Resumed> {
     let me = suspendable()?;
     Ok(me.suspend(Suspension {
-        on_suspend: OnSuspend::C(on_suspend),
-        arg,
+        on_suspend: OnSuspend::C(on_suspend, arg),
         lib: false,
     }))
 }
@@ -433,8 +432,7 @@ fn await_in_coroutine(me: Running, child: &'static Slot, p: Promise) -> Result<*
     // SAFETY: the running body owns EXEC.
     unsafe { slot.body() }.wait = Wait::Await(p);
     let r = me.suspend(Suspension {
-        on_suspend: OnSuspend::Lib(register_awaiter),
-        arg: p.0 as usize as *mut c_void,
+        on_suspend: OnSuspend::Lib(register_awaiter, p.0),
         lib: true,
     });
     // SAFETY: resumed, so we own EXEC again.
@@ -450,8 +448,8 @@ fn await_in_coroutine(me: Running, child: &'static Slot, p: Promise) -> Result<*
 
 /// Runs on the awaiter's worker once it has parked: gives its token to
 /// the child, or resumes itself if the child finished meanwhile.
-fn register_awaiter(token: Token, arg: *mut c_void) {
-    let Ok((index, gen)) = Promise(arg as usize as u64).split() else {
+fn register_awaiter(token: Token, promise: u64) {
+    let Ok((index, gen)) = Promise(promise).split() else {
         return;
     };
     let Some(child) = table::slot(index) else {
@@ -608,8 +606,7 @@ fn poll_wait(me: Running, fd: i32, events: u32, deadline: i64) -> Result<()> {
     // SAFETY: as above.
     unsafe { slot.body() }.wait = Wait::Poll(key);
     let r = me.suspend(Suspension {
-        on_suspend: OnSuspend::Lib(park_in_poller),
-        arg: key as usize as *mut c_void,
+        on_suspend: OnSuspend::Lib(park_in_poller, key),
         lib: true,
     });
     // SAFETY: resumed, so we own EXEC again.
@@ -623,9 +620,9 @@ fn poll_wait(me: Running, fd: i32, events: u32, deadline: i64) -> Result<()> {
 }
 
 /// Runs on the worker once a poller wait has parked (see `poll::Poller::park`).
-fn park_in_poller(token: Token, arg: *mut c_void) {
+fn park_in_poller(token: Token, key: u64) {
     if let Some(local) = sched::local() {
-        if let Some(t) = local.poller().park(arg as usize as u64, token.0) {
+        if let Some(t) = local.poller().park(key, token.0) {
             let _ = resume_from(Token(t), Some(local));
         }
     }

@@ -1,4 +1,6 @@
-//! 100,000 concurrent sleepers with random deadlines: none wakes early.
+//! 100,000 concurrent sleepers (20,000 on a 32-bit target, whose address
+//! space holds about 40,000 default stacks) with random deadlines: none
+//! wakes early.
 //! (How late they wake is a benchmark figure, `make bench`, not a test.)
 
 use core::ffi::c_void;
@@ -21,8 +23,12 @@ unsafe extern "C" fn sleeper(env: *mut c_void) -> *mut c_void {
 }
 
 #[test]
-fn hundred_thousand_sleepers_never_wake_early() {
-    const N: usize = 100_000;
+fn many_sleepers_never_wake_early() {
+    const N: usize = if cfg!(target_pointer_width = "64") {
+        100_000
+    } else {
+        20_000
+    };
     let mut rt = ptr::null_mut();
     assert_eq!(unsafe { coro_runtime_new(ptr::null(), &mut rt) }, CORO_OK);
     let start = coro_now();

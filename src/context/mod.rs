@@ -30,19 +30,22 @@ use crate::stack::Stack;
 /// token of the suspension.
 #[derive(Clone, Copy)]
 pub enum OnSuspend {
-    /// A C callback from `coro_suspend`.
-    C(unsafe extern "C" fn(crate::ffi::coro_token, *mut c_void)),
-    /// One of the library's own waits.
-    Lib(fn(Token, *mut c_void)),
+    /// A C callback from `coro_suspend`, and its argument.
+    C(
+        unsafe extern "C" fn(crate::ffi::coro_token, *mut c_void),
+        *mut c_void,
+    ),
+    /// One of the library's own waits, and its argument: a promise or a
+    /// poller key, 64 bits even where a pointer has 32.
+    Lib(fn(Token, u64), u64),
 }
 
 /// A coroutine's request to park: after the switch, the worker makes
-/// the token and calls `on_suspend(token, arg)`. `lib`: the library's own
+/// the token and calls `on_suspend` with it. `lib`: the library's own
 /// wait holds the token (`LIB_HELD`).
 #[derive(Clone, Copy)]
 pub struct Suspension {
     pub on_suspend: OnSuspend,
-    pub arg: *mut c_void,
     pub lib: bool,
 }
 

@@ -188,7 +188,7 @@ impl Poller {
             }
             let mut key = event.token().0 as u64;
             if key & registration::HELD != 0 {
-                let fd = key as u32 as RawFd;
+                let fd = (key & !registration::HELD) as u32 as RawFd;
                 let Some(Reg::Held(held)) = regs.0.get_mut(&fd) else {
                     continue; // forgotten since
                 };

@@ -39,7 +39,8 @@ pub const HOLDS: bool = cfg!(target_os = "linux");
 
 /// The bit that marks a held registration's epoll data; the low 32 bits
 /// are the descriptor. Wait keys never have it (`slab::GEN_MASK`).
-pub const HELD: u64 = 1 << 63;
+/// It is the top bit of mio's token, a `usize`: bit 31 on a 32-bit target.
+pub const HELD: u64 = 1 << (if usize::BITS < 64 { usize::BITS } else { 64 } - 1);
 
 #[cfg(target_os = "linux")]
 mod imp {

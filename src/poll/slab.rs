@@ -39,35 +39,52 @@ pub struct Slab {
     live: usize,
 }
 
-/// Generations stay below 2^31, so a key never has bit 63 set: the
-/// poller tags its held registrations' epoll data with it (`mod.rs`).
-const GEN_MASK: u32 = 0x7fff_ffff;
+/// A key comes back from epoll as mio's token, a `usize`: on a 32-bit
+/// target it has 32 bits, not 64, so the index gets 16 of them there.
+const TOKEN_BITS: u32 = if usize::BITS < 64 { usize::BITS } else { 64 };
+const INDEX_BITS: u32 = TOKEN_BITS / 2;
+const INDEX_MASK: u64 = (1 << INDEX_BITS) - 1;
+
+/// The most waits a slab holds at once (65,536 on a 32-bit target).
+const MAX_WAITS: usize = (INDEX_MASK as usize).saturating_add(1);
+
+/// The generation takes the bits above the index but the top one, so a
+/// key never has `registration::HELD` set: the poller tags its held
+/// registrations' epoll data with it (`mod.rs`).
+const GEN_MASK: u32 = ((1u64 << (TOKEN_BITS - 1 - INDEX_BITS)) - 1) as u32;
 
 pub fn key(index: u32, gen: u32) -> u64 {
-    ((gen as u64) << 32) | index as u64
+    ((gen as u64) << INDEX_BITS) | index as u64
 }
 
 fn split(key: u64) -> (usize, u32) {
-    ((key & 0xffff_ffff) as usize, (key >> 32) as u32)
+    ((key & INDEX_MASK) as usize, (key >> INDEX_BITS) as u32)
 }
+
+/// `reserve_one` failed: no memory, or every index is taken.
+#[derive(Debug)]
+pub struct Full;
 
 impl Slab {
     /// Makes room for one more `insert`, and for every index the lists
     /// may then hold, so that neither `insert` nor `release` nor `turn`
     /// allocates: a wait can then fail to start (`CORO_ENOMEM`), never
     /// to end.
-    pub fn reserve_one(&mut self) -> Result<(), std::collections::TryReserveError> {
+    pub fn reserve_one(&mut self) -> Result<(), Full> {
         if !self.free.is_empty() {
             return Ok(());
         }
         let n = self.waits.len() + 1;
-        self.waits.try_reserve(1)?;
+        if n > MAX_WAITS {
+            return Err(Full);
+        }
+        self.waits.try_reserve(1).map_err(|_| Full)?;
         for list in [
             &mut self.free,
             &mut self.released_now,
             &mut self.released_before,
         ] {
-            list.try_reserve(n - list.len())?;
+            list.try_reserve(n - list.len()).map_err(|_| Full)?;
         }
         Ok(())
     }
@@ -141,6 +158,24 @@ impl Slab {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_fit_mio_tokens_and_never_look_held() {
+        let top = (MAX_WAITS - 1) as u32;
+        for (index, gen) in [(0, 0), (top, 0), (0, GEN_MASK), (top, GEN_MASK)] {
+            let k = key(index, gen);
+            assert!(k <= usize::MAX as u64, "{k:#x} does not fit a token");
+            assert_eq!(k & crate::poll::registration::HELD, 0);
+            assert_eq!(split(k as usize as u64), (index as usize, gen));
+        }
+        // The generation wraps inside its mask.
+        let mut s = Slab::default();
+        let a = s.insert(3, false);
+        s.waits[split(a).0].gen = GEN_MASK;
+        let a = key(split(a).0 as u32, GEN_MASK);
+        assert!(s.release(a).is_some());
+        assert_eq!(s.waits[split(a).0].gen, 0);
+    }
 
     #[test]
     fn stale_keys_miss_and_slots_wait_a_turn() {

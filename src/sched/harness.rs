@@ -79,19 +79,17 @@ pub(super) fn run<const NESTED: bool>(
         // cancel that came meanwhile is acted on above, before the body
         // runs again (rules 4 and 5), so the state is not looked at twice.
         Step::Yielded => return Some(slot),
-        Step::Suspended(Suspension {
-            on_suspend,
-            arg,
-            lib,
-        }) => match slot.state.park(lib) {
+        Step::Suspended(Suspension { on_suspend, lib }) => match slot.state.park(lib) {
             // From here on the frame is not ours (rule 3).
             Park::Parked { seq } => {
                 let token = Token::new(slot.index(), seq);
                 match on_suspend {
                     // SAFETY: a C callback given to coro_suspend, called as
                     // documented: after the switch, with the token.
-                    OnSuspend::C(f) => unsafe { f(crate::ffi::coro_token { id: token.0 }, arg) },
-                    OnSuspend::Lib(f) => f(token, arg),
+                    OnSuspend::C(f, arg) => unsafe {
+                        f(crate::ffi::coro_token { id: token.0 }, arg)
+                    },
+                    OnSuspend::Lib(f, arg) => f(token, arg),
                 }
             }
             Park::Finalize => finish(slot, Outcome::Cancelled, Some(local)),

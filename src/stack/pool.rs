@@ -202,7 +202,11 @@ impl Inner {
     fn next_arena_slots(&self, usable: usize) -> usize {
         let slot_size = usable + sys::page_size();
         let cap = (ARENA_MAX_BYTES / slot_size).max(1);
-        let doubled = FIRST_ARENA_SLOTS.checked_shl(self.arenas.min(32) as u32);
+        // A multiply, not a shift: `checked_shl` lets the bits shifted out
+        // go, and 16 << 28 is 0 on a 32-bit target.
+        let doubled = 1usize
+            .checked_shl(self.arenas.min(32) as u32)
+            .and_then(|m| FIRST_ARENA_SLOTS.checked_mul(m));
         doubled.unwrap_or(usize::MAX).min(cap)
     }
 }
