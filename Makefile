@@ -23,14 +23,14 @@ SONAME_MAJOR = $(shell sh scripts/version.sh major)
 
 # The steps of `make test`, in order. Those before ':' must pass for the
 # rest to run; after ':' every step runs and the summary counts them.
-TEST_STEPS := deps build : lint test-rust test-loom test-drift test-ffi test-examples test-install
+TEST_STEPS := deps build : lint test-rust test-loom test-ports test-drift test-ffi test-examples test-install
 
 .DEFAULT_GOAL := build
 # Prerequisites run left to right (deps before build); cargo and the
 # sub-makes parallelise on their own.
 .NOTPARALLEL:
 .PHONY: build build-tsan build-asan deps demo test lint fmt clippy test-rust \
-        test-loom test-drift test-ffi test-examples test-install install bench \
+        test-loom test-ports test-drift test-ffi test-examples test-install install bench \
         clean help
 
 ## build: cargo build --release; target/release/libcoframe.so.0 -> libcoframe.so
@@ -81,6 +81,10 @@ test-loom:
 	LOOM_MAX_PREEMPTIONS=$(LOOM_MAX_PREEMPTIONS) $(LOOM_CARGO)
 	@n=$$($(LOOM_CARGO) -q -- --list 2>/dev/null | grep -c ': test$$'); \
 	if [ "$$n" = 0 ]; then sh scripts/skip.sh "no loom_ tests exist yet"; fi
+
+## test-ports: the Rust tests built for 32-bit x86; macOS, FreeBSD and ARM64 Linux compiled (scripts/ports.sh)
+test-ports:
+	@CARGO="$(CARGO)" sh scripts/ports.sh
 
 ## test-drift: include/coframe.h is what src/ffi generates, and is committed
 test-drift:

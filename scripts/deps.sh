@@ -31,6 +31,11 @@ python3:python3
 #   libubsan1            gcc 12's UndefinedBehaviorSanitizer runtime
 # (gcc 13/14 use the same runtime names; gcc 11 used libasan6/libtsan0.)
 LIB_PKGS="libc6-dev libc6-dbg libasan8 libtsan2 libubsan1"
+#   gcc-multilib         32-bit crt files and libgcc, for the i686 test run
+#                        (scripts/ports.sh); amd64 hosts only
+if command -v dpkg >/dev/null 2>&1 && [ "$(dpkg --print-architecture)" = amd64 ]; then
+    LIB_PKGS="$LIB_PKGS gcc-multilib"
+fi
 
 # ---------------------------------------------------------------------------
 # LATER ISSUES: add their requirements here.
