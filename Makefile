@@ -84,7 +84,7 @@ test-loom:
 
 ## test-ports: the Rust tests built for 32-bit x86; macOS, FreeBSD and ARM64 Linux compiled (scripts/ports.sh)
 test-ports:
-	@CARGO="$(CARGO)" sh scripts/ports.sh
+	@CARGO="$(CARGO)" MAKE="$(MAKE)" sh scripts/ports.sh
 
 ## test-drift: include/coframe.h is what src/ffi generates, and is committed
 test-drift:

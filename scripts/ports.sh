@@ -2,7 +2,9 @@
 # The library on targets other than the host (`make test-ports`):
 #   - runs the Rust unit and integration tests built for 32-bit x86
 #     (i686-unknown-linux-gnu), where a pointer and mio's token have 32
-#     bits: what a Debian i386 or armhf build of the package would meet;
+#     bits: what a Debian i386 or armhf build of the package would meet,
+#     then the C tests built with -m32 against that library
+#     (make -C ffi-tests test-32);
 #   - compiles the library and its tests, with clippy's warnings as
 #     errors, for macOS (kqueue, no clock_nanosleep), FreeBSD and 64-bit
 #     ARM Linux. Compiled only: nothing here can run them.
@@ -39,6 +41,9 @@ done
 if [ "$run32" = 1 ]; then
     echo "ports: cargo test --target $RUN_32"
     $CARGO test --target "$RUN_32"
+    echo "ports: the C tests built with -m32 against the $RUN_32 library"
+    $CARGO build --release --target "$RUN_32"
+    ${MAKE:-make} -C "$(dirname "$0")/../ffi-tests" test-32
 else
     sh "$(dirname "$0")/skip.sh" "the 32-bit run needs an x86_64 Linux host (this is $host); the compile checks ran"
 fi
