@@ -24,9 +24,11 @@
 //!    are refused on arenas, since one huge page would commit 2 MiB of thirty
 //!    stacks at the first touch.
 //! 2. Guards are installed with `MADV_GUARD_INSTALL` (Linux 6.13+), which
-//!    leaves the arena one mapping however many stacks it holds. If the
-//!    kernel answers `EINVAL` the module falls back to `mprotect(PROT_NONE)`
-//!    for every guard from then on; each guard then splits the mapping, and
+//!    leaves the arena one mapping however many stacks it holds. The first
+//!    guard is checked to stop an access (an emulator may accept the advice
+//!    and do nothing). If the kernel answers `EINVAL`, or the check finds
+//!    no guard, the module falls back to `mprotect(PROT_NONE)` for every
+//!    guard from then on; each guard then splits the mapping, and
 //!    `vm.max_map_count` (65,530 by default) caps the process near 32,000
 //!    stacks.
 //! 3. Arenas grow geometrically: a pool's first arena holds

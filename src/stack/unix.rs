@@ -149,8 +149,22 @@ pub(super) unsafe fn install_guard(page: NonNull<u8>) -> Result<()> {
             // SAFETY: the caller gives us an unused page of our mapping.
             let rc = unsafe { libc::madvise(page.as_ptr().cast(), len, MADV_GUARD_INSTALL) };
             if rc == 0 {
-                GUARD_MODE.store(MODE_MADVISE, Ordering::Relaxed);
-                return Ok(());
+                if GUARD_MODE.load(Ordering::Relaxed) == MODE_MADVISE {
+                    return Ok(());
+                }
+                match guard_traps(page) {
+                    Some(true) => {
+                        GUARD_MODE.store(MODE_MADVISE, Ordering::Relaxed);
+                        return Ok(());
+                    }
+                    // Unsure (no descriptor to look with): this guard is
+                    // as good as the advice; the next one looks again.
+                    None => return Ok(()),
+                    Some(false) => {
+                        GUARD_MODE.store(MODE_MPROTECT, Ordering::Relaxed);
+                        break;
+                    }
+                }
             }
             match io::Error::last_os_error().raw_os_error() {
                 // The kernel gives up on a pending signal or a racing fault
@@ -173,6 +187,30 @@ pub(super) unsafe fn install_guard(page: NonNull<u8>) -> Result<()> {
     } else {
         Err(Error::NoMem)
     }
+}
+
+/// Whether the guard just installed at `page` really stops an access:
+/// some emulators (qemu-user) answer 0 to advice they do not know and do
+/// nothing. Asks the kernel to copy a byte from the page into a pipe,
+/// which fails with `EFAULT` instead of raising a signal. `None` when no
+/// pipe can be made (descriptors exhausted).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn guard_traps(page: NonNull<u8>) -> Option<bool> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 writes two descriptors into our array.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return None;
+    }
+    // SAFETY: write only reads the byte at `page` (or fails with EFAULT);
+    // then both descriptors are ours to close.
+    let n = unsafe { libc::write(fds[1], page.as_ptr().cast(), 1) };
+    let fault = n < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EFAULT);
+    // SAFETY: as above.
+    unsafe {
+        libc::close(fds[0]);
+        libc::close(fds[1]);
+    }
+    Some(fault)
 }
 
 /// Releases the pages of `ptr..ptr+len`; they read as zero afterwards (on
