@@ -82,7 +82,7 @@ test-loom:
 	@n=$$($(LOOM_CARGO) -q -- --list 2>/dev/null | grep -c ': test$$'); \
 	if [ "$$n" = 0 ]; then sh scripts/skip.sh "no loom_ tests exist yet"; fi
 
-## test-ports: the Rust tests built for 32-bit x86; macOS, FreeBSD and ARM64 Linux compiled (scripts/ports.sh)
+## test-ports: Rust and C tests for i686 Linux, Rust tests for aarch64 under qemu; macOS, FreeBSD compiled (scripts/ports.sh)
 test-ports:
 	@CARGO="$(CARGO)" MAKE="$(MAKE)" sh scripts/ports.sh
 

@@ -31,10 +31,16 @@ python3:python3
 #   libubsan1            gcc 12's UndefinedBehaviorSanitizer runtime
 # (gcc 13/14 use the same runtime names; gcc 11 used libasan6/libtsan0.)
 LIB_PKGS="libc6-dev libc6-dbg libasan8 libtsan2 libubsan1"
-#   gcc-multilib         32-bit crt files and libgcc, for the i686 test run
-#                        (scripts/ports.sh); amd64 hosts only
+#   gcc-i686-linux-gnu, libc6-dev-i386-cross
+#                        link the i686 tests; libc6-i386 and lib32gcc-s1 run
+#                        them natively (scripts/ports.sh)
+#   gcc-aarch64-linux-gnu, libc6-dev-arm64-cross, qemu-user
+#                        link the aarch64 tests and run them under qemu
+# (amd64 hosts only; cross compilers, since Debian's gcc-multilib and the
+# gcc-*-linux-gnu cross compilers cannot be installed together)
 if command -v dpkg >/dev/null 2>&1 && [ "$(dpkg --print-architecture)" = amd64 ]; then
-    LIB_PKGS="$LIB_PKGS gcc-multilib"
+    LIB_PKGS="$LIB_PKGS gcc-i686-linux-gnu libc6-dev-i386-cross libc6-i386 lib32gcc-s1"
+    LIB_PKGS="$LIB_PKGS gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user"
 fi
 
 # ---------------------------------------------------------------------------

@@ -20,7 +20,7 @@ describe() {
     lint) echo "cargo fmt --check; cargo clippy --all-targets -- -D warnings" ;;
     test-rust) echo "cargo test --release" ;;
     test-loom) echo "loom models: RUSTFLAGS='--cfg loom' cargo test --release --lib loom_ (LOOM_MAX_PREEMPTIONS=${LOOM_MAX_PREEMPTIONS:-3})" ;;
-    test-ports) echo "other targets: cargo test for i686 Linux; cargo clippy for macOS, FreeBSD, aarch64 Linux (scripts/ports.sh)" ;;
+    test-ports) echo "other targets: cargo test for i686 Linux (and its C tests) and aarch64 Linux under qemu; cargo clippy for macOS, FreeBSD, aarch64 (scripts/ports.sh)" ;;
     test-drift) echo "header drift: tests/header_drift.rs and git diff -- include/coframe.h" ;;
     test-ffi) echo "C ABI tests from C, C++ and Zig (plain, ASan, valgrind, TSan against the tsan build): make -C ffi-tests test" ;;
     test-examples) echo "examples: make -C c-examples test" ;;
