@@ -40,7 +40,7 @@ pub const HOLDS: bool = cfg!(target_os = "linux");
 /// The bit that marks a held registration's epoll data; the low 32 bits
 /// are the descriptor. Wait keys never have it (`slab::GEN_MASK`).
 /// It is the top bit of mio's token, a `usize`: bit 31 on a 32-bit target.
-pub const HELD: u64 = 1 << (if usize::BITS < 64 { usize::BITS } else { 64 } - 1);
+pub const HELD: u64 = 1 << (super::slab::TOKEN_BITS - 1);
 
 #[cfg(target_os = "linux")]
 mod imp {

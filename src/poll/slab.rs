@@ -41,7 +41,7 @@ pub struct Slab {
 
 /// A key comes back from epoll as mio's token, a `usize`: on a 32-bit
 /// target it has 32 bits, not 64, so the index gets 16 of them there.
-const TOKEN_BITS: u32 = if usize::BITS < 64 { usize::BITS } else { 64 };
+pub(super) const TOKEN_BITS: u32 = if usize::BITS < 64 { usize::BITS } else { 64 };
 const INDEX_BITS: u32 = TOKEN_BITS / 2;
 const INDEX_MASK: u64 = (1 << INDEX_BITS) - 1;
 
