@@ -20,14 +20,14 @@ set -eu
 CARGO=${CARGO:-cargo}
 RUN_32=i686-unknown-linux-gnu
 RUN_ARM=aarch64-unknown-linux-gnu
-CHECK_ONLY="x86_64-apple-darwin x86_64-unknown-freebsd $RUN_ARM"
+LINT_TARGETS="x86_64-apple-darwin x86_64-unknown-freebsd $RUN_ARM"
 
 host=$(rustc -vV | sed -n 's/^host: //p')
-run32=0
-[ "$host" = x86_64-unknown-linux-gnu ] && run32=1
+can_run=0
+[ "$host" = x86_64-unknown-linux-gnu ] && can_run=1
 
-want=$CHECK_ONLY
-[ "$run32" = 1 ] && want="$RUN_32 $want"
+want=$LINT_TARGETS
+[ "$can_run" = 1 ] && want="$RUN_32 $want"
 installed=$(rustup target list --installed 2>/dev/null) || {
     echo "ports: rustup is not on PATH: it installs the targets this step builds for" >&2
     exit 1
@@ -39,12 +39,12 @@ for t in $want; do
     fi
 done
 
-for t in $CHECK_ONLY; do
+for t in $LINT_TARGETS; do
     echo "ports: cargo clippy --lib --tests --target $t -- -D warnings"
     $CARGO clippy --lib --tests --target "$t" -- -D warnings
 done
 
-if [ "$run32" = 1 ]; then
+if [ "$can_run" = 1 ]; then
     # Linked by the i686 cross gcc, run natively (the kernel runs i386
     # programs; libc6-i386 gives them their loader and libc).
     export CARGO_TARGET_I686_UNKNOWN_LINUX_GNU_LINKER=i686-linux-gnu-gcc

@@ -8,7 +8,7 @@ use core::ffi::{c_char, c_void};
 use core::ptr;
 use std::sync::atomic::Ordering::*;
 
-use crate::context::{self, OnSuspend, Resumed, Running, Suspension};
+use crate::context::{self, Resumed, Running, Suspension};
 use crate::error::{Error, Result};
 use crate::frame::slot::{awaiter, Defer, Slot, Wait};
 pub use crate::frame::slot::{DeferFn, Entry, EnvDrop};
@@ -234,10 +234,7 @@ pub fn suspend_with(
     arg: *mut c_void,
 ) -> Result<Resumed> {
     let me = suspendable()?;
-    Ok(me.suspend(Suspension {
-        on_suspend: OnSuspend::C(on_suspend, arg),
-        lib: false,
-    }))
+    Ok(me.suspend(Suspension::C(on_suspend, arg)))
 }
 
 /// `coro_yield`: how the coroutine was resumed (`Resumed::status` is
@@ -431,10 +428,7 @@ fn await_in_coroutine(me: Running, child: &'static Slot, p: Promise) -> Result<*
     let slot = me.slot;
     // SAFETY: the running body owns EXEC.
     unsafe { slot.body() }.wait = Wait::Await(p);
-    let r = me.suspend(Suspension {
-        on_suspend: OnSuspend::Lib(register_awaiter, p.0),
-        lib: true,
-    });
+    let r = me.suspend(Suspension::Lib(register_awaiter, p.0));
     // SAFETY: resumed, so we own EXEC again.
     unsafe { slot.body() }.wait = Wait::None;
     match r {
@@ -605,10 +599,7 @@ fn poll_wait(me: Running, fd: i32, events: u32, deadline: i64) -> Result<()> {
     };
     // SAFETY: as above.
     unsafe { slot.body() }.wait = Wait::Poll(key);
-    let r = me.suspend(Suspension {
-        on_suspend: OnSuspend::Lib(park_in_poller, key),
-        lib: true,
-    });
+    let r = me.suspend(Suspension::Lib(park_in_poller, key));
     // SAFETY: resumed, so we own EXEC again.
     unsafe { slot.body() }.wait = Wait::None;
     let outcome = poller_of(slot)?.end(key);

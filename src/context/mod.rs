@@ -26,27 +26,26 @@ use crate::frame::Token;
 use crate::sanitize::Fiber;
 use crate::stack::Stack;
 
-/// Called on the worker once the coroutine has switched out, with the
-/// token of the suspension.
+/// A coroutine's request to park: after the switch, the worker makes the
+/// token and calls the callback with it and its argument.
 #[derive(Clone, Copy)]
-pub enum OnSuspend {
+pub enum Suspension {
     /// A C callback from `coro_suspend`, and its argument.
     C(
         unsafe extern "C" fn(crate::ffi::coro_token, *mut c_void),
         *mut c_void,
     ),
-    /// One of the library's own waits, and its argument: a promise or a
-    /// poller key, 64 bits even where a pointer has 32.
+    /// One of the library's own waits, which holds the token itself
+    /// (`LIB_HELD`), and its argument: a promise or a poller key, 64 bits
+    /// even where a pointer has 32.
     Lib(fn(Token, u64), u64),
 }
 
-/// A coroutine's request to park: after the switch, the worker makes
-/// the token and calls `on_suspend` with it. `lib`: the library's own
-/// wait holds the token (`LIB_HELD`).
-#[derive(Clone, Copy)]
-pub struct Suspension {
-    pub on_suspend: OnSuspend,
-    pub lib: bool,
+impl Suspension {
+    /// Whether the library's own wait holds the token (`LIB_HELD`).
+    pub fn lib_held(&self) -> bool {
+        matches!(self, Suspension::Lib(..))
+    }
 }
 
 /// Why a coroutine switched out, as it crosses the switch: one word, so

@@ -2,7 +2,7 @@
 
 use super::worker::Local;
 use super::Runtime;
-use crate::context::{self, OnSuspend, Resumed, Step, Suspension};
+use crate::context::{self, Resumed, Step, Suspension};
 use crate::frame::slot::{awaiter, Body, Slot, Wait};
 use crate::frame::state::{Complete, CompleteAwaited, Park, CANCELLED, CANCEL_RETURNS};
 use crate::frame::{table, Token};
@@ -79,17 +79,17 @@ pub(super) fn run<const NESTED: bool>(
         // cancel that came meanwhile is acted on above, before the body
         // runs again (rules 4 and 5), so the state is not looked at twice.
         Step::Yielded => return Some(slot),
-        Step::Suspended(Suspension { on_suspend, lib }) => match slot.state.park(lib) {
+        Step::Suspended(how) => match slot.state.park(how.lib_held()) {
             // From here on the frame is not ours (rule 3).
             Park::Parked { seq } => {
                 let token = Token::new(slot.index(), seq);
-                match on_suspend {
+                match how {
                     // SAFETY: a C callback given to coro_suspend, called as
                     // documented: after the switch, with the token.
-                    OnSuspend::C(f, arg) => unsafe {
+                    Suspension::C(f, arg) => unsafe {
                         f(crate::ffi::coro_token { id: token.0 }, arg)
                     },
-                    OnSuspend::Lib(f, arg) => f(token, arg),
+                    Suspension::Lib(f, arg) => f(token, arg),
                 }
             }
             Park::Finalize => finish(slot, Outcome::Cancelled, Some(local)),
