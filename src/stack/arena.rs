@@ -10,6 +10,7 @@ use corosensei::stack::valgrind::ValgrindStackRegistration;
 
 use super::{registry, sys};
 use crate::error::{Error, Result};
+use crate::sanitize::Mutex;
 
 pub(super) struct Arena {
     /// First byte of the mapping (the guard page of slot 0).
@@ -28,8 +29,11 @@ pub(super) struct Arena {
     /// Tells valgrind each carved slot is a stack, so switching to it is
     /// not reported as a wild stack-pointer move: once per slot, when it is
     /// carved, until the arena goes. (Kept here, not in each `Stack`, so a
-    /// stack moved by value is three words.)
-    valgrind: std::sync::Mutex<Vec<ValgrindStackRegistration>>,
+    /// stack moved by value is three words.) Room for every slot is
+    /// reserved with the arena, so carving never allocates; the lock is
+    /// the `sanitize` one, as every lock of the library, because two
+    /// threads that spawn carve at once.
+    valgrind: Mutex<Vec<ValgrindStackRegistration>>,
 }
 
 // SAFETY: the arena is plain memory plus atomics. Who may touch which slot
@@ -52,6 +56,10 @@ impl Arena {
         debug_assert!(slots > 0 && usable % page == 0);
         let slot_size = usable.checked_add(page).ok_or(Error::Invalid)?;
         let len = slot_size.checked_mul(slots).ok_or(Error::Invalid)?;
+        let mut valgrind = Vec::new();
+        valgrind
+            .try_reserve_exact(slots)
+            .map_err(|_| Error::NoMem)?;
         let base = sys::map(len)?;
         let info = registry::ArenaInfo {
             base: base.as_ptr() as usize,
@@ -74,7 +82,7 @@ impl Arena {
             slots,
             entry,
             pool_id,
-            valgrind: std::sync::Mutex::new(Vec::new()),
+            valgrind: Mutex::new(valgrind),
         })
     }
 
@@ -118,10 +126,12 @@ impl Arena {
     }
 
     /// Registers `len` bytes at `start` (a slot being carved) as a stack
-    /// with valgrind, until the arena is dropped.
+    /// with valgrind, until the arena is dropped. Never allocates: each
+    /// slot is carved once, and `new` made room for all of them.
     pub(super) fn register_with_valgrind(&self, start: NonNull<u8>, len: usize) {
         let registration = ValgrindStackRegistration::new(start.as_ptr(), len);
         let mut all = self.valgrind.lock().unwrap_or_else(|e| e.into_inner());
+        debug_assert!(all.len() < all.capacity(), "a slot carved twice");
         all.push(registration);
     }
 }

@@ -24,8 +24,12 @@ pub fn install_overflow_handler() {
     static INSTALL: Once = Once::new();
     INSTALL.call_once(|| {
         // SAFETY: the Once runs this at most once per process.
-        unsafe { sys::install_fault_handlers() }
+        unsafe { sys::install_fault_handlers() };
+        // std's `Once` waits on a futex TSan does not see: announce that
+        // the saved handlers are written before any other caller returns.
+        crate::sanitize::release(&INSTALL);
     });
+    crate::sanitize::acquire(&INSTALL);
 }
 
 /// A `fn() -> u64` (null: none) that names the coroutine running on the
