@@ -578,31 +578,32 @@ pub fn sleep_until(deadline: i64) -> Result<()> {
     }
 }
 
-/// The poller of the running coroutine's worker.
+/// The running coroutine's runtime and worker: where its waits begin.
 ///
 /// Nothing with a destructor may live on a coroutine's stack across a
 /// suspension: a body cancelled in the default mode is abandoned, not
 /// unwound (rule 4), so an `Arc` held there would never be dropped. Hence
-/// a borrow from the body, taken afresh after each switch.
-fn poller_of(slot: &'static Slot) -> Result<&'static poll::Poller> {
-    // SAFETY: the running body owns EXEC; the runtime (and its poller)
-    // outlives its frames, so the borrow is good while the frame lives.
+/// a borrow: the runtime (and its pollers) outlives its frames.
+fn runtime_of(slot: &'static Slot) -> Result<(&'static Runtime, usize)> {
+    // SAFETY: the running body owns EXEC.
     let body = unsafe { slot.body() };
-    let rt = body.runtime().ok_or(Error::State)?;
-    Ok(&rt.pollers[body.worker])
+    Ok((body.runtime().ok_or(Error::State)?, body.worker))
 }
 
 fn poll_wait(me: Running, fd: i32, events: u32, deadline: i64) -> Result<()> {
     let slot = me.slot;
-    let Some(key) = poller_of(slot)?.begin(fd, events, deadline)? else {
+    let (rt, worker) = runtime_of(slot)?;
+    let Some(key) = rt.pollers[worker].begin(fd, events, deadline)? else {
         return Ok(());
     };
-    // SAFETY: as above.
-    unsafe { slot.body() }.wait = Wait::Poll(key);
+    // SAFETY: the running body owns EXEC.
+    unsafe { slot.body() }.wait = Wait::Poll { key, worker };
     let r = me.suspend(Suspension::Lib(park_in_poller, key));
     // SAFETY: resumed, so we own EXEC again.
     unsafe { slot.body() }.wait = Wait::None;
-    let outcome = poller_of(slot)?.end(key);
+    // The poller it began in, though a migratable frame may run on
+    // another worker now (`Wait::Poll`).
+    let outcome = rt.pollers[worker].end(key);
     match (r, outcome) {
         (Resumed::Ok, poll::Outcome::TimedOut) => Err(Error::TimedOut),
         (Resumed::Ok, _) => Ok(()),

@@ -210,3 +210,135 @@ fn waits_rearm_and_survive_a_reused_descriptor_number() {
     unsafe { libc::close(fds[0]) };
     unsafe { libc::close(fresh[1]) };
 }
+
+// A migratable coroutine that moved to another worker while it waited
+// must end its wait in the poller it began it in. Found by
+// ffi-tests/chaos.c (issue 21): the wait was ended in the new worker's
+// poller, by key, and each worker's keys start at 0, so it ended another
+// coroutine's wait there (that coroutine never woke: its event and its
+// deadline found no record) and left its own record, registration and
+// descriptor duplicate in the old poller for good.
+
+static MOVER_TID: AtomicI32 = AtomicI32::new(0);
+static MOVER_PARKED: AtomicUsize = AtomicUsize::new(0);
+static VICTIM_TID: AtomicI32 = AtomicI32::new(0);
+static VICTIM_PARKED: AtomicUsize = AtomicUsize::new(0);
+static VICTIM_WOKE: AtomicUsize = AtomicUsize::new(0);
+static CANCELLER_TID: AtomicI32 = AtomicI32::new(0);
+
+fn tid() -> i32 {
+    // SAFETY: gettid has no preconditions.
+    unsafe { libc::gettid() }
+}
+
+/// Cancel-returns and migratable: parks in a wait on its first worker's
+/// poller; once cancelled, notes where it runs.
+unsafe extern "C" fn mover(_env: *mut c_void) -> *mut c_void {
+    MOVER_PARKED.store(1, SeqCst);
+    let rc = coro_sleep_until(-1);
+    MOVER_TID.store(tid(), SeqCst);
+    rc as isize as *mut c_void
+}
+
+/// Waits for its deadline on the other worker: the first wait there, so
+/// its key is the mover's key too.
+unsafe extern "C" fn victim(_env: *mut c_void) -> *mut c_void {
+    VICTIM_TID.store(tid(), SeqCst);
+    VICTIM_PARKED.store(1, SeqCst);
+    let rc = coro_sleep_until(coro_now() + 300_000_000);
+    VICTIM_WOKE.store(1, SeqCst);
+    rc as isize as *mut c_void
+}
+
+unsafe extern "C" fn nothing(_env: *mut c_void) -> *mut c_void {
+    ptr::null_mut()
+}
+
+/// Runs on the victim's worker, whose queue is then empty: the mover it
+/// cancels is resumed here and moves here (docs/API.md, migratable).
+unsafe extern "C" fn canceller(env: *mut c_void) -> *mut c_void {
+    CANCELLER_TID.store(tid(), SeqCst);
+    let p = coro_promise {
+        id: unsafe { *(env as *const u64) },
+    };
+    coro_cancel_async(p) as isize as *mut c_void
+}
+
+fn spawn_flags(rt: *mut coro_runtime, entry: Entry, env: &[u8], flags: u32) -> coro_promise {
+    let mut p = coro_promise { id: 0 };
+    assert_eq!(
+        unsafe {
+            coro_spawn(
+                rt,
+                Some(entry),
+                env.as_ptr().cast(),
+                env.len(),
+                None,
+                flags,
+                &mut p,
+            )
+        },
+        CORO_OK
+    );
+    p
+}
+
+type Entry = unsafe extern "C" fn(*mut c_void) -> *mut c_void;
+
+fn wait_for(flag: &AtomicUsize) {
+    let start = std::time::Instant::now();
+    while flag.load(SeqCst) == 0 {
+        assert!(
+            start.elapsed().as_secs() < 10,
+            "a coroutine never got there"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    // It set the flag just before its wait: let it park.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+}
+
+#[test]
+fn a_migrated_coroutine_ends_its_wait_in_the_poller_it_began_it_in() {
+    let rt = common::runtime(2);
+    // Spawns go round robin: worker 0, 1, 0, 1.
+    let moving = spawn_flags(
+        rt,
+        mover,
+        &[],
+        CORO_SPAWN_MIGRATABLE | CORO_SPAWN_CANCEL_RETURNS,
+    );
+    wait_for(&MOVER_PARKED);
+    let victim_p = spawn_flags(rt, victim, &[], 0);
+    wait_for(&VICTIM_PARKED);
+    let filler = spawn_flags(rt, nothing, &[], 0);
+    let cancel = spawn_flags(rt, canceller, &moving.id.to_ne_bytes(), 0);
+    let mut r = ptr::null_mut();
+    assert_eq!(unsafe { coro_await(cancel, &mut r) }, CORO_OK);
+    assert_eq!(r as isize, CORO_OK as isize);
+    assert_eq!(unsafe { coro_await(filler, ptr::null_mut()) }, CORO_OK);
+    let start = std::time::Instant::now();
+    while MOVER_TID.load(SeqCst) == 0 && start.elapsed().as_secs() < 10 {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    // What the test relies on: all three met on the victim's worker.
+    assert_eq!(CANCELLER_TID.load(SeqCst), VICTIM_TID.load(SeqCst));
+    assert_eq!(
+        MOVER_TID.load(SeqCst),
+        VICTIM_TID.load(SeqCst),
+        "the cancelled mover did not move to the canceller's idle worker"
+    );
+    // The victim's deadline (300 ms) must still end its wait.
+    let start = std::time::Instant::now();
+    while VICTIM_WOKE.load(SeqCst) == 0 && start.elapsed().as_secs() < 5 {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert_eq!(
+        VICTIM_WOKE.load(SeqCst),
+        1,
+        "the victim's wait was ended by the mover's and never woke"
+    );
+    assert_eq!(unsafe { coro_await(victim_p, &mut r) }, CORO_OK);
+    assert_eq!(r as isize, CORO_OK as isize);
+    assert_eq!(unsafe { coro_runtime_shutdown(rt) }, CORO_OK);
+}

@@ -48,8 +48,14 @@ pub enum Wait {
     None,
     /// Inside `coro_await` of this child.
     Await(Promise),
-    /// Inside `coro_wait_fd` or `coro_sleep_until`: the poller's wait key.
-    Poll(u64),
+    /// Inside `coro_wait_fd` or `coro_sleep_until`: the wait's key in the
+    /// poller of `worker`, the worker it began on. A migratable frame may
+    /// run on another worker by the time the wait ends, and each poller's
+    /// keys are its own (another poller may hold the same key).
+    Poll {
+        key: u64,
+        worker: usize,
+    },
 }
 
 /// What only the `EXEC` owner reads or writes.

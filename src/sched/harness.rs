@@ -177,9 +177,9 @@ fn finish_inline(
     match wait {
         // Cancellation flows down (rule 7): the child's promise is ours.
         Wait::Await(child) if cancelled => crate::coro::cancel_awaited(child),
-        Wait::Poll(key) => {
+        Wait::Poll { key, worker } => {
             if let Some(rt) = body.runtime() {
-                let _ = rt.pollers[body.worker].end(key);
+                let _ = rt.pollers[worker].end(key);
             }
         }
         _ => {}
