@@ -41,13 +41,6 @@ pub enum Suspension {
     Lib(fn(Token, u64), u64),
 }
 
-impl Suspension {
-    /// Whether the library's own wait holds the token (`LIB_HELD`).
-    pub fn lib_held(&self) -> bool {
-        matches!(self, Suspension::Lib(..))
-    }
-}
-
 /// Why a coroutine switched out, as it crosses the switch: one word, so
 /// corosensei passes it in a register and a yield's worker reads no memory
 /// for it (an enum with two empty variants and a pointer takes two). A

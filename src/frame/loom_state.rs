@@ -8,6 +8,7 @@
 //! freed once and not touched after, and await saw the right status.
 
 use loom::cell::UnsafeCell;
+use loom::sync::atomic::{AtomicU32, Ordering::SeqCst};
 use loom::sync::Arc;
 use loom::thread;
 
@@ -18,6 +19,7 @@ struct Body {
     defers: usize,
     env_drops: usize,
     body_resumed: bool,
+    callback_reads: usize,
     freed: usize,
 }
 
@@ -38,10 +40,43 @@ impl Frame {
 
     fn parked(cancel_returns: bool) -> (Arc<Frame>, u32, u32) {
         let (f, gen) = Frame::spawn(cancel_returns);
-        let Park::Parked { seq } = f.state.park(false) else {
+        let Park::Parked { seq } = f.state.park_holding() else {
             unreachable!()
         };
+        assert_eq!(f.state.unhold(), Unhold::Parked);
         (f, gen, seq)
+    }
+
+    /// The worker suspends the body with a user's `on_suspend`
+    /// (harness::run): parks holding `EXEC`, runs the callback, which
+    /// hands the token out through `handed` and reads the environment,
+    /// then does what `unhold` says. `Some(seq)`: a token was made, and
+    /// whoever it was handed to consumes it (it may have already).
+    fn suspend_with_callback(&self, handed: Option<&AtomicU32>) -> Option<u32> {
+        match self.state.park_holding() {
+            Park::Parked { seq } => {
+                if let Some(h) = handed {
+                    h.store(seq + 1, SeqCst);
+                }
+                // The callback reads the frame: loom reports it if a
+                // finalizer or a free could touch the body meanwhile.
+                self.touch(|b| b.callback_reads += 1);
+                match self.state.unhold() {
+                    Unhold::Parked => {}
+                    Unhold::Requeue => self.run(),
+                    Unhold::Finalize => self.finalize(),
+                }
+                Some(seq)
+            }
+            Park::Finalize => {
+                self.finalize();
+                None
+            }
+            Park::Requeue => {
+                self.run();
+                None
+            }
+        }
     }
 
     fn touch<R>(&self, f: impl FnOnce(&mut Body) -> R) -> R {
@@ -126,17 +161,7 @@ fn loom_suspend_vs_cancel_async() {
         let (f, gen) = Frame::spawn(cr);
         let worker = {
             let f = f.clone();
-            thread::spawn(move || match f.state.park(false) {
-                Park::Parked { seq } => Some(seq),
-                Park::Finalize => {
-                    f.finalize();
-                    None
-                }
-                Park::Requeue => {
-                    f.run();
-                    None
-                }
-            })
+            thread::spawn(move || f.suspend_with_callback(None))
         };
         assert_eq!(f.state.cancel_async(gen, false).map(|c| f.act(c)), Ok(()));
         if let Some(seq) = worker.join().unwrap() {
@@ -273,17 +298,7 @@ fn loom_cancel_async_while_running() {
             let f = f.clone();
             thread::spawn(move || {
                 f.touch(|b| b.body_resumed = true);
-                match f.state.park(false) {
-                    Park::Parked { seq } => Some(seq),
-                    Park::Finalize => {
-                        f.finalize();
-                        None
-                    }
-                    Park::Requeue => {
-                        f.finalize();
-                        None
-                    }
-                }
+                f.suspend_with_callback(None)
             })
         };
         let c = f.state.cancel_async(gen, false).unwrap();
@@ -377,5 +392,88 @@ fn loom_nested_await_vs_cancel_async() {
         let awaited = awaiter.join().unwrap();
         assert_eq!(awaited, cancelled.is_err(), "one of them took the promise");
         f.check_freed_once();
+    });
+}
+
+/// Waits for the callback to hand the token out (`seq + 1`, 0: not yet).
+fn take_token(handed: &AtomicU32) -> u32 {
+    loop {
+        match handed.load(SeqCst) {
+            0 => thread::yield_now(),
+            n => return n - 1,
+        }
+    }
+}
+
+/// Rule 9: another thread consumes the token while the worker still runs
+/// the `on_suspend` that handed it out (a resume or a cancel_suspend, as
+/// a poller thread or a canceller does): the callback's reads never race
+/// a finalizer or a free, and the frame ends once.
+#[test]
+fn loom_token_consumed_during_its_callback() {
+    for cancel in [false, true] {
+        both_modes(move |cr| {
+            let (f, gen) = Frame::spawn(cr);
+            let handed = Arc::new(AtomicU32::new(0));
+            let worker = {
+                let (f, handed) = (f.clone(), handed.clone());
+                thread::spawn(move || f.suspend_with_callback(Some(&handed)))
+            };
+            let seq = take_token(&handed);
+            let c = f.state.consume_token(seq, cancel).unwrap();
+            f.act(c);
+            assert_eq!(worker.join().unwrap(), Some(seq));
+            // The promise's holder ends it, whatever happened.
+            if let Ok(c) = f.state.cancel_async(gen, false) {
+                f.act(c);
+            } else {
+                panic!("the promise is still held");
+            }
+            let b = f.check_freed_once();
+            assert_eq!(b.callback_reads, 1);
+        });
+    }
+}
+
+/// Rule 9: the promise's holder cancels, and shutdown sweeps, while the
+/// worker runs the callback: neither finalizes nor frees the frame under
+/// it; the token, handed out, still drops later.
+#[test]
+fn loom_cancel_and_shutdown_during_the_callback() {
+    both_modes(|cr| {
+        let (f, gen) = Frame::spawn(cr);
+        let handed = Arc::new(AtomicU32::new(0));
+        let worker = {
+            let (f, handed) = (f.clone(), handed.clone());
+            thread::spawn(move || f.suspend_with_callback(Some(&handed)))
+        };
+        let seq = take_token(&handed);
+        let c = f.state.cancel_async(gen, false).unwrap();
+        f.act(c);
+        // Shutdown's sweep: take over what is parked, free what is done.
+        match f.state.shutdown_cancel(gen) {
+            Consume::Finalize => f.finalize(),
+            Consume::Schedule => f.run(),
+            Consume::Dropped | Consume::Free => {}
+        }
+        let swept = f.state.force_free(gen);
+        if swept {
+            f.free();
+        }
+        assert_eq!(worker.join().unwrap(), Some(seq));
+        // The token's holder comes last; the sweep goes round again.
+        if let Ok(c) = f.state.consume_token(seq, false) {
+            f.act(c);
+        }
+        if !swept {
+            if let Consume::Schedule = f.state.shutdown_cancel(gen) {
+                f.run();
+            }
+            if f.state.force_free(gen) {
+                f.free();
+            }
+        }
+        let b = f.check_freed_once();
+        assert_eq!(b.callback_reads, 1);
     });
 }

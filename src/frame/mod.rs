@@ -32,6 +32,14 @@
 //!    (`Wait`), e.g. an awaiter cancels its child (cancellation flows down).
 //! 8. The await handshake (`Slot::awaiter`) carries the frame's generation,
 //!    so an awaiter that registers late can never write into a reused slot.
+//! 9. A user's `on_suspend` runs with the token already made but `EXEC`
+//!    still the worker's (`State::park_holding`, then `unhold`): the
+//!    callback may read the frame's environment, so a cancel or a resume
+//!    that comes meanwhile is only recorded, and the worker acts on it when
+//!    the callback returns. Nothing runs the defers or frees the frame
+//!    while it runs (shutdown's sweep waits for it, as for a running
+//!    body). The library's own waits park at once (`park_lib`): what runs
+//!    after their park touches no frame memory.
 
 #[cfg(not(loom))]
 pub mod blocker;

@@ -126,6 +126,20 @@ pub enum Park {
     Requeue,
 }
 
+/// After an `on_suspend` callback returned (`State::unhold`).
+#[must_use]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unhold {
+    /// Parked: `EXEC` was given up; the caller must not touch the body.
+    Parked,
+    /// The token was consumed meanwhile: the caller keeps `EXEC` and
+    /// queues the frame to run on.
+    Requeue,
+    /// Cancelled meanwhile, default mode: the caller keeps `EXEC` and
+    /// finalizes; the body never runs again.
+    Finalize,
+}
+
 /// After a token was consumed (`resume` or `cancel_suspend`), or an async
 /// reference by `cancel_async`.
 #[must_use]
@@ -253,14 +267,25 @@ impl State {
         self.word.store(next, Release);
     }
 
-    /// The body switched out to suspend; the caller owns `EXEC`.
-    /// `lib_held`: the token goes to one of the library's own waits.
-    pub fn park(&self, lib_held: bool) -> Park {
-        let held = if lib_held {
-            SUSPEND_REF | LIB_HELD
-        } else {
-            SUSPEND_REF
-        };
+    /// The body switched out to suspend in one of the library's own waits,
+    /// whose token the library holds (`LIB_HELD`); the caller owns `EXEC`
+    /// and gives it up here. What the wait does next with the token reads
+    /// only memory that outlives the frame (the poller, a slot's words).
+    pub fn park_lib(&self) -> Park {
+        self.park_with(SUSPEND_REF | LIB_HELD, EXEC)
+    }
+
+    /// The body switched out to suspend with a user's `on_suspend`, which
+    /// the caller (the worker, owning `EXEC`) runs next with the token this
+    /// makes. `EXEC` is kept while the callback runs (rule 9 in
+    /// `frame/mod.rs`): a cancel or a resume meanwhile only records itself,
+    /// so nothing finalizes or frees the frame, whose environment the
+    /// callback may read, until `unhold` says what to do.
+    pub fn park_holding(&self) -> Park {
+        self.park_with(SUSPEND_REF, 0)
+    }
+
+    fn park_with(&self, held: u64, give_up: u64) -> Park {
         self.update(|s| {
             debug_assert!(s.has(EXEC) && !s.any(SUSPEND_REF | DONE), "park: {s:?}");
             if s.has(CANCELLED) {
@@ -271,10 +296,35 @@ impl State {
                 };
                 return Ok((None, out));
             }
-            let next = s.next_seq().with(held, EXEC);
+            let next = s.next_seq().with(held, give_up);
             Ok((Some(next), Park::Parked { seq: next.seq() }))
         })
         .unwrap_or(Park::Finalize)
+    }
+
+    /// The `on_suspend` callback of a `park_holding` returned: gives `EXEC`
+    /// up if the token is still out and nothing asks more of the caller;
+    /// otherwise the caller keeps `EXEC` and does what a consume or cancel
+    /// that came meanwhile would have asked of its own caller.
+    pub fn unhold(&self) -> Unhold {
+        self.update(|s| {
+            debug_assert!(s.has(EXEC) && !s.any(LIB_HELD | DONE), "unhold: {s:?}");
+            let finalize = s.has(CANCELLED) && !s.cancel_returns();
+            if finalize {
+                // Default mode: a cancel came, so the body never runs
+                // again; the token, if still out, only drops later.
+                return Ok((None, Unhold::Finalize));
+            }
+            if s.has(SUSPEND_REF) {
+                // Parked (cancel-returns mode waits for the token, as
+                // `cancel_async` of a parked frame does).
+                return Ok((Some(s.with(0, EXEC)), Unhold::Parked));
+            }
+            // The token was consumed meanwhile: the body runs on (with
+            // CORO_ECANCELED if that was a cancel, cancel-returns mode).
+            Ok((None, Unhold::Requeue))
+        })
+        .unwrap_or(Unhold::Finalize)
     }
 
     /// Consumes the token `seq`: `coro_resume` (`cancel == false`) or
@@ -299,7 +349,13 @@ impl State {
                 };
                 return Ok((Some(s), out));
             }
-            debug_assert!(!s.any(EXEC | DONE), "parked frame owned: {s:?}");
+            debug_assert!(!s.has(DONE), "parked frame done: {s:?}");
+            if s.has(EXEC) {
+                // The worker still runs the suspension's `on_suspend`
+                // (`park_holding`): it acts on this in `unhold`.
+                let cancelled = if cancel { CANCELLED } else { 0 };
+                return Ok((Some(s.with(cancelled, 0)), Consume::Dropped));
+            }
             if !cancel {
                 return Ok((Some(s.with(EXEC, 0)), Consume::Schedule));
             }
@@ -527,10 +583,67 @@ mod tests {
 
     fn parked(cr: bool, lib: bool) -> (State, u32, u32) {
         let (s, gen) = spawned(cr);
-        let Park::Parked { seq } = s.park(lib) else {
+        let park = if lib { s.park_lib() } else { s.park_holding() };
+        let Park::Parked { seq } = park else { panic!() };
+        if !lib {
+            assert_eq!(s.unhold(), Unhold::Parked);
+        }
+        (s, gen, seq)
+    }
+
+    /// The worker runs the callback of a `park_holding`, with `EXEC`.
+    fn in_callback(cr: bool) -> (State, u32, u32) {
+        let (s, gen) = spawned(cr);
+        let Park::Parked { seq } = s.park_holding() else {
             panic!()
         };
+        assert!(s.load().has(EXEC | SUSPEND_REF));
         (s, gen, seq)
+    }
+
+    #[test]
+    fn a_resume_inside_the_callback_requeues_after_it() {
+        let (s, _, seq) = in_callback(false);
+        assert_eq!(s.consume_token(seq, false), Ok(Consume::Dropped));
+        assert_eq!(s.consume_token(seq, false), Err(Stale));
+        assert_eq!(s.unhold(), Unhold::Requeue);
+        assert!(s.load().has(EXEC) && !s.load().has(CANCELLED));
+    }
+
+    #[test]
+    fn a_cancel_during_the_callback_waits_for_it() {
+        // cancel_async: default mode finalizes after the callback, on the
+        // worker; the token stays valid and only drops.
+        let (s, gen, seq) = in_callback(false);
+        assert_eq!(s.cancel_async(gen, false), Ok(Consume::Dropped));
+        assert_eq!(s.unhold(), Unhold::Finalize);
+        assert_eq!(s.complete(), Complete::Kept);
+        assert_eq!(s.consume_token(seq, false), Ok(Consume::Free));
+        // Cancel-returns mode parks and waits for the token.
+        let (s, gen, seq) = in_callback(true);
+        assert_eq!(s.cancel_async(gen, false), Ok(Consume::Dropped));
+        assert_eq!(s.unhold(), Unhold::Parked);
+        assert_eq!(s.consume_token(seq, false), Ok(Consume::Schedule));
+        // cancel_suspend: finalize (default) or requeue with the cancel.
+        let (s, _, seq) = in_callback(false);
+        assert_eq!(s.consume_token(seq, true), Ok(Consume::Dropped));
+        assert_eq!(s.unhold(), Unhold::Finalize);
+        let (s, _, seq) = in_callback(true);
+        assert_eq!(s.consume_token(seq, true), Ok(Consume::Dropped));
+        assert_eq!(s.unhold(), Unhold::Requeue);
+        assert!(s.load().has(CANCELLED));
+    }
+
+    #[test]
+    fn shutdown_cannot_free_a_frame_whose_callback_runs() {
+        let (s, gen, seq) = in_callback(false);
+        assert_eq!(s.shutdown_cancel(gen), Consume::Dropped);
+        assert!(!s.force_free(gen), "freed under its callback");
+        assert_eq!(s.unhold(), Unhold::Finalize);
+        assert_eq!(s.complete(), Complete::Kept);
+        assert!(s.force_free(gen));
+        s.release();
+        assert_eq!(s.consume_token(seq, false), Err(Stale));
     }
 
     #[test]
@@ -596,10 +709,10 @@ mod tests {
     fn cancel_while_running_is_acted_on_at_park() {
         let (s, gen) = spawned(false);
         assert_eq!(s.cancel_async(gen, false), Ok(Consume::Dropped));
-        assert_eq!(s.park(false), Park::Finalize);
+        assert_eq!(s.park_holding(), Park::Finalize);
         let (s, gen) = spawned(true);
         assert_eq!(s.cancel_async(gen, false), Ok(Consume::Dropped));
-        assert_eq!(s.park(false), Park::Requeue);
+        assert_eq!(s.park_lib(), Park::Requeue);
     }
 
     #[test]

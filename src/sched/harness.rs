@@ -4,7 +4,7 @@ use super::worker::Local;
 use super::Runtime;
 use crate::context::{self, Resumed, Step, Suspension};
 use crate::frame::slot::{awaiter, Body, Slot, Wait};
-use crate::frame::state::{Complete, CompleteAwaited, Park, CANCELLED, CANCEL_RETURNS};
+use crate::frame::state::{Complete, CompleteAwaited, Park, Unhold, CANCELLED, CANCEL_RETURNS};
 use crate::frame::{table, Token};
 
 /// An awaited child that `Local::run_awaited_now` ran to its end, with
@@ -79,17 +79,27 @@ pub(super) fn run<const NESTED: bool>(
         // cancel that came meanwhile is acted on above, before the body
         // runs again (rules 4 and 5), so the state is not looked at twice.
         Step::Yielded => return Some(slot),
-        Step::Suspended(how) => match slot.state.park(how.lib_held()) {
-            // From here on the frame is not ours (rule 3).
+        Step::Suspended(Suspension::Lib(f, arg)) => match slot.state.park_lib() {
+            // From here on the frame is not ours (rule 3); the wait's
+            // callback touches only what outlives it.
+            Park::Parked { seq } => f(Token::new(slot.index(), seq), arg),
+            Park::Finalize => finish(slot, Outcome::Cancelled, Some(local)),
+            Park::Requeue => local.push(slot),
+        },
+        Step::Suspended(Suspension::C(f, arg)) => match slot.state.park_holding() {
             Park::Parked { seq } => {
-                let token = Token::new(slot.index(), seq);
-                match how {
-                    // SAFETY: a C callback given to coro_suspend, called as
-                    // documented: after the switch, with the token.
-                    Suspension::C(f, arg) => unsafe {
-                        f(crate::ffi::coro_token { id: token.0 }, arg)
-                    },
-                    Suspension::Lib(f, arg) => f(token, arg),
+                let token = crate::ffi::coro_token {
+                    id: Token::new(slot.index(), seq).0,
+                };
+                // SAFETY: a C callback given to coro_suspend, called as
+                // documented: after the switch, with the token. We keep
+                // EXEC until it returns (rule 9).
+                unsafe { f(token, arg) };
+                match slot.state.unhold() {
+                    // From here on the frame is not ours (rule 3).
+                    Unhold::Parked => {}
+                    Unhold::Requeue => local.push(slot),
+                    Unhold::Finalize => finish(slot, Outcome::Cancelled, Some(local)),
                 }
             }
             Park::Finalize => finish(slot, Outcome::Cancelled, Some(local)),
