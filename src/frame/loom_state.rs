@@ -94,7 +94,7 @@ impl Frame {
             b.defers += 1;
             b.env_drops += 1;
         });
-        match self.state.complete() {
+        match self.state.complete(self.state.load().has(CANCELLED)) {
             Complete::Kept => {}
             Complete::Free => self.free(),
             Complete::WakeAwaiter => {
@@ -366,7 +366,7 @@ fn loom_nested_await_vs_cancel_async() {
                     b.defers += 1;
                     b.env_drops += 1;
                 });
-                match f.state.complete_awaited(gen) {
+                match f.state.complete_awaited(gen, f.state.load().has(CANCELLED)) {
                     CompleteAwaited::Taken { free, .. } => {
                         if free {
                             f.free();
@@ -374,7 +374,7 @@ fn loom_nested_await_vs_cancel_async() {
                         true
                     }
                     CompleteAwaited::NotTaken => {
-                        match f.state.complete() {
+                        match f.state.complete(f.state.load().has(CANCELLED)) {
                             Complete::Kept => {}
                             Complete::Free => f.free(),
                             Complete::WakeAwaiter => panic!("nobody else awaits"),

@@ -462,9 +462,17 @@ impl State {
     }
 
     /// The `EXEC` owner finished: defers ran, env dropped, result stored.
-    pub fn complete(&self) -> Complete {
+    /// `cancelled` is how it finished, as the defers saw it (errdefers
+    /// ran or not): `CANCELLED` is set to match, so whoever awaits the
+    /// frame learns what its errdefers learnt. A cancel that came after
+    /// that verdict (shutdown marks a running frame) came too late: the
+    /// frame finished. (Before, it turned a finished frame's await into
+    /// `CORO_ECANCELED` whose errdefers never ran.)
+    pub fn complete(&self, cancelled: bool) -> Complete {
+        let verdict = if cancelled { CANCELLED } else { 0 };
         self.update(|s| {
             debug_assert!(s.has(EXEC) && !s.has(DONE), "complete: {s:?}");
+            let s = s.with(verdict, CANCELLED ^ verdict);
             if s.has(AWAITING) {
                 return Ok((Some(s.with(DONE, 0)), Complete::WakeAwaiter));
             }
@@ -488,15 +496,16 @@ impl State {
     /// frame done. If the reference is no longer there to take (another
     /// thread awaited, cancelled or detached the promise meanwhile), it
     /// completes as `complete` does, and the await that follows answers
-    /// as usual.
+    /// as usual. `cancelled`: as for `complete`.
     #[inline(always)]
-    pub fn complete_awaited(&self, gen: u32) -> CompleteAwaited {
+    pub fn complete_awaited(&self, gen: u32, cancelled: bool) -> CompleteAwaited {
+        let verdict = if cancelled { CANCELLED } else { 0 };
         self.update(|s| {
             debug_assert!(s.has(EXEC) && !s.has(DONE), "complete: {s:?}");
             if s.has(ASYNC_REF) && !s.has(AWAITING) && s.gen() == gen {
-                let next = s.with(DONE, EXEC | ASYNC_REF);
+                let next = s.with(DONE | verdict, EXEC | ASYNC_REF | (CANCELLED ^ verdict));
                 let out = CompleteAwaited::Taken {
-                    cancelled: s.has(CANCELLED),
+                    cancelled,
                     free: next.must_free(),
                 };
                 return Ok((Some(next), out));
@@ -575,6 +584,11 @@ impl State {
 mod tests {
     use super::*;
 
+    /// `complete` as the harness calls it: cancelled if the state says so.
+    fn complete(s: &State) -> Complete {
+        s.complete(s.load().has(CANCELLED))
+    }
+
     fn spawned(cr: bool) -> (State, u32) {
         let s = State::new();
         let gen = s.init(cr);
@@ -617,7 +631,7 @@ mod tests {
         let (s, gen, seq) = in_callback(false);
         assert_eq!(s.cancel_async(gen, false), Ok(Consume::Dropped));
         assert_eq!(s.unhold(), Unhold::Finalize);
-        assert_eq!(s.complete(), Complete::Kept);
+        assert_eq!(complete(&s), Complete::Kept);
         assert_eq!(s.consume_token(seq, false), Ok(Consume::Free));
         // Cancel-returns mode parks and waits for the token.
         let (s, gen, seq) = in_callback(true);
@@ -640,7 +654,7 @@ mod tests {
         assert_eq!(s.shutdown_cancel(gen), Consume::Dropped);
         assert!(!s.force_free(gen), "freed under its callback");
         assert_eq!(s.unhold(), Unhold::Finalize);
-        assert_eq!(s.complete(), Complete::Kept);
+        assert_eq!(complete(&s), Complete::Kept);
         assert!(s.force_free(gen));
         s.release();
         assert_eq!(s.consume_token(seq, false), Err(Stale));
@@ -655,7 +669,7 @@ mod tests {
             Err(Stale),
             "second resume of one token"
         );
-        assert_eq!(s.complete(), Complete::Kept);
+        assert_eq!(complete(&s), Complete::Kept);
         let (start, r) = s.await_start(gen, || 7).unwrap();
         assert_eq!(
             start,
@@ -675,7 +689,7 @@ mod tests {
         let (s, gen, seq) = parked(false, false);
         assert_eq!(s.cancel_async(gen, false), Ok(Consume::Finalize));
         assert!(s.load().has(SUSPEND_REF | EXEC | CANCELLED));
-        assert_eq!(s.complete(), Complete::Kept);
+        assert_eq!(complete(&s), Complete::Kept);
         assert_eq!(s.consume_token(seq, false), Ok(Consume::Free));
     }
 
@@ -684,7 +698,7 @@ mod tests {
         let (s, gen, seq) = parked(false, false);
         assert_eq!(s.cancel_async(gen, false), Ok(Consume::Finalize));
         assert_eq!(s.consume_token(seq, false), Ok(Consume::Dropped));
-        assert_eq!(s.complete(), Complete::Free);
+        assert_eq!(complete(&s), Complete::Free);
     }
 
     #[test]
@@ -702,7 +716,7 @@ mod tests {
         assert_eq!(s.cancel_async(gen, false), Ok(Consume::Finalize));
         assert!(!s.load().has(SUSPEND_REF));
         assert_eq!(s.consume_token(seq, false), Err(Stale));
-        assert_eq!(s.complete(), Complete::Free);
+        assert_eq!(complete(&s), Complete::Free);
     }
 
     #[test]
@@ -716,6 +730,33 @@ mod tests {
     }
 
     #[test]
+    fn a_cancel_after_the_defers_verdict_is_too_late() {
+        let (s, gen) = spawned(false);
+        // Shutdown marks the frame while its defers run as for a normal end.
+        assert_eq!(s.shutdown_cancel(gen), Consume::Dropped);
+        assert_eq!(s.complete(false), Complete::Kept);
+        let (start, _) = s.await_start(gen, || ()).unwrap();
+        assert_eq!(
+            start,
+            AwaitStart::Ready {
+                cancelled: false,
+                free: true
+            }
+        );
+        // And the other way: a frame ended as cancelled says so.
+        let (s, gen) = spawned(false);
+        assert_eq!(s.complete(true), Complete::Kept);
+        let (start, _) = s.await_start(gen, || ()).unwrap();
+        assert!(matches!(
+            start,
+            AwaitStart::Ready {
+                cancelled: true,
+                ..
+            }
+        ));
+    }
+
+    #[test]
     fn awaiter_keeps_exec_until_woken() {
         let (s, gen) = spawned(false);
         assert_eq!(s.await_start(gen, || ()).unwrap().0, AwaitStart::Wait);
@@ -724,7 +765,7 @@ mod tests {
             Err(Stale),
             "the await holds the promise"
         );
-        assert_eq!(s.complete(), Complete::WakeAwaiter);
+        assert_eq!(complete(&s), Complete::WakeAwaiter);
         assert_eq!(s.await_finish(gen), Ok((false, false)));
         assert!(s.release_exec());
     }
@@ -733,7 +774,7 @@ mod tests {
     fn cancel_suspend_then_await_reports_cancelled() {
         let (s, gen, seq) = parked(false, false);
         assert_eq!(s.consume_token(seq, true), Ok(Consume::Finalize));
-        assert_eq!(s.complete(), Complete::Kept);
+        assert_eq!(complete(&s), Complete::Kept);
         let (start, _) = s.await_start(gen, || ()).unwrap();
         assert_eq!(
             start,
@@ -749,14 +790,14 @@ mod tests {
         let (s, gen) = spawned(false);
         assert_eq!(s.detach(gen), Ok(Consume::Dropped));
         assert_eq!(s.detach(gen), Err(Stale));
-        assert_eq!(s.complete(), Complete::Free);
+        assert_eq!(complete(&s), Complete::Free);
     }
 
     #[test]
     fn release_bumps_generation_and_sequence() {
         let (s, gen, seq) = parked(false, false);
         assert_eq!(s.consume_token(seq, false), Ok(Consume::Schedule));
-        assert_eq!(s.complete(), Complete::Kept);
+        assert_eq!(complete(&s), Complete::Kept);
         assert_eq!(s.detach(gen), Ok(Consume::Free));
         s.release();
         let snap = s.load();
@@ -769,7 +810,7 @@ mod tests {
         // The awaiter consumed the last reference of a finished frame and
         // is about to free it.
         let (s, gen) = spawned(false);
-        assert_eq!(s.complete(), Complete::Kept);
+        assert_eq!(complete(&s), Complete::Kept);
         let (start, _) = s.await_start(gen, || 0).unwrap();
         assert_eq!(
             start,
@@ -782,7 +823,7 @@ mod tests {
         // A detached frame whose worker completed it and frees it.
         let (s, gen) = spawned(false);
         assert_eq!(s.detach(gen), Ok(Consume::Dropped));
-        assert_eq!(s.complete(), Complete::Free);
+        assert_eq!(complete(&s), Complete::Free);
         assert!(!s.force_free(gen), "freed under the worker freeing it");
     }
 
@@ -791,7 +832,7 @@ mod tests {
         let (s, gen, seq) = parked(false, false);
         assert_eq!(s.await_start(gen, || 0).unwrap().0, AwaitStart::Wait);
         assert_eq!(s.shutdown_cancel(gen), Consume::Finalize);
-        assert_eq!(s.complete(), Complete::WakeAwaiter);
+        assert_eq!(complete(&s), Complete::WakeAwaiter);
         assert!(!s.release_exec());
         assert!(!s.force_free(gen), "freed under its awaiter");
         assert_eq!(s.await_finish(gen), Ok((true, false)));
@@ -803,7 +844,7 @@ mod tests {
         let (s, gen, seq) = parked(true, false);
         assert_eq!(s.shutdown_cancel(gen), Consume::Schedule);
         assert_eq!(s.consume_token(seq, false), Ok(Consume::Dropped));
-        assert_eq!(s.complete(), Complete::Kept);
+        assert_eq!(complete(&s), Complete::Kept);
         assert!(s.force_free(gen));
     }
 
@@ -811,7 +852,7 @@ mod tests {
     fn nested_await_ends_with_the_completion() {
         let (s, gen) = spawned(false);
         assert_eq!(
-            s.complete_awaited(gen),
+            s.complete_awaited(gen, s.load().has(CANCELLED)),
             CompleteAwaited::Taken {
                 cancelled: false,
                 free: true
@@ -823,7 +864,7 @@ mod tests {
         let (s, gen) = spawned(true);
         assert_eq!(s.shutdown_cancel(gen), Consume::Dropped);
         assert_eq!(
-            s.complete_awaited(gen),
+            s.complete_awaited(gen, s.load().has(CANCELLED)),
             CompleteAwaited::Taken {
                 cancelled: true,
                 free: true
@@ -834,16 +875,25 @@ mod tests {
     #[test]
     fn nested_await_leaves_a_promise_it_does_not_hold() {
         let (s, gen) = spawned(false);
-        assert_eq!(s.complete_awaited(gen + 1), CompleteAwaited::NotTaken);
+        assert_eq!(
+            s.complete_awaited(gen + 1, s.load().has(CANCELLED)),
+            CompleteAwaited::NotTaken
+        );
         assert_eq!(s.detach(gen), Ok(Consume::Dropped));
-        assert_eq!(s.complete_awaited(gen), CompleteAwaited::NotTaken);
+        assert_eq!(
+            s.complete_awaited(gen, s.load().has(CANCELLED)),
+            CompleteAwaited::NotTaken
+        );
         assert!(!s.load().has(DONE), "left for complete");
-        assert_eq!(s.complete(), Complete::Free);
+        assert_eq!(complete(&s), Complete::Free);
         // Another thread's await holds it.
         let (s, gen) = spawned(false);
         assert_eq!(s.await_start(gen, || ()).unwrap().0, AwaitStart::Wait);
-        assert_eq!(s.complete_awaited(gen), CompleteAwaited::NotTaken);
-        assert_eq!(s.complete(), Complete::WakeAwaiter);
+        assert_eq!(
+            s.complete_awaited(gen, s.load().has(CANCELLED)),
+            CompleteAwaited::NotTaken
+        );
+        assert_eq!(complete(&s), Complete::WakeAwaiter);
     }
 
     #[test]

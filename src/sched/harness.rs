@@ -211,7 +211,9 @@ fn finish_inline(
     if let Some(gen) = awaited {
         // Nobody else reads the result of a frame whose async reference
         // this consumes, so it is not stored.
-        if let CompleteAwaited::Taken { cancelled, free } = slot.state.complete_awaited(gen) {
+        if let CompleteAwaited::Taken { cancelled, free } =
+            slot.state.complete_awaited(gen, cancelled)
+        {
             if free {
                 free_returned(slot, local);
             }
@@ -221,7 +223,7 @@ fn finish_inline(
     crate::sanitize::release(&slot.result);
     slot.result
         .store(value, core::sync::atomic::Ordering::Release);
-    match slot.state.complete() {
+    match slot.state.complete(cancelled) {
         Complete::Kept => {}
         Complete::Free => free_with(slot, local),
         Complete::WakeAwaiter => {
