@@ -1,0 +1,836 @@
+/*
+ * chaos.c: random lifecycle operations from several threads at once, on
+ * live, stale and made-up handles, while runtimes are shut down under them.
+ *
+ * The other stress tests drive one race each. A program drives them all at
+ * once; this one does too, as a user of the C API only:
+ *
+ *   - T threads (at least 3) loop until the time is up, each picking a
+ *     random operation: spawn a coroutine (either cancel mode, migratable
+ *     or not), take a promise from the shared pool and await, cancel or
+ *     detach it, take a token and resume or cancel it, replay a consumed
+ *     (stale) handle, make up a handle that names no frame, pass a promise
+ *     as a token, wake a descriptor, or misuse a call outside a coroutine.
+ *   - Coroutines run random scripts: they suspend (their token goes to the
+ *     pool), yield, sleep, wait on shared sockets (some with CORO_KEEP) and
+ *     on a pipe of their own that nobody writes (so the deadline ends it),
+ *     spawn children and await them, await promises from the pool, put
+ *     their children's promises in the pool, and replay stale handles.
+ *   - The main thread replaces the runtime every so often and shuts the old
+ *     one down while the threads go on firing at its handles and its
+ *     coroutines run.
+ *
+ * Every call's status is checked against what the contract allows for it
+ * (DESIGN.md sections 1 and 8, docs/API.md). A handle the caller owns must
+ * be answered exactly (0, the awaited value or CORO_ECANCELED) unless its
+ * runtime is being shut down, when CORO_ESTALE is allowed too; a consumed
+ * handle is CORO_ESTALE, always; a made-up one CORO_EINVAL or CORO_ESTALE.
+ * At the end, with every runtime shut down:
+ *   - every frame spawned had its env_drop run exactly once, and no failed
+ *     spawn's did;
+ *   - every coroutine that started ran its defer exactly once, its errdefer
+ *     at most once, and exactly once if an await of it said CORO_ECANCELED,
+ *     never if it said 0;
+ *   - coro_live_frames() is back where it started;
+ *   - the process has exactly the descriptors it had before (every pipe a
+ *     coroutine opened was closed by its defer, cancelled or not; the
+ *     runtimes' epoll and wake descriptors are gone).
+ *
+ * usage: chaos [seconds [threads [live_cap [seed]]]]   (default 10 3 2000)
+ *   live_cap: frames alive at once beyond which threads stop spawning
+ *   (ThreadSanitizer keeps a fiber per live coroutine: run it with ~200).
+ */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "check.h"
+
+#define MAX_THREADS 16
+#define MAX_EPOCHS 4096
+#define POOL 64     /* promise cells and token cells per runtime */
+#define STALE 1024  /* consumed handles kept for replay */
+#define SOCKETS 8   /* shared socket pairs coroutines wait on */
+#define MAX_DEPTH 3 /* children of children of ... */
+#define MAX_REPORTS 20
+
+/* ------------------------------------------------------------------ */
+/* Random numbers: xorshift64*, one state per thread or coroutine.     */
+
+static uint64_t next_rand(uint64_t *s)
+{
+    uint64_t x = *s;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    *s = x;
+    return x * 0x2545F4914F6CDD1DULL;
+}
+
+static uint32_t below(uint64_t *s, uint32_t n)
+{
+    return (uint32_t)((next_rand(s) >> 32) % n);
+}
+
+/* ------------------------------------------------------------------ */
+/* What happened to each frame: one record per spawn attempt.          */
+
+struct record {
+    atomic_uchar spawned;  /* coro_spawn said 0 */
+    atomic_uchar started;  /* the body ran */
+    atomic_uchar defers;   /* its coro_defer callback ran */
+    atomic_uchar errdefers;
+    atomic_uchar drops;    /* env_drop ran */
+    atomic_uchar awaited;  /* 1: an await said 0; 2: it said CORO_ECANCELED */
+    _Atomic uint64_t promise;
+};
+
+static struct record *records;
+static long max_records;
+static atomic_long next_record;
+
+/* ------------------------------------------------------------------ */
+/* A runtime's life, and the pools of the handles of its frames.      */
+
+struct epoch {
+    coro_runtime *rt;
+    atomic_int dying;               /* set before its shutdown begins */
+    _Atomic uint64_t promises[POOL]; /* record index + 1, or 0 */
+    _Atomic uint64_t tokens[POOL];   /* a token, or 0 */
+};
+
+static struct epoch epochs[MAX_EPOCHS];
+static atomic_int current_epoch; /* index into epochs */
+static atomic_int epochs_made;
+/* Threads spawn on the current runtime under the read lock; the main
+ * thread swaps it under the write lock and then shuts the old one down.
+ * (A call on a runtime pointer racing with its shutdown is the caller's
+ * race, docs/API.md: handles, not the runtime pointer, may race.) */
+static pthread_rwlock_t swap_lock = PTHREAD_RWLOCK_INITIALIZER;
+
+static atomic_int stop;
+static int live_cap = 2000;
+/* Threads blocked in coro_await at most at once: at least two keep going,
+ * consuming the tokens the awaited coroutines may be suspended on. */
+static atomic_int awaiting_threads;
+static int max_awaiting_threads;
+
+/* Consumed handles, for replay: every one must answer CORO_ESTALE. */
+static _Atomic uint64_t stale_promises[STALE], stale_tokens[STALE];
+
+static int sockets[SOCKETS][2];
+
+/* Counts, for the summary and the final accounting. */
+static atomic_long n_ops, n_spawned, n_spawn_refused, n_awaited_ok, n_awaited_cancelled,
+    n_stale_ok, n_resumed, n_cancelled, n_detached, n_wakes, n_timeouts,
+    n_shutdowns, n_pipes_opened, n_pipes_closed, n_bodies_cancelled;
+static atomic_long reports;
+
+static void report(const char *what, const char *where, int rc, long extra)
+{
+    if (atomic_fetch_add(&reports, 1) < MAX_REPORTS)
+        fprintf(stderr, "chaos: %s in %s: %d %s (%ld)\n", what, where, rc, coro_code_name(rc),
+                extra);
+}
+
+/* A status the contract allows: counted as a pass, or reported. */
+#define EXPECT(cond, where, rc, extra)                                                             \
+    do {                                                                                           \
+        if (!CHECK(cond))                                                                          \
+            report("unexpected status", where, rc, (long)(extra));                                 \
+    } while (0)
+
+static void put_stale(_Atomic uint64_t *ring, uint64_t *rng, uint64_t handle)
+{
+    atomic_store(&ring[below(rng, STALE)], handle);
+}
+
+/* ------------------------------------------------------------------ */
+/* Pools: a handle put in a cell is owned by whoever takes it out.    */
+
+static int pool_put(_Atomic uint64_t *cells, uint64_t *rng, uint64_t v)
+{
+    for (int tries = 0; tries < 4; tries++) {
+        uint64_t empty = 0;
+        if (atomic_compare_exchange_strong(&cells[below(rng, POOL)], &empty, v))
+            return 1;
+    }
+    return 0;
+}
+
+static uint64_t pool_take(_Atomic uint64_t *cells, uint64_t *rng)
+{
+    return atomic_exchange(&cells[below(rng, POOL)], 0);
+}
+
+static struct epoch *epoch_now(void)
+{
+    return &epochs[atomic_load(&current_epoch)];
+}
+
+/* A recent epoch: the current one mostly, the one before (being shut down
+ * or gone) sometimes. */
+static struct epoch *epoch_recent(uint64_t *rng)
+{
+    int e = atomic_load(&current_epoch);
+    if (e > 0 && below(rng, 4) == 0)
+        e--;
+    return &epochs[e];
+}
+
+/* ------------------------------------------------------------------ */
+/* Coroutines.                                                         */
+
+struct env {
+    long rec;           /* index into records */
+    struct epoch *epoch;
+    uint64_t rng;       /* this coroutine's script */
+    int depth;
+    int cancel_returns; /* spawned with CORO_SPAWN_CANCEL_RETURNS */
+    int pipe_rd, pipe_wr; /* its own pipe, or -1 */
+};
+
+static void on_defer(void *arg)
+{
+    atomic_fetch_add(&records[(long)(intptr_t)arg].defers, 1);
+}
+
+static void on_errdefer(void *arg)
+{
+    atomic_fetch_add(&records[(long)(intptr_t)arg].errdefers, 1);
+}
+
+static void close_pipe(void *arg)
+{
+    int *fds = arg; /* in the frame's copy of the environment */
+    close(fds[0]);
+    close(fds[1]);
+    atomic_fetch_add(&n_pipes_closed, 1);
+}
+
+static void on_drop(void *envp)
+{
+    struct env *e = envp;
+    atomic_fetch_add(&records[e->rec].drops, 1);
+}
+
+/* on_suspend: the token goes to the pool; if the pool is full, the
+ * suspension is resumed at once by this callback. */
+static void token_to_pool(coro_token t, void *arg)
+{
+    struct env *e = arg;
+    uint64_t rng = t.id ^ (uint64_t)e->rec;
+    if (!pool_put(e->epoch->tokens, &rng, t.id)) {
+        int rc = coro_resume(t);
+        EXPECT(rc == CORO_OK, "on_suspend's resume", rc, e->rec);
+    }
+}
+
+static long new_record(void)
+{
+    long i = atomic_fetch_add(&next_record, 1);
+    return i < max_records ? i : -1;
+}
+
+static void *body(void *envp);
+
+/* Spawns a coroutine for record `rec` on `ep`. 0 or the status. */
+static int spawn_on(struct epoch *ep, long rec, uint64_t seed, int depth, uint64_t *rng,
+                    coro_promise *out)
+{
+    uint32_t flags = 0;
+    switch (below(rng, 4)) {
+    case 1: flags = CORO_SPAWN_CANCEL_RETURNS; break;
+    case 2: flags = CORO_SPAWN_MIGRATABLE; break;
+    case 3: flags = CORO_SPAWN_CANCEL_RETURNS | CORO_SPAWN_MIGRATABLE; break;
+    }
+    struct env e = { rec, ep, seed | 1, depth, (flags & CORO_SPAWN_CANCEL_RETURNS) != 0, -1, -1 };
+    int rc = coro_spawn(ep->rt, body, &e, sizeof e, on_drop, flags, out);
+    if (rc == CORO_OK) {
+        atomic_store(&records[rec].promise, out->id);
+        atomic_store(&records[rec].spawned, 1);
+        atomic_fetch_add(&n_spawned, 1);
+    } else {
+        atomic_fetch_add(&n_spawn_refused, 1);
+    }
+    return rc;
+}
+
+/* What an await of `rec`'s promise said: checks it, and records it. */
+static void check_await(long rec, int rc, void *value, int dying, const char *where)
+{
+    if (rc == CORO_OK) {
+        EXPECT((intptr_t)value == rec + 1, where, rc, (intptr_t)value);
+        atomic_store(&records[rec].awaited, 1);
+        atomic_fetch_add(&n_awaited_ok, 1);
+    } else if (rc == CORO_ECANCELED) {
+        atomic_store(&records[rec].awaited, 2);
+        atomic_fetch_add(&n_awaited_cancelled, 1);
+    } else {
+        EXPECT(rc == CORO_ESTALE && dying, where, rc, rec);
+    }
+}
+
+/* A status from a body's own suspension point (suspend, yield, sleep,
+ * wait): 0 (or a timeout where one can happen), or, in cancel-returns mode
+ * only, CORO_ECANCELED: the body is cancelled and returns. A default-mode
+ * body never sees CORO_ECANCELED: it is abandoned where it suspended.
+ * Returns 1 if the body must return now. */
+static int body_status(int rc, int cancel_returns, int timeout_ok, const char *where, long rec)
+{
+    if (rc == CORO_OK)
+        return 0;
+    if (rc == CORO_ETIMEDOUT && timeout_ok) {
+        atomic_fetch_add(&n_timeouts, 1);
+        return 0;
+    }
+    if (rc == CORO_ECANCELED && cancel_returns) {
+        atomic_fetch_add(&n_bodies_cancelled, 1);
+        return 1;
+    }
+    EXPECT(0, where, rc, rec);
+    return 1;
+}
+
+static void drain(int fd)
+{
+    char buf[256];
+    while (read(fd, buf, sizeof buf) > 0) {
+    }
+}
+
+/* The result of an await in a body; `rec` awaited `r`. In default mode a
+ * CORO_ECANCELED can only be the child's (a cancelled awaiter never comes
+ * back); in cancel-returns mode it may be the awaiter's own, which the
+ * await reports even for a child that returned, so it says nothing of the
+ * child then. The body goes on either way: if it was cancelled, its next
+ * suspension point says so. */
+static void body_await_result(struct env *e, long r, int rc, void *v, const char *where)
+{
+    int dying = atomic_load(&e->epoch->dying);
+    if (rc == CORO_OK || (rc == CORO_ECANCELED && !e->cancel_returns))
+        check_await(r, rc, v, dying, where);
+    else
+        /* A cancel-returns body cancelled by shutdown runs on, and may
+         * begin an await of a frame shutdown freed already: CORO_ESTALE
+         * (docs/API.md, Runtime). */
+        EXPECT(rc == CORO_ECANCELED || (rc == CORO_ESTALE && dying), where, rc, e->rec);
+}
+
+static void *body(void *envp)
+{
+    struct env *e = envp;
+    long rec = e->rec;
+    struct epoch *ep = e->epoch;
+    void *done = (void *)(intptr_t)(rec + 1);
+    atomic_store(&records[rec].started, 1);
+    int cr = e->cancel_returns;
+    int rc = coro_defer(on_defer, (void *)(intptr_t)rec);
+    EXPECT(rc == CORO_OK, "coro_defer", rc, rec);
+    rc = coro_errdefer(on_errdefer, (void *)(intptr_t)rec);
+    EXPECT(rc == CORO_OK, "coro_errdefer", rc, rec);
+    if (below(&e->rng, 4) == 0) {
+        int fds[2];
+        if (pipe2(fds, O_CLOEXEC | O_NONBLOCK) == 0) {
+            atomic_fetch_add(&n_pipes_opened, 1);
+            e->pipe_rd = fds[0];
+            e->pipe_wr = fds[1];
+            rc = coro_defer(close_pipe, &e->pipe_rd);
+            EXPECT(rc == CORO_OK, "coro_defer(close_pipe)", rc, rec);
+        }
+    }
+    int steps = 1 + (int)below(&e->rng, 8);
+    for (int s = 0; s < steps; s++) {
+        switch (below(&e->rng, 11)) {
+        case 0:
+        case 1:
+            rc = coro_suspend(token_to_pool, e);
+            if (body_status(rc, cr, 0, "coro_suspend", rec))
+                return done;
+            break;
+        case 2:
+            rc = coro_yield();
+            if (body_status(rc, cr, 0, "coro_yield", rec))
+                return done;
+            break;
+        case 3:
+            rc = coro_sleep_until(coro_now() + (int64_t)below(&e->rng, 200000));
+            if (body_status(rc, cr, 0, "coro_sleep_until", rec))
+                return done;
+            break;
+        case 4: {
+            int k = (int)below(&e->rng, SOCKETS);
+            uint32_t ev = CORO_READABLE | (below(&e->rng, 2) ? CORO_KEEP : 0);
+            rc = coro_wait_fd(sockets[k][0], ev, coro_now() + (int64_t)below(&e->rng, 500000));
+            if (rc == CORO_OK) {
+                char buf[64];
+                while (recv(sockets[k][0], buf, sizeof buf, MSG_DONTWAIT) > 0) {
+                }
+            }
+            if (body_status(rc, cr, 1, "coro_wait_fd(socket)", rec))
+                return done;
+            break;
+        }
+        case 5:
+            if (e->pipe_rd >= 0) {
+                rc = coro_wait_fd(e->pipe_rd, CORO_READABLE,
+                                  coro_now() + (int64_t)below(&e->rng, 300000));
+                EXPECT(rc != CORO_OK, "coro_wait_fd(own pipe): nobody writes it", rc, rec);
+                if (body_status(rc, cr, 1, "coro_wait_fd(own pipe)", rec))
+                    return done;
+            }
+            break;
+        case 6:
+        case 7: {
+            /* A child: awaited here, or handed to the pool. */
+            if (e->depth >= MAX_DEPTH || coro_live_frames() > (uint64_t)live_cap)
+                break;
+            long child = new_record();
+            if (child < 0)
+                break;
+            coro_promise p;
+            rc = spawn_on(ep, child, next_rand(&e->rng), e->depth + 1, &e->rng, &p);
+            if (rc != CORO_OK) {
+                EXPECT(rc == CORO_ESHUTDOWN && atomic_load(&ep->dying), "coro_spawn (body)", rc,
+                       child);
+                break;
+            }
+            if (below(&e->rng, 2) == 0 && pool_put(ep->promises, &e->rng, (uint64_t)child + 1))
+                break;
+            void *v = NULL;
+            rc = coro_await(p, &v);
+            put_stale(stale_promises, &e->rng, p.id);
+            body_await_result(e, child, rc, v, "coro_await(child)");
+            break;
+        }
+        case 8: {
+            /* Somebody else's promise, from the pool. */
+            uint64_t cell = pool_take(ep->promises, &e->rng);
+            if (!cell)
+                break;
+            long r = (long)cell - 1;
+            coro_promise p = { atomic_load(&records[r].promise) };
+            if (p.id == coro_self_id()) {
+                rc = coro_await(p, NULL);
+                EXPECT(rc == CORO_EINVAL, "coro_await(self)", rc, rec);
+                rc = coro_detach(p); /* still ours: not consumed */
+                EXPECT(rc == CORO_OK, "coro_detach(self)", rc, rec);
+                put_stale(stale_promises, &e->rng, p.id);
+                break;
+            }
+            void *v = NULL;
+            rc = coro_await(p, &v);
+            put_stale(stale_promises, &e->rng, p.id);
+            body_await_result(e, r, rc, v, "coro_await(pool)");
+            break;
+        }
+        case 9: {
+            /* Replay a consumed handle: never anything but CORO_ESTALE. */
+            coro_token t = { atomic_load(&stale_tokens[below(&e->rng, STALE)]) };
+            if (t.id) {
+                rc = coro_resume(t);
+                EXPECT(rc == CORO_ESTALE, "coro_resume(stale, in a body)", rc, rec);
+            }
+            coro_promise p = { atomic_load(&stale_promises[below(&e->rng, STALE)]) };
+            if (p.id) {
+                rc = coro_cancel_async(p);
+                EXPECT(rc == CORO_ESTALE, "coro_cancel_async(stale, in a body)", rc, rec);
+            }
+            break;
+        }
+        default:
+            if (e->pipe_wr >= 0) {
+                /* Our own pipe: a write and a drain, so the descriptor is
+                 * really used before the defer closes it. */
+                char c = 'x';
+                if (write(e->pipe_wr, &c, 1) == 1)
+                    drain(e->pipe_rd);
+            }
+            break;
+        }
+    }
+    return done;
+}
+
+/* ------------------------------------------------------------------ */
+/* The threads' operations.                                            */
+
+/* A made-up handle that can name no frame (src/frame/handle.rs): a
+ * promise whose generation has its top byte set (generations have 24
+ * bits), a token whose slot lies past the table's 2^24 slots. */
+static uint64_t made_up_promise(uint64_t *rng)
+{
+    return next_rand(rng) | (1ULL << 63);
+}
+
+static uint64_t made_up_token(uint64_t *rng)
+{
+    uint64_t seq = next_rand(rng) & 0xffffffff00000000ULL;
+    uint64_t slot1 = (1ULL << 24) + 1 + (next_rand(rng) & 0x3fffffULL);
+    return seq | (1ULL << 31) | slot1;
+}
+
+static void op_spawn(uint64_t *rng)
+{
+    if (coro_live_frames() > (uint64_t)live_cap)
+        return;
+    pthread_rwlock_rdlock(&swap_lock);
+    struct epoch *ep = epoch_now();
+    long rec = new_record();
+    if (rec >= 0) {
+        coro_promise p;
+        int rc = spawn_on(ep, rec, next_rand(rng), 0, rng, &p);
+        /* Refused only once the last runtime was shut down at the end. */
+        EXPECT(rc == CORO_OK || (rc == CORO_ESHUTDOWN && atomic_load(&ep->dying)),
+               "coro_spawn (thread)", rc, rec);
+        if (rc == CORO_OK && !pool_put(ep->promises, rng, (uint64_t)rec + 1)) {
+            rc = coro_detach(p);
+            EXPECT(rc == CORO_OK, "coro_detach (pool full)", rc, rec);
+            put_stale(stale_promises, rng, p.id);
+        }
+    }
+    pthread_rwlock_unlock(&swap_lock);
+}
+
+static void op_promise(uint64_t *rng)
+{
+    struct epoch *ep = epoch_recent(rng);
+    uint64_t cell = pool_take(ep->promises, rng);
+    if (!cell)
+        return;
+    long r = (long)cell - 1;
+    coro_promise p = { atomic_load(&records[r].promise) };
+    int rc;
+    void *v = NULL;
+    const char *what;
+    int choice = (int)below(rng, 4);
+    if (choice == 0 && atomic_fetch_add(&awaiting_threads, 1) >= max_awaiting_threads) {
+        atomic_fetch_sub(&awaiting_threads, 1);
+        choice = 1;
+    }
+    switch (choice) {
+    case 0:
+        what = "coro_await (thread)";
+        rc = coro_await(p, &v);
+        atomic_fetch_sub(&awaiting_threads, 1);
+        put_stale(stale_promises, rng, p.id);
+        check_await(r, rc, v, atomic_load(&ep->dying), what);
+        return;
+    case 1:
+        what = "coro_cancel_async (thread)";
+        rc = coro_cancel_async(p);
+        atomic_fetch_add(&n_cancelled, 1);
+        break;
+    default:
+        what = "coro_detach (thread)";
+        rc = coro_detach(p);
+        atomic_fetch_add(&n_detached, 1);
+        break;
+    }
+    put_stale(stale_promises, rng, p.id);
+    EXPECT(rc == CORO_OK || (rc == CORO_ESTALE && atomic_load(&ep->dying)), what, rc, r);
+}
+
+static void op_token(uint64_t *rng)
+{
+    struct epoch *ep = epoch_recent(rng);
+    coro_token t = { pool_take(ep->tokens, rng) };
+    if (!t.id)
+        return;
+    int cancel = below(rng, 3) == 0;
+    int rc = cancel ? coro_cancel_suspend(t) : coro_resume(t);
+    atomic_fetch_add(cancel ? &n_cancelled : &n_resumed, 1);
+    put_stale(stale_tokens, rng, t.id);
+    int dying = atomic_load(&ep->dying);
+    EXPECT(rc == CORO_OK || (rc == CORO_ESTALE && dying),
+           cancel ? "coro_cancel_suspend (thread)" : "coro_resume (thread)", rc,
+           (long)(t.id >> 32));
+    if (rc != CORO_OK && !dying)
+        fprintf(stderr, "chaos: token %#llx of epoch %ld (current %d)\n",
+                (unsigned long long)t.id, (long)(ep - epochs), atomic_load(&current_epoch));
+}
+
+static void op_stale(uint64_t *rng)
+{
+    coro_token t = { atomic_load(&stale_tokens[below(rng, STALE)]) };
+    coro_promise p = { atomic_load(&stale_promises[below(rng, STALE)]) };
+    int rc;
+    if (t.id) {
+        rc = below(rng, 2) ? coro_resume(t) : coro_cancel_suspend(t);
+        EXPECT(rc == CORO_ESTALE, "stale token", rc, 0);
+        coro_promise as_promise = { t.id };
+        rc = coro_detach(as_promise);
+        EXPECT(rc == CORO_EINVAL, "token passed as a promise", rc, 0);
+    }
+    if (p.id) {
+        switch (below(rng, 3)) {
+        case 0: rc = coro_await(p, NULL); break;
+        case 1: rc = coro_cancel_async(p); break;
+        default: rc = coro_detach(p); break;
+        }
+        EXPECT(rc == CORO_ESTALE, "stale promise", rc, 0);
+        coro_token as_token = { p.id };
+        rc = coro_resume(as_token);
+        EXPECT(rc == CORO_EINVAL, "promise passed as a token", rc, 0);
+        atomic_fetch_add(&n_stale_ok, 1);
+    }
+}
+
+static void op_made_up(uint64_t *rng)
+{
+    coro_promise p = { made_up_promise(rng) };
+    coro_token t = { made_up_token(rng) };
+    coro_promise zero_p = { 0 };
+    coro_token zero_t = { 0 };
+    int rc;
+    switch (below(rng, 4)) {
+    case 0: rc = coro_await(p, NULL); break;
+    case 1: rc = coro_cancel_async(p); break;
+    case 2: rc = coro_detach(p); break;
+    default: rc = coro_resume(t); break;
+    }
+    EXPECT(rc == CORO_EINVAL || rc == CORO_ESTALE, "made-up handle", rc, 0);
+    rc = coro_cancel_suspend(t);
+    EXPECT(rc == CORO_ESTALE, "made-up token", rc, 0);
+    EXPECT(coro_detach(zero_p) == CORO_EINVAL, "zero promise", CORO_EINVAL, 0);
+    EXPECT(coro_resume(zero_t) == CORO_EINVAL, "zero token", CORO_EINVAL, 0);
+}
+
+static void op_misuse(uint64_t *rng)
+{
+    int rc;
+    switch (below(rng, 5)) {
+    case 0:
+        rc = coro_suspend(token_to_pool, NULL);
+        EXPECT(rc == CORO_ESTATE, "coro_suspend outside a coroutine", rc, 0);
+        break;
+    case 1:
+        rc = coro_yield();
+        EXPECT(rc == CORO_ESTATE, "coro_yield outside a coroutine", rc, 0);
+        break;
+    case 2:
+        rc = coro_defer(on_defer, NULL);
+        EXPECT(rc == CORO_ESTATE, "coro_defer outside a coroutine", rc, 0);
+        break;
+    case 3:
+        rc = coro_sleep_until(-1);
+        EXPECT(rc == CORO_EINVAL, "coro_sleep_until(-1) on a thread", rc, 0);
+        break;
+    default:
+        rc = coro_wait_fd(-1, CORO_READABLE, 0);
+        EXPECT(rc == CORO_EINVAL, "coro_wait_fd(-1)", rc, 0);
+        EXPECT(coro_self_id() == 0, "coro_self_id outside", 0, 0);
+        break;
+    }
+}
+
+static void op_wake(uint64_t *rng)
+{
+    char c = 'w';
+    if (send(sockets[below(rng, SOCKETS)][1], &c, 1, MSG_DONTWAIT) == 1)
+        atomic_fetch_add(&n_wakes, 1);
+}
+
+static void *thread_main(void *arg)
+{
+    uint64_t rng = (uint64_t)(intptr_t)arg;
+    while (!atomic_load(&stop)) {
+        atomic_fetch_add(&n_ops, 1);
+        switch (below(&rng, 16)) {
+        case 0: case 1: case 2: op_spawn(&rng); break;
+        case 3: case 4: case 5: op_promise(&rng); break;
+        case 6: case 7: case 8: case 9: op_token(&rng); break;
+        case 10: case 11: op_stale(&rng); break;
+        case 12: op_made_up(&rng); break;
+        case 13: op_misuse(&rng); break;
+        default: op_wake(&rng); break;
+        }
+    }
+    return NULL;
+}
+
+/* ------------------------------------------------------------------ */
+
+static int count_fds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    if (!d)
+        return -1;
+    int n = 0;
+    struct dirent *ent;
+    while ((ent = readdir(d)) != NULL)
+        if (ent->d_name[0] != '.')
+            n++;
+    closedir(d);
+    return n - 1; /* the directory's own descriptor */
+}
+
+/* What each open descriptor is, for a report. */
+static void list_fds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    if (!d)
+        return;
+    struct dirent *ent;
+    while ((ent = readdir(d)) != NULL) {
+        if (ent->d_name[0] == '.')
+            continue;
+        char path[300], target[256];
+        snprintf(path, sizeof path, "/proc/self/fd/%s", ent->d_name);
+        ssize_t n = readlink(path, target, sizeof target - 1);
+        target[n > 0 ? n : 0] = 0;
+        fprintf(stderr, "    fd %s -> %s\n", ent->d_name, target);
+    }
+    closedir(d);
+}
+
+static double slowest_shutdown;
+
+static int new_epoch(uint64_t *rng)
+{
+    int e = atomic_load(&epochs_made);
+    if (e >= MAX_EPOCHS)
+        return -1;
+    coro_config cfg = { .struct_size = sizeof cfg, .workers = 1 + below(rng, 3), .stack_size = 0 };
+    int rc = coro_runtime_new(&cfg, &epochs[e].rt);
+    if (!CHECK_RC(rc, CORO_OK))
+        return -1;
+    atomic_store(&epochs_made, e + 1);
+    return e;
+}
+
+/* Makes a new runtime current, then shuts the old one down while the
+ * threads go on with its handles. */
+static int replace_runtime(uint64_t *rng, int last)
+{
+    int fresh = last ? -1 : new_epoch(rng);
+    if (!last && fresh < 0)
+        return -1;
+    pthread_rwlock_wrlock(&swap_lock);
+    struct epoch *old = epoch_now();
+    atomic_store(&old->dying, 1);
+    if (!last)
+        atomic_store(&current_epoch, fresh);
+    pthread_rwlock_unlock(&swap_lock);
+    double t0 = now_sec();
+    int rc = coro_runtime_shutdown(old->rt);
+    CHECK_RC(rc, CORO_OK);
+    double took = now_sec() - t0;
+    if (took > slowest_shutdown)
+        slowest_shutdown = took;
+    CHECK_RC(coro_runtime_shutdown(old->rt), CORO_ESHUTDOWN);
+    atomic_fetch_add(&n_shutdowns, 1);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    check_init("chaos");
+    double seconds = argc > 1 ? atof(argv[1]) : 10;
+    int nthreads = argc > 2 ? atoi(argv[2]) : 3;
+    if (argc > 3)
+        live_cap = atoi(argv[3]);
+    uint64_t seed = argc > 4 ? strtoull(argv[4], NULL, 0) : (uint64_t)time(NULL);
+    if (seconds <= 0 || nthreads < 3 || nthreads > MAX_THREADS || live_cap < 1) {
+        fprintf(stderr, "usage: %s [seconds [threads (3-%d) [live_cap [seed]]]]\n", argv[0],
+                MAX_THREADS);
+        return 2;
+    }
+    printf("chaos: seed %llu, %g s, %d threads, at most ~%d frames alive\n",
+           (unsigned long long)seed, seconds, nthreads, live_cap);
+    uint64_t rng = seed | 1;
+    max_awaiting_threads = nthreads - 2;
+
+    int fds_before = count_fds();
+    uint64_t frames_before = coro_live_frames();
+    max_records = 4000000;
+    records = calloc((size_t)max_records, sizeof *records);
+    if (!records)
+        return 2;
+    for (int k = 0; k < SOCKETS; k++)
+        if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, sockets[k]) != 0) {
+            perror("socketpair");
+            return 2;
+        }
+
+    if (new_epoch(&rng) != 0)
+        return check_summary();
+    atomic_store(&current_epoch, 0);
+    pthread_t tid[MAX_THREADS];
+    for (int t = 0; t < nthreads; t++)
+        if (pthread_create(&tid[t], NULL, thread_main, (void *)(intptr_t)next_rand(&rng)) != 0) {
+            fprintf(stderr, "chaos: pthread_create failed\n");
+            return 2;
+        }
+
+    /* A runtime lives 50-400 ms, then is shut down under the threads. */
+    double end = now_sec() + seconds;
+    while (now_sec() < end && check_failures() == 0) {
+        double until = now_sec() + 0.05 + 0.35 * (double)below(&rng, 1000) / 1000.0;
+        while (now_sec() < until && now_sec() < end)
+            sleep_ms(5);
+        if (replace_runtime(&rng, 0) != 0)
+            break;
+    }
+    atomic_store(&stop, 1);
+    /* The last shutdown also ends any await a thread is blocked in. */
+    replace_runtime(&rng, 1);
+    for (int t = 0; t < nthreads; t++)
+        pthread_join(tid[t], NULL);
+
+    /* Accounting. */
+    long n = atomic_load(&next_record);
+    if (n > max_records)
+        n = max_records;
+    long spawned = 0, started = 0, drops_bad = 0, defers_bad = 0, errdefers_bad = 0;
+    for (long i = 0; i < n; i++) {
+        struct record *r = &records[i];
+        int sp = atomic_load(&r->spawned), st = atomic_load(&r->started);
+        int d = atomic_load(&r->defers), ed = atomic_load(&r->errdefers);
+        int dr = atomic_load(&r->drops), aw = atomic_load(&r->awaited);
+        spawned += sp;
+        started += st;
+        if (dr != sp && drops_bad++ < MAX_REPORTS)
+            fprintf(stderr, "chaos: record %ld: spawned %d, env_drop ran %d times\n", i, sp, dr);
+        if (d != st && defers_bad++ < MAX_REPORTS)
+            fprintf(stderr, "chaos: record %ld: started %d, defer ran %d times\n", i, st, d);
+        int ed_ok = ed <= st && (aw != 1 || ed == 0) && (aw != 2 || !st || ed == 1);
+        if (!ed_ok && errdefers_bad++ < MAX_REPORTS)
+            fprintf(stderr, "chaos: record %ld: started %d, awaited %d, errdefer ran %d times\n",
+                    i, st, aw, ed);
+    }
+    CHECK_EQ(drops_bad, 0);
+    CHECK_EQ(defers_bad, 0);
+    CHECK_EQ(errdefers_bad, 0);
+    CHECK_EQ(spawned, atomic_load(&n_spawned));
+    CHECK_EQ(coro_live_frames(), frames_before);
+    CHECK_EQ(atomic_load(&n_pipes_opened), atomic_load(&n_pipes_closed));
+    for (int k = 0; k < SOCKETS; k++) {
+        close(sockets[k][0]);
+        close(sockets[k][1]);
+    }
+    int fds_after = count_fds();
+    if (!CHECK_EQ(fds_after, fds_before)) {
+        fprintf(stderr, "chaos: %d descriptors before, %d after:\n", fds_before, fds_after);
+        list_fds();
+    }
+
+    printf("chaos: %ld operations, %ld spawns (%ld refused while shutting down), %ld bodies "
+           "started, %ld runtimes shut down under the threads\n",
+           atomic_load(&n_ops), spawned, atomic_load(&n_spawn_refused), started,
+           atomic_load(&n_shutdowns));
+    printf("chaos: the slowest shutdown took %.1f ms\n", slowest_shutdown * 1e3);
+    printf("chaos: awaits %ld ok / %ld cancelled; %ld resumes, %ld cancels, %ld detaches; "
+           "%ld stale replays; %ld wakes, %ld timeouts; %ld bodies saw CORO_ECANCELED; "
+           "%ld pipes opened and closed\n",
+           atomic_load(&n_awaited_ok), atomic_load(&n_awaited_cancelled),
+           atomic_load(&n_resumed), atomic_load(&n_cancelled), atomic_load(&n_detached),
+           atomic_load(&n_stale_ok), atomic_load(&n_wakes), atomic_load(&n_timeouts),
+           atomic_load(&n_bodies_cancelled), atomic_load(&n_pipes_closed));
+    free(records);
+    return check_summary();
+}
