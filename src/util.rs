@@ -34,3 +34,51 @@ pub fn write_stderr(mut bytes: &[u8]) {
         bytes = &bytes[n as usize..];
     }
 }
+
+/// `Box::new`, but a failed allocation is `Error::NoMem` instead of an
+/// abort: the library answers `CORO_ENOMEM` where memory runs out, and
+/// std's infallible constructors abort the process there.
+pub fn try_box<T>(value: T) -> crate::Result<Box<T>> {
+    let layout = std::alloc::Layout::new::<T>();
+    if layout.size() == 0 {
+        // Nothing to allocate.
+        return Ok(Box::new(value));
+    }
+    // SAFETY: the layout has a non-zero size.
+    let ptr = unsafe { std::alloc::alloc(layout) }.cast::<T>();
+    if ptr.is_null() {
+        return Err(crate::Error::NoMem);
+    }
+    // SAFETY: `ptr` is a fresh allocation of `T`'s layout from the global
+    // allocator, which is what `Box::from_raw` takes ownership of.
+    unsafe {
+        ptr.write(value);
+        Ok(Box::from_raw(ptr))
+    }
+}
+
+/// An empty `Vec` with room for `n` items, or `Error::NoMem`.
+pub fn try_vec<T>(n: usize) -> crate::Result<Vec<T>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(n).map_err(|_| crate::Error::NoMem)?;
+    Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn try_box_holds_its_value_and_drops_it_once() {
+        use std::rc::Rc;
+        let shared = Rc::new(());
+        let b = try_box((7u64, shared.clone())).unwrap();
+        assert_eq!(b.0, 7);
+        assert_eq!(Rc::strong_count(&shared), 2);
+        drop(b);
+        assert_eq!(Rc::strong_count(&shared), 1);
+        let unit = try_box(()).unwrap();
+        assert_eq!(*unit, ());
+        assert_eq!(try_vec::<u32>(10).unwrap().capacity(), 10);
+    }
+}

@@ -219,16 +219,17 @@ fn waits_rearm_and_survive_a_reused_descriptor_number() {
 // deadline found no record) and left its own record, registration and
 // descriptor duplicate in the old poller for good.
 
-static MOVER_TID: AtomicI32 = AtomicI32::new(0);
+static MOVER_TID: AtomicUsize = AtomicUsize::new(0);
 static MOVER_PARKED: AtomicUsize = AtomicUsize::new(0);
-static VICTIM_TID: AtomicI32 = AtomicI32::new(0);
+static VICTIM_TID: AtomicUsize = AtomicUsize::new(0);
 static VICTIM_PARKED: AtomicUsize = AtomicUsize::new(0);
 static VICTIM_WOKE: AtomicUsize = AtomicUsize::new(0);
-static CANCELLER_TID: AtomicI32 = AtomicI32::new(0);
+static CANCELLER_TID: AtomicUsize = AtomicUsize::new(0);
 
-fn tid() -> i32 {
-    // SAFETY: gettid has no preconditions.
-    unsafe { libc::gettid() }
+/// The calling thread (a number: pthread_t is an integer or a pointer).
+fn tid() -> usize {
+    // SAFETY: pthread_self has no preconditions.
+    unsafe { libc::pthread_self() as usize }
 }
 
 /// Cancel-returns and migratable: parks in a wait on its first worker's

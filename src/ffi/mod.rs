@@ -9,7 +9,6 @@
 use core::ffi::{c_char, c_int, c_void};
 use core::ptr;
 use core::sync::atomic::{AtomicPtr, Ordering::*};
-use std::sync::Arc;
 
 use crate::coro::{self, Promise, Token};
 use crate::error::Error;
@@ -71,7 +70,7 @@ pub const CORO_KEEP: u32 = 0x100;
 /// runtime ever made; cells are not reused, so a stale pointer never
 /// reaches a newer runtime.
 pub struct coro_runtime {
-    /// The runtime (`Arc::into_raw`); null once shut down.
+    /// The runtime (`Box::into_raw`); null once shut down.
     live: AtomicPtr<Runtime>,
 }
 
@@ -90,7 +89,7 @@ static CELLS: crate::sanitize::Mutex<Vec<&'static coro_runtime>> =
 unsafe fn live_runtime<'a>(rt: *mut coro_runtime) -> Result<&'a Runtime, c_int> {
     // SAFETY: the caller's contract: `rt` is a cell, and cells live forever.
     let live = unsafe { &*rt }.live.load(Acquire);
-    // SAFETY: non-null: the Arc is held by the cell until shutdown.
+    // SAFETY: non-null: the box is the cell's until shutdown.
     unsafe { live.as_ref() }.ok_or(CORO_ESHUTDOWN)
 }
 
@@ -223,12 +222,23 @@ pub unsafe extern "C" fn coro_runtime_new(
         // (On Linux the awaiter sleeps on a futex in the slot instead.)
         #[cfg(not(target_os = "linux"))]
         drop(std::thread::current());
+        // The cell and its place in CELLS first: they are all that can
+        // fail once the runtime runs.
+        let cell = match crate::util::try_box(coro_runtime {
+            live: AtomicPtr::new(ptr::null_mut()),
+        }) {
+            Ok(cell) => cell,
+            Err(e) => return e.code(),
+        };
+        let mut cells = CELLS.lock().unwrap_or_else(|e| e.into_inner());
+        if cells.try_reserve(1).is_err() {
+            return CORO_ENOMEM;
+        }
         match Runtime::new(config) {
             Ok(rt) => {
-                let cell: &'static coro_runtime = Box::leak(Box::new(coro_runtime {
-                    live: AtomicPtr::new(Arc::into_raw(rt).cast_mut()),
-                }));
-                CELLS.lock().unwrap_or_else(|e| e.into_inner()).push(cell);
+                cell.live.store(Box::into_raw(rt), Release);
+                let cell: &'static coro_runtime = Box::leak(cell);
+                cells.push(cell);
                 // SAFETY: `out` is non-null and the caller gives it to us to write.
                 unsafe { out.write(ptr::from_ref(cell).cast_mut()) };
                 CORO_OK
@@ -264,15 +274,17 @@ pub unsafe extern "C" fn coro_runtime_shutdown(rt: *mut coro_runtime) -> c_int {
         if live.is_null() {
             return CORO_ESHUTDOWN;
         }
-        // SAFETY: the cell's reference, made by `Arc::into_raw` in
+        // SAFETY: the cell's box, made by `Box::into_raw` in
         // `coro_runtime_new` and taken out of the cell once, just now.
-        let runtime = unsafe { Arc::from_raw(live) };
+        let runtime = unsafe { Box::from_raw(live) };
         match runtime.shutdown() {
+            // Its workers are joined and its frames freed: nothing else
+            // holds its address now.
             Ok(()) => CORO_OK,
             Err(e) => {
                 // Refused (`CORO_ESTATE` on a worker thread): the cell
                 // keeps the runtime.
-                cell.live.store(Arc::into_raw(runtime).cast_mut(), Release);
+                cell.live.store(Box::into_raw(runtime), Release);
                 e.code()
             }
         }

@@ -7,7 +7,6 @@
 //! hot spawn/await loop stays on one cache-warm slot.
 
 use std::sync::atomic::{AtomicI64, AtomicPtr, Ordering::*};
-use std::sync::Arc;
 
 use super::handle::MAX_SLOTS;
 use super::slot::Slot;
@@ -34,8 +33,15 @@ struct Table {
     /// read-modify-write on a line every thread shares (two of them cost
     /// 62 -> 75 ns per spawn + await on one worker).
     live: AtomicI64,
-    caches: Mutex<Vec<Arc<AtomicI64>>>,
+    caches: Mutex<Vec<CacheCount>>,
 }
+
+/// A slot cache's own count, listed in `Table::caches` from its creation
+/// to its drop, which removes it before the count's box goes.
+struct CacheCount(*const AtomicI64);
+
+// SAFETY: only read (an atomic) while listed, under the list's lock.
+unsafe impl Send for CacheCount {}
 
 static TABLE: Table = Table {
     chunks: [const { AtomicPtr::new(core::ptr::null_mut()) }; MAX_CHUNKS],
@@ -61,26 +67,31 @@ pub struct SlotCache {
     /// cells from `warm_len` on are stale (taking one leaves it as it is).
     warm: [Option<&'static Slot>; WARM],
     warm_len: usize,
-    live: Arc<AtomicI64>,
+    /// Boxed, so the table's list can point at it while the cache moves.
+    live: Box<AtomicI64>,
 }
 
 /// Warm slots a cache keeps at most.
 const WARM: usize = 16;
 
 impl SlotCache {
-    pub fn new() -> SlotCache {
-        let live = Arc::new(AtomicI64::new(0));
+    /// A worker's cache, made when its runtime is (every allocation of a
+    /// runtime's creation can fail: `NoMem`).
+    pub fn new() -> Result<SlotCache> {
+        let live = crate::util::try_box(AtomicI64::new(0))?;
+        // Room for the most it holds (`free` keeps at most 2 * BATCH, a
+        // refill comes only when empty, `drain_warm` adds WARM), so a free
+        // never allocates.
+        let slots = crate::util::try_vec(2 * BATCH + WARM)?;
         let mut caches = TABLE.caches.lock().unwrap_or_else(|e| e.into_inner());
-        caches.push(live.clone());
-        SlotCache {
-            // Room for the most it holds (`free` keeps at most 2 * BATCH,
-            // a refill comes only when empty, `drain_warm` adds WARM), so
-            // a free never allocates.
-            slots: Vec::with_capacity(2 * BATCH + WARM),
+        caches.try_reserve(1).map_err(|_| Error::NoMem)?;
+        caches.push(CacheCount(&*live));
+        Ok(SlotCache {
+            slots,
             warm: [None; WARM],
             warm_len: 0,
             live,
-        }
+        })
     }
 
     /// A free slot that kept its coroutine, if there is one.
@@ -128,12 +139,6 @@ impl SlotCache {
     }
 }
 
-impl Default for SlotCache {
-    fn default() -> SlotCache {
-        SlotCache::new()
-    }
-}
-
 impl Drop for SlotCache {
     /// Gives the slots back (the worker is stopping) and moves the count
     /// to the table's, under the lock `live` sums under, so no frame is
@@ -148,7 +153,8 @@ impl Drop for SlotCache {
             .extend(self.slots.drain(..).map(|s| s.index() as u32));
         let mut caches = TABLE.caches.lock().unwrap_or_else(|e| e.into_inner());
         TABLE.live.fetch_add(self.live.swap(0, Relaxed), Relaxed);
-        caches.retain(|c| !Arc::ptr_eq(c, &self.live));
+        let mine: *const AtomicI64 = &*self.live;
+        caches.retain(|c| c.0 != mine);
     }
 }
 
@@ -276,7 +282,13 @@ fn new_chunk(free: &mut Vec<u32>, first: usize) -> Result<()> {
 /// cache and freed through another counts +1 in one and -1 in the other.
 pub fn live() -> u64 {
     let caches = TABLE.caches.lock().unwrap_or_else(|e| e.into_inner());
-    let sum = caches.iter().map(|c| c.load(Relaxed)).sum::<i64>() + TABLE.live.load(Relaxed);
+    // SAFETY: a listed count is alive: its cache removes it (under this
+    // lock) before the box goes.
+    let sum = caches
+        .iter()
+        .map(|c| unsafe { &*c.0 }.load(Relaxed))
+        .sum::<i64>()
+        + TABLE.live.load(Relaxed);
     sum as u64
 }
 

@@ -23,6 +23,7 @@
 //! may end a wait from any thread; the worker holds it only to sort a
 //! batch, never across `epoll_wait`. `Registry` calls are thread-safe.
 
+mod batch;
 mod registration;
 mod slab;
 mod timer;
@@ -33,7 +34,9 @@ use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicUsize, Ordering::*};
 use std::time::Duration;
 
-use mio::{Events, Poll, Registry, Token as MioToken, Waker};
+use mio::{Poll, Registry, Token as MioToken, Waker};
+
+use batch::Batch;
 
 pub use slab::Outcome;
 use slab::Slab;
@@ -75,8 +78,6 @@ pub struct Poller {
     /// Waits in progress, read without the lock by the worker to skip
     /// `epoll_wait` between batches when there is nothing to look for.
     live: AtomicUsize,
-    /// The epoll instance itself, until the worker takes it (`take_poll`).
-    poll: Mutex<Option<Poll>>,
     /// Check mode (`util::checking`): a held registration's descriptor is
     /// checked to still name its file at every wait (one `fstat`).
     check: bool,
@@ -99,18 +100,29 @@ pub fn now() -> i64 {
 /// What a worker keeps to poll: its epoll instance and the buffers.
 pub struct Polling {
     poll: Poll,
-    events: Events,
+    events: Batch,
     /// Tokens of the waits the last turn ended, for the worker to resume.
     pub ready: Vec<u64>,
 }
 
+/// Events one turn takes from epoll at most, and ready waits a worker has
+/// room for before its first turn grows the list.
+const BATCH: usize = 1024;
+
 impl Poller {
-    /// Creates a worker's poller (an epoll instance and its waker).
-    pub fn new() -> Result<Poller> {
+    /// Creates a worker's poller (an epoll instance and its waker), and
+    /// what its worker polls it with. Errors: `Io` (no descriptor, for
+    /// one), `NoMem`.
+    pub fn new() -> Result<(Poller, Polling)> {
         let poll = Poll::new().map_err(|_| Error::Io)?;
         let registry = poll.registry().try_clone().map_err(|_| Error::Io)?;
         let waker = Waker::new(poll.registry(), WAKER).map_err(|_| Error::Io)?;
-        Ok(Poller {
+        let polling = Polling {
+            poll,
+            events: Batch::with_capacity(BATCH)?,
+            ready: crate::util::try_vec(BATCH)?,
+        };
+        let poller = Poller {
             registry,
             waker,
             inner: Mutex::new(Inner {
@@ -119,23 +131,13 @@ impl Poller {
                 regs: Registrations::default(),
             }),
             live: AtomicUsize::new(0),
-            poll: Mutex::new(Some(poll)),
             check: crate::util::checking(),
-        })
+        };
+        Ok((poller, polling))
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// The epoll instance, for the worker that polls it (once).
-    pub fn take_poll(&self) -> Option<Polling> {
-        let poll = self.poll.lock().unwrap_or_else(|e| e.into_inner()).take()?;
-        Some(Polling {
-            poll,
-            events: Events::with_capacity(1024),
-            ready: Vec::with_capacity(1024),
-        })
     }
 
     /// Wakes the worker if it sleeps in `turn` (or makes its next `turn`
@@ -175,30 +177,23 @@ impl Poller {
                 .next()
                 .map(|d| Duration::from_nanos(d.saturating_sub(now()).max(0) as u64))
         };
-        if let Err(e) = p.poll.poll(&mut p.events, timeout) {
+        if let Err(e) = p.events.wait(&mut p.poll, timeout) {
             if e.kind() != std::io::ErrorKind::Interrupted {
                 crate::util::die("coframe: a worker's epoll_wait failed; aborting");
             }
         }
         let mut inner = self.lock();
         let Inner { slab, regs, .. } = &mut *inner;
-        for event in p.events.iter() {
-            if event.token() == WAKER {
+        for (token, bits) in p.events.iter() {
+            if token == WAKER.0 {
                 continue;
             }
-            let mut key = event.token().0 as u64;
+            let mut key = token as u64;
             if key & registration::HELD != 0 {
                 let fd = (key & !registration::HELD) as u32 as RawFd;
                 let Some(Reg::Held(held)) = regs.0.get_mut(&fd) else {
                     continue; // forgotten since
                 };
-                let mut bits = 0;
-                if event.is_readable() || event.is_read_closed() || event.is_error() {
-                    bits |= READABLE;
-                }
-                if event.is_writable() || event.is_write_closed() || event.is_error() {
-                    bits |= WRITABLE;
-                }
                 let pending = held.waiter.filter(|&w| {
                     bits & held.want != 0
                         && slab.get(w).is_some_and(|w| w.outcome == Outcome::Pending)

@@ -11,6 +11,7 @@
 //! finished ones even if references remain (they turn stale), then stops
 //! and joins the workers.
 
+mod cpus;
 mod harness;
 mod inbox;
 mod overflow;
@@ -20,9 +21,9 @@ mod worker;
 pub(crate) use harness::{finalize, free, free_with, schedule_owned, schedule_owned_from, Outcome};
 pub(crate) use worker::{local, local_before_switch, local_of, on_worker, Local};
 
+use core::ffi::c_void;
+use core::ptr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::*};
-use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crossbeam_utils::CachePadded;
@@ -31,9 +32,10 @@ use crate::error::{Error, Result};
 use crate::frame::slot::Slot;
 use crate::frame::state::Consume;
 use crate::frame::table;
-use crate::poll::Poller;
+use crate::poll::{Poller, Polling};
 use crate::sanitize::Mutex;
 use crate::stack::StackPool;
+use crate::util::{try_box, try_vec};
 use inbox::Push;
 
 /// Most workers one runtime may have.
@@ -74,8 +76,24 @@ pub struct Runtime {
     closing: AtomicBool,
     /// Workers that finished setting up (`Runtime::new` waits for all).
     pub(crate) started: AtomicUsize,
-    threads: Mutex<Vec<JoinHandle<()>>>,
+    /// The worker threads, joined by `stop_workers`.
+    threads: Mutex<Vec<libc::pthread_t>>,
 }
+
+/// What a worker thread starts with, made by `Runtime::new` (where a
+/// failed allocation answers `CORO_ENOMEM`) and handed to the thread.
+struct WorkerStart {
+    rt: *const Runtime,
+    index: usize,
+    polling: Polling,
+    slots: table::SlotCache,
+    stacks: Vec<crate::stack::Stack>,
+}
+
+/// Stack size of a worker thread (as std's threads): coroutines run on
+/// their own stacks; this one runs the worker loop, defers run on it when
+/// the worker cancels, and `on_suspend` callbacks.
+const WORKER_STACK: usize = 2 * 1024 * 1024;
 
 static NEXT_RUNTIME_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -101,10 +119,18 @@ impl Drop for Runtime {
 }
 
 impl Runtime {
-    /// Starts a runtime's workers.
-    pub fn new(config: Config) -> Result<Arc<Runtime>> {
+    /// Starts a runtime's workers. The runtime lives in its box until
+    /// `shutdown` returned and the box is dropped; its workers hold its
+    /// address until then.
+    ///
+    /// Every allocation is made here, on the calling thread, and can fail
+    /// (`NoMem`); the worker threads are started with `pthread_create`,
+    /// which allocates nothing of ours, and set up with what is made here.
+    /// Errors: `Invalid` (too many workers), `NoMem`, `Io` (no descriptor
+    /// for a poller, or no thread).
+    pub fn new(config: Config) -> Result<Box<Runtime>> {
         let workers = match config.workers {
-            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            0 => cpus::available(),
             n if n > MAX_WORKERS => return Err(Error::Invalid),
             n => n,
         };
@@ -112,47 +138,49 @@ impl Runtime {
         crate::stack::set_running_id(crate::context::running_id);
         crate::stack::install_overflow_handler();
         let id = NEXT_RUNTIME_ID.fetch_add(1, Relaxed);
-        let pollers = (0..workers)
-            .map(|_| Poller::new().map(CachePadded::new))
-            .collect::<Result<Box<[_]>>>()?;
-        let inboxes = (0..workers)
-            .map(|_| {
-                CachePadded::new(Inbox {
-                    head: inbox::Head::new(),
-                    idle: AtomicBool::new(false),
-                    waking: Mutex::new(()),
-                })
-            })
-            .collect();
-        let rt = Arc::new(Runtime {
+        let mut pollers = try_vec(workers)?;
+        let mut inboxes = try_vec(workers)?;
+        let mut starts = try_vec(workers)?;
+        for index in 0..workers {
+            let (poller, polling) = Poller::new()?;
+            pollers.push(CachePadded::new(poller));
+            inboxes.push(CachePadded::new(Inbox {
+                head: inbox::Head::new(),
+                idle: AtomicBool::new(false),
+                waking: Mutex::new(()),
+            }));
+            starts.push(try_box(WorkerStart {
+                rt: ptr::null(),
+                index,
+                polling,
+                slots: table::SlotCache::new()?,
+                stacks: try_vec(worker::STACK_CACHE)?,
+            })?);
+        }
+        let rt = try_box(Runtime {
             id,
-            inboxes,
+            inboxes: inboxes.into_boxed_slice(),
             stacks,
-            pollers,
+            pollers: pollers.into_boxed_slice(),
             next_worker: AtomicUsize::new(0),
             closing: AtomicBool::new(false),
             started: AtomicUsize::new(0),
-            threads: Mutex::new(Vec::with_capacity(workers)),
-        });
-        LIVE.lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(Arc::as_ptr(&rt) as usize);
-        for index in 0..workers {
-            let worker_rt = rt.clone();
-            let spawned = std::thread::Builder::new()
-                .name(format!("coframe-{index}"))
-                .spawn(move || worker::run(worker_rt, index));
-            match spawned {
-                Ok(handle) => rt.threads.lock().unwrap().push(handle),
-                Err(_) => {
-                    rt.stop_workers();
-                    return Err(Error::Io);
-                }
+            threads: Mutex::new(try_vec(workers)?),
+        })?;
+        {
+            let mut live = LIVE.lock().unwrap_or_else(|e| e.into_inner());
+            live.try_reserve(1).map_err(|_| Error::NoMem)?;
+            live.push(&*rt as *const Runtime as usize);
+        }
+        for mut start in starts {
+            start.rt = &*rt;
+            if let Err(e) = spawn_worker(start) {
+                rt.stop_workers();
+                return Err(e);
             }
         }
-        // Each worker sets itself up (std's thread start, its caches) with
-        // allocations that abort if they fail; wait for that, so a caller
-        // that exhausts memory after this returns cannot make them fail.
+        // Each worker sets itself up before it takes work; wait for that,
+        // so that the runtime is whole when the caller gets it.
         while rt.started.load(Acquire) < workers {
             std::thread::yield_now();
         }
@@ -254,7 +282,111 @@ impl Runtime {
         }
         let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
         for t in threads {
-            let _ = t.join();
+            // SAFETY: a thread we started and nobody joined (taken out of
+            // the list above, once).
+            unsafe { libc::pthread_join(t, ptr::null_mut()) };
         }
     }
+}
+
+/// Starts the worker thread for `start` and lists it in its runtime.
+/// Errors: `Io` (no thread; `start` is dropped).
+fn spawn_worker(start: Box<WorkerStart>) -> Result<()> {
+    // SAFETY: set before the thread starts, by `Runtime::new`.
+    let rt = unsafe { &*start.rt };
+    // SAFETY: a zeroed attribute object is initialised by the call.
+    let mut attr: libc::pthread_attr_t = unsafe { core::mem::zeroed() };
+    // SAFETY: `attr` is ours; it is destroyed below.
+    if unsafe { libc::pthread_attr_init(&mut attr) } != 0 {
+        return Err(Error::Io);
+    }
+    // SAFETY: `attr` was initialised. An error leaves the default size.
+    unsafe { libc::pthread_attr_setstacksize(&mut attr, WORKER_STACK) };
+    // SAFETY: a zeroed pthread_t is overwritten by a successful create.
+    let mut thread: libc::pthread_t = unsafe { core::mem::zeroed() };
+    let arg = Box::into_raw(start);
+    // SAFETY: `worker_main` takes `arg` back as the box it is.
+    let rc = unsafe { libc::pthread_create(&mut thread, &attr, worker_main, arg.cast()) };
+    // SAFETY: initialised above, destroyed once.
+    unsafe { libc::pthread_attr_destroy(&mut attr) };
+    if rc != 0 {
+        // SAFETY: the thread was not started, so the box is still ours.
+        drop(unsafe { Box::from_raw(arg) });
+        // CORO_EIO keeps the OS's reason in errno (EAGAIN: no memory or
+        // thread left), as pthread_create returns it instead.
+        set_errno(rc);
+        return Err(Error::Io);
+    }
+    // Room for every worker was reserved when the runtime was made.
+    rt.threads
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(thread);
+    Ok(())
+}
+
+fn set_errno(code: libc::c_int) {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    // SAFETY: the calling thread's errno.
+    unsafe {
+        *libc::__errno_location() = code
+    };
+    #[cfg(any(target_os = "macos", target_os = "freebsd"))]
+    // SAFETY: as above.
+    unsafe {
+        *libc::__error() = code
+    };
+}
+
+/// A worker thread's entry. No panic may leave it (C frames below).
+extern "C" fn worker_main(arg: *mut c_void) -> *mut c_void {
+    // SAFETY: `spawn_worker` passed a `Box<WorkerStart>`, given up to us.
+    let start = unsafe { Box::from_raw(arg.cast::<WorkerStart>()) };
+    name_thread(start.index);
+    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let WorkerStart {
+            rt,
+            index,
+            polling,
+            slots,
+            stacks,
+        } = *start;
+        // SAFETY: the runtime lives until `stop_workers` joined this thread.
+        worker::run(unsafe { &*rt }, index, polling, slots, stacks)
+    }));
+    if run.is_err() {
+        crate::util::die("coframe: a worker thread panicked; aborting");
+    }
+    ptr::null_mut()
+}
+
+/// "coframe-N", as ps and gdb show it (at most 15 bytes).
+fn name_thread(index: usize) {
+    let mut name = *b"coframe-\0\0\0\0\0\0\0\0";
+    let mut digits = [0u8; 7];
+    let mut n = index;
+    let mut len = 0;
+    loop {
+        digits[len] = b'0' + (n % 10) as u8;
+        len += 1;
+        n /= 10;
+        if n == 0 || len == digits.len() {
+            break;
+        }
+    }
+    for (i, d) in digits[..len].iter().rev().enumerate() {
+        name[8 + i] = *d;
+    }
+    #[cfg(any(target_os = "linux", target_os = "freebsd"))]
+    // SAFETY: a NUL-terminated name of at most 15 bytes, for this thread.
+    unsafe {
+        libc::pthread_setname_np(libc::pthread_self(), name.as_ptr().cast())
+    };
+    #[cfg(target_os = "macos")]
+    // SAFETY: as above; macOS names only the calling thread.
+    unsafe {
+        libc::pthread_setname_np(name.as_ptr().cast())
+    };
+    #[cfg(not(any(target_os = "linux", target_os = "freebsd", target_os = "macos")))]
+    let _ = name;
 }

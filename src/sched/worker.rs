@@ -4,7 +4,6 @@
 use core::cell::{Cell, UnsafeCell};
 use core::ptr;
 use std::sync::atomic::Ordering::*;
-use std::sync::Arc;
 
 use super::overflow::Overflow;
 use super::queue::RunQueue;
@@ -46,7 +45,7 @@ const LOOKS_PER_CLOCK: u32 = 8;
 const QUIET_YIELD_NS: i64 = 2_000;
 
 /// Idle stacks a worker keeps for its next spawns, besides the pool's.
-const STACK_CACHE: usize = 16;
+pub(super) const STACK_CACHE: usize = 16;
 
 /// How many awaited children in a row `run_awaited_now` may run before it
 /// lets one go through the queue: a coroutine that spawns and awaits in a
@@ -410,29 +409,33 @@ pub(crate) fn on_worker() -> bool {
     !thread_ctx().worker().is_null()
 }
 
-/// The worker thread's body.
-pub(super) fn run(rt: Arc<Runtime>, index: usize) {
+/// The worker thread's body, with what `Runtime::new` made for it: its
+/// poller's buffers, its slot cache, room for `STACK_CACHE` stacks (never
+/// more: `give_stack`, so no growth later). Allocates nothing itself.
+pub(super) fn run(
+    rt: &Runtime,
+    index: usize,
+    mut polling: Polling,
+    slots: table::SlotCache,
+    stacks: Vec<Stack>,
+) {
     // Without an alternate stack a coroutine's overflow could not be reported.
     let _alt = AltStack::install().ok();
     let ctx = thread_ctx();
     let inbox: &Inbox = &rt.inboxes[index];
     let mut me = Local {
-        rt: Arc::as_ptr(&rt),
+        rt,
         index,
         ctx,
         queue: UnsafeCell::new(RunQueue::new()),
         overflow: Overflow::new(),
-        slots: UnsafeCell::new(table::SlotCache::new()),
-        // Never more than STACK_CACHE (`give_stack`): no growth later.
-        stacks: UnsafeCell::new(Vec::with_capacity(STACK_CACHE)),
+        slots: UnsafeCell::new(slots),
+        stacks: UnsafeCell::new(stacks),
         awaited_runs: Cell::new(AWAITED_RUNS),
         until_inbox: Cell::new(INBOX_INTERVAL),
         inbox,
     };
     ctx.set_worker((&me as *const Local).cast());
-    let Some(mut polling) = me.poller().take_poll() else {
-        crate::util::die("coframe: a worker started twice; aborting");
-    };
     rt.started.fetch_add(1, Release);
     // Whether the last give-away found this CPU quiet (`look_for_work`).
     let mut quiet = false;

@@ -2,9 +2,12 @@
 //!
 //! The arena only owns the memory; which slots
 //! are handed out is the pool's business (`pool.rs`), and a handed-out slot
-//! is a `Stack` (`stack.rs`), which keeps its arena alive through an `Arc`.
+//! is a `Stack` (`stack.rs`), which keeps its arena alive through an
+//! `ArenaRef`.
 
+use core::ops::Deref;
 use core::ptr::NonNull;
+use core::sync::atomic::{fence, AtomicUsize, Ordering::*};
 
 use corosensei::stack::valgrind::ValgrindStackRegistration;
 
@@ -141,8 +144,77 @@ impl Drop for Arena {
         // Retire the registry entry before the memory goes, so the handler
         // never takes a fault there for a guard hit.
         registry::unregister(self.entry);
-        // SAFETY: every Stack holds an Arc of its arena, so when the arena
+        // SAFETY: every Stack holds an ArenaRef of its arena, so when the arena
         // drops no stack of it exists any more.
         unsafe { sys::unmap(self.base, self.slot_size * self.slots()) };
+    }
+}
+
+/// A counted reference to an arena: what `Arc<Arena>` would be, but made
+/// with an allocation that can fail (`CORO_ENOMEM`, not an abort). Every
+/// `Stack` carved from the arena holds one, and so does the pool while it
+/// carves from it; the last one to go unmaps the arena (rule 6 in
+/// `mod.rs`).
+pub(super) struct ArenaRef(NonNull<Counted>);
+
+struct Counted {
+    refs: AtomicUsize,
+    arena: Arena,
+}
+
+// SAFETY: as for `Arc<Arena>`: the arena is `Send + Sync`, and the count
+// is atomic.
+unsafe impl Send for ArenaRef {}
+// SAFETY: as above.
+unsafe impl Sync for ArenaRef {}
+
+impl ArenaRef {
+    /// The first reference to `arena`. Errors: `NoMem` (the arena is then
+    /// dropped: unmapped and unregistered).
+    pub(super) fn new(arena: Arena) -> Result<ArenaRef> {
+        let counted = crate::util::try_box(Counted {
+            refs: AtomicUsize::new(1),
+            arena,
+        })?;
+        Ok(ArenaRef(NonNull::from(Box::leak(counted))))
+    }
+
+    fn counted(&self) -> &Counted {
+        // SAFETY: our reference keeps the allocation alive.
+        unsafe { self.0.as_ref() }
+    }
+}
+
+impl Deref for ArenaRef {
+    type Target = Arena;
+    fn deref(&self) -> &Arena {
+        &self.counted().arena
+    }
+}
+
+impl Clone for ArenaRef {
+    fn clone(&self) -> ArenaRef {
+        // Relaxed, as `Arc`: a new reference is made from an existing one.
+        if self.counted().refs.fetch_add(1, Relaxed) > isize::MAX as usize {
+            crate::util::die("coframe: an arena's reference count overflowed; aborting");
+        }
+        ArenaRef(self.0)
+    }
+}
+
+impl Drop for ArenaRef {
+    fn drop(&mut self) {
+        let refs = &self.counted().refs;
+        // Release, then acquire by the last one, as `Arc`; announced to
+        // ThreadSanitizer, which does not see the library's atomics.
+        crate::sanitize::release(refs);
+        if refs.fetch_sub(1, Release) != 1 {
+            return;
+        }
+        fence(Acquire);
+        crate::sanitize::acquire(refs);
+        // SAFETY: the last reference: nobody else can reach the arena, and
+        // the allocation came from `try_box` in `new`.
+        drop(unsafe { Box::from_raw(self.0.as_ptr()) });
     }
 }

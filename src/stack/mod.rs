@@ -52,8 +52,8 @@
 //!    an [`AltStack`]. A guard is one page: a C frame larger than that can
 //!    step over it into the next slot unless the C code is built with
 //!    `-fstack-clash-protection` (Rust code always probes).
-//! 6. A [`Stack`] keeps its arena alive (it holds an `Arc` taken once, when
-//!    the slot is carved), so a stack that outlives its pool is still valid
+//! 6. A [`Stack`] keeps its arena alive (it holds a counted `ArenaRef`,
+//!    taken once, when the slot is carved), so a stack that outlives its pool is still valid
 //!    memory. Stacks should all be given back before the pool drops; debug
 //!    builds assert it.
 //!

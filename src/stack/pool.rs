@@ -4,9 +4,8 @@
 use core::fmt;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 
-use super::arena::Arena;
+use super::arena::{Arena, ArenaRef};
 use super::stack::Stack;
 use super::{
     sys, ARENA_MAX_BYTES, DEFAULT_STACK_SIZE, FIRST_ARENA_SLOTS, HOT_STACKS, MIN_STACK_SIZE,
@@ -42,7 +41,7 @@ struct Inner {
     /// Idle stacks being trimmed outside the lock.
     trimming: usize,
     /// The arena new slots come from, and its next uncarved slot.
-    current: Option<Arc<Arena>>,
+    current: Option<ArenaRef>,
     next_slot: usize,
     /// Arenas mapped so far (sets the size of the next one).
     arenas: usize,
@@ -59,7 +58,7 @@ impl StackPool {
     /// [`MIN_STACK_SIZE`]. A guard page lies below each stack. Maps nothing
     /// until the first `get`.
     ///
-    /// Errors: `Invalid` when the size overflows once rounded.
+    /// Errors: `Invalid` when the size overflows once rounded; `NoMem`.
     pub fn new(usable: usize) -> Result<StackPool> {
         let page = sys::page_size();
         let usable = if usable == 0 {
@@ -73,11 +72,15 @@ impl StackPool {
             .ok_or(Error::Invalid)?;
         // The slot (guard + usable) must be addressable too.
         usable.checked_add(page).ok_or(Error::Invalid)?;
+        // Fallible, as every allocation a runtime's creation makes.
+        let mut hot = VecDeque::new();
+        hot.try_reserve_exact(HOT_STACKS)
+            .map_err(|_| Error::NoMem)?;
         Ok(StackPool {
             usable,
             id: NEXT_POOL_ID.fetch_add(1, Ordering::Relaxed),
             inner: Mutex::new(Inner {
-                hot: VecDeque::with_capacity(HOT_STACKS),
+                hot,
                 cold: Vec::new(),
                 trimming: 0,
                 current: None,
@@ -181,14 +184,15 @@ impl StackPool {
 impl Inner {
     /// Picks the next uncarved slot, mapping a new arena when the current
     /// one is used up, and counts it as carved.
-    fn reserve_slot(&mut self, usable: usize, pool_id: u64) -> Result<(Arc<Arena>, usize)> {
+    fn reserve_slot(&mut self, usable: usize, pool_id: u64) -> Result<(ArenaRef, usize)> {
         let arena = match &self.current {
-            Some(arena) if self.next_slot < arena.slots() => Arc::clone(arena),
+            Some(arena) if self.next_slot < arena.slots() => arena.clone(),
             _ => {
-                let arena = Arc::new(Arena::new(self.next_arena_slots(usable), usable, pool_id)?);
+                let arena = Arena::new(self.next_arena_slots(usable), usable, pool_id)?;
+                let arena = ArenaRef::new(arena)?;
                 self.arenas += 1;
                 self.next_slot = 0;
-                self.current = Some(Arc::clone(&arena));
+                self.current = Some(arena.clone());
                 arena
             }
         };

@@ -15,11 +15,9 @@
 //! ```
 
 use core::fmt;
-use std::sync::Arc;
-
 use corosensei::stack::StackPointer;
 
-use super::arena::Arena;
+use super::arena::{Arena, ArenaRef};
 use super::{sys, MIN_FREE_STACK};
 use crate::error::{Error, Result};
 
@@ -44,7 +42,7 @@ use crate::error::{Error, Result};
 /// ```
 pub struct Stack {
     /// Keeps the memory mapped while this stack exists (rule 6 in `mod.rs`).
-    arena: Arc<Arena>,
+    arena: ArenaRef,
     /// Our slot in `arena`.
     slot: usize,
     /// The slot's top minus the bytes `reserve_top` handed out: what
@@ -63,7 +61,7 @@ impl Stack {
     /// # Safety
     ///
     /// Call once per slot: the slot must never have been carved before.
-    pub(super) unsafe fn carve(arena: Arc<Arena>, slot: usize) -> Result<Stack> {
+    pub(super) unsafe fn carve(arena: ArenaRef, slot: usize) -> Result<Stack> {
         // SAFETY: a fresh slot (caller's contract).
         unsafe { arena.install_guard(slot)? };
         let start = arena.slot_start(slot);
@@ -122,7 +120,7 @@ impl Stack {
     }
 
     /// The arena this stack belongs to (for the pool's checks).
-    pub(super) fn arena(&self) -> &Arc<Arena> {
+    pub(super) fn arena(&self) -> &Arena {
         &self.arena
     }
 }
