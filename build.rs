@@ -18,8 +18,17 @@ fn main() {
     println!("cargo:rerun-if-changed=cbindgen.toml");
     println!("cargo:rerun-if-env-changed=COFRAME_NO_HEADER");
 
-    if env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux") {
+    let os = env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
+    if os == "linux" {
         println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libcoframe.so.0");
+    }
+    // Never unloaded (DF_1_NODELETE): the library installs a process-wide
+    // SIGSEGV/SIGBUS handler (stack overflow reports) and hands out
+    // runtime cells that outlive their runtimes, so its code and data must
+    // outlive a dlclose. std's threads pinned it by accident (their
+    // thread-local destructors); the workers are plain pthreads now.
+    if os == "linux" || os == "freebsd" {
+        println!("cargo:rustc-cdylib-link-arg=-Wl,-z,nodelete");
     }
 
     let config = cbindgen::Config::from_file(crate_dir.join("cbindgen.toml"))
