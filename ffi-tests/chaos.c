@@ -36,9 +36,22 @@
  *     coroutine opened was closed by its defer, cancelled or not; the
  *     runtimes' epoll and wake descriptors are gone).
  *
- * usage: chaos [seconds [threads [live_cap [seed]]]]   (default 10 3 2000)
+ * usage: chaos [seconds [threads [live_cap [seed [faults]]]]]   (default 10 3 2000 0)
+ *   seed: of the threads' and coroutines' choices (0: from the clock; the
+ *   run prints it, though the threads' timing is never the same twice)
  *   live_cap: frames alive at once beyond which threads stop spawning
  *   (ThreadSanitizer keeps a fiber per live coroutine: run it with ~200).
+ *   faults (built with -DCHAOS_FAULTS, plain only: faults.h replaces
+ *   malloc), armed once the threads run and until they are joined:
+ *     every=N    every Nth allocation of the process fails
+ *     one_in=N   each allocation fails with probability 1/N
+ *     nofile=K   RLIMIT_NOFILE is set K above the descriptors open
+ *     as=M       RLIMIT_AS is set M MiB above the address space in use
+ *   Then the calls that may need memory or a descriptor (coro_runtime_new,
+ *   coro_spawn, coro_defer, coro_errdefer, coro_wait_fd, coro_sleep_until)
+ *   may also answer CORO_ENOMEM or CORO_EIO, and nothing else changes:
+ *   every other status and the whole accounting stay exact (a defer that
+ *   could not be registered is not expected to run).
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -49,6 +62,12 @@
 #include <unistd.h>
 
 #include "check.h"
+
+#ifdef CHAOS_FAULTS
+#include <sys/resource.h>
+
+#include "faults.h"
+#endif
 
 #define MAX_THREADS 16
 #define MAX_EPOCHS 4096
@@ -82,6 +101,7 @@ static uint32_t below(uint64_t *s, uint32_t n)
 struct record {
     atomic_uchar spawned;  /* coro_spawn said 0 */
     atomic_uchar started;  /* the body ran */
+    atomic_uchar defer_set, errdefer_set; /* coro_defer / coro_errdefer said 0 */
     atomic_uchar defers;   /* its coro_defer callback ran */
     atomic_uchar errdefers;
     atomic_uchar drops;    /* env_drop ran */
@@ -114,6 +134,19 @@ static pthread_rwlock_t swap_lock = PTHREAD_RWLOCK_INITIALIZER;
 
 static atomic_int stop;
 static int live_cap = 2000;
+/* Faults are armed: calls that allocate may answer CORO_ENOMEM/CORO_EIO. */
+static atomic_int faulty;
+static atomic_long n_refused_for_faults;
+
+/* A status that only a fault (no memory, no descriptor) explains. */
+static int fault_status(int rc)
+{
+    if ((rc == CORO_ENOMEM || rc == CORO_EIO) && atomic_load(&faulty)) {
+        atomic_fetch_add(&n_refused_for_faults, 1);
+        return 1;
+    }
+    return 0;
+}
 /* Threads blocked in coro_await at most at once: at least two keep going,
  * consuming the tokens the awaited coroutines may be suspended on. */
 static atomic_int awaiting_threads;
@@ -288,6 +321,8 @@ static int body_status(int rc, int cancel_returns, int timeout_ok, const char *w
         atomic_fetch_add(&n_timeouts, 1);
         return 0;
     }
+    if (fault_status(rc))
+        return 0; /* the wait did not start (coro_wait_fd, coro_sleep_until) */
     if (rc == CORO_ECANCELED && cancel_returns) {
         atomic_fetch_add(&n_bodies_cancelled, 1);
         return 1;
@@ -330,9 +365,11 @@ static void *body(void *envp)
     atomic_store(&records[rec].started, 1);
     int cr = e->cancel_returns;
     int rc = coro_defer(on_defer, (void *)(intptr_t)rec);
-    EXPECT(rc == CORO_OK, "coro_defer", rc, rec);
+    EXPECT(rc == CORO_OK || fault_status(rc), "coro_defer", rc, rec);
+    atomic_store(&records[rec].defer_set, rc == CORO_OK);
     rc = coro_errdefer(on_errdefer, (void *)(intptr_t)rec);
-    EXPECT(rc == CORO_OK, "coro_errdefer", rc, rec);
+    EXPECT(rc == CORO_OK || fault_status(rc), "coro_errdefer", rc, rec);
+    atomic_store(&records[rec].errdefer_set, rc == CORO_OK);
     if (below(&e->rng, 4) == 0) {
         int fds[2];
         if (pipe2(fds, O_CLOEXEC | O_NONBLOCK) == 0) {
@@ -340,7 +377,11 @@ static void *body(void *envp)
             e->pipe_rd = fds[0];
             e->pipe_wr = fds[1];
             rc = coro_defer(close_pipe, &e->pipe_rd);
-            EXPECT(rc == CORO_OK, "coro_defer(close_pipe)", rc, rec);
+            EXPECT(rc == CORO_OK || fault_status(rc), "coro_defer(close_pipe)", rc, rec);
+            if (rc != CORO_OK) {
+                close_pipe(&e->pipe_rd);
+                e->pipe_rd = e->pipe_wr = -1;
+            }
         }
     }
     int steps = 1 + (int)below(&e->rng, 8);
@@ -395,8 +436,8 @@ static void *body(void *envp)
             coro_promise p;
             rc = spawn_on(ep, child, next_rand(&e->rng), e->depth + 1, &e->rng, &p);
             if (rc != CORO_OK) {
-                EXPECT(rc == CORO_ESHUTDOWN && atomic_load(&ep->dying), "coro_spawn (body)", rc,
-                       child);
+                EXPECT((rc == CORO_ESHUTDOWN && atomic_load(&ep->dying)) || fault_status(rc),
+                       "coro_spawn (body)", rc, child);
                 break;
             }
             if (below(&e->rng, 2) == 0 && pool_put(ep->promises, &e->rng, (uint64_t)child + 1))
@@ -485,7 +526,8 @@ static void op_spawn(uint64_t *rng)
         coro_promise p;
         int rc = spawn_on(ep, rec, next_rand(rng), 0, rng, &p);
         /* Refused only once the last runtime was shut down at the end. */
-        EXPECT(rc == CORO_OK || (rc == CORO_ESHUTDOWN && atomic_load(&ep->dying)),
+        EXPECT(rc == CORO_OK || (rc == CORO_ESHUTDOWN && atomic_load(&ep->dying)) ||
+                   fault_status(rc),
                "coro_spawn (thread)", rc, rec);
         if (rc == CORO_OK && !pool_put(ep->promises, rng, (uint64_t)rec + 1)) {
             rc = coro_detach(p);
@@ -690,6 +732,83 @@ static void list_fds(void)
 
 static double slowest_shutdown;
 
+#ifdef CHAOS_FAULTS
+static struct rlimit saved_limit;
+static int limited = -1; /* the RLIMIT_ we lowered, or -1 */
+
+/* VmSize of this process, in bytes. */
+static long address_space(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    long kb = -1;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "VmSize: %ld kB", &kb) == 1)
+            break;
+    if (f)
+        fclose(f);
+    return kb * 1024;
+}
+
+static int lower_limit(int resource, rlim_t soft)
+{
+    struct rlimit now;
+    if (getrlimit(resource, &now) != 0)
+        return -1;
+    saved_limit = now;
+    now.rlim_cur = soft;
+    if (setrlimit(resource, &now) != 0)
+        return -1;
+    limited = resource;
+    return 0;
+}
+
+static int arm_faults(const char *spec)
+{
+    long n;
+    int rc = 0;
+    if (sscanf(spec, "every=%ld", &n) == 1 && n > 0)
+        faults_every(n);
+    else if (sscanf(spec, "one_in=%ld", &n) == 1 && n > 0)
+        faults_one_in(n);
+    else if (sscanf(spec, "nofile=%ld", &n) == 1 && n >= 0)
+        rc = lower_limit(RLIMIT_NOFILE, (rlim_t)(count_fds() + n));
+    else if (sscanf(spec, "as=%ld", &n) == 1 && n >= 0)
+        rc = lower_limit(RLIMIT_AS, (rlim_t)(address_space() + n * 1024 * 1024));
+    else {
+        fprintf(stderr, "chaos: faults are every=N, one_in=N, nofile=K or as=M, not %s\n", spec);
+        return -1;
+    }
+    if (rc != 0) {
+        perror("chaos: setrlimit");
+        return -1;
+    }
+    atomic_store(&faulty, 1);
+    printf("chaos: faults armed: %s\n", spec);
+    return 0;
+}
+
+static void disarm_faults(void)
+{
+    faults_off();
+    if (limited >= 0)
+        setrlimit(limited, &saved_limit);
+    printf("chaos: faults disarmed: %ld allocations failed, %ld calls refused for want of "
+           "memory or descriptors\n",
+           faults_injected(), atomic_load(&n_refused_for_faults));
+}
+#else
+static int arm_faults(const char *spec)
+{
+    (void)spec;
+    return -1;
+}
+
+static void disarm_faults(void)
+{
+}
+#endif
+
 static int new_epoch(uint64_t *rng)
 {
     int e = atomic_load(&epochs_made);
@@ -697,8 +816,10 @@ static int new_epoch(uint64_t *rng)
         return -1;
     coro_config cfg = { .struct_size = sizeof cfg, .workers = 1 + below(rng, 3), .stack_size = 0 };
     int rc = coro_runtime_new(&cfg, &epochs[e].rt);
-    if (!CHECK_RC(rc, CORO_OK))
+    if (rc != CORO_OK) {
+        EXPECT(fault_status(rc), "coro_runtime_new", rc, e);
         return -1;
+    }
     atomic_store(&epochs_made, e + 1);
     return e;
 }
@@ -709,7 +830,7 @@ static int replace_runtime(uint64_t *rng, int last)
 {
     int fresh = last ? -1 : new_epoch(rng);
     if (!last && fresh < 0)
-        return -1;
+        return atomic_load(&faulty) ? 0 : -1; /* keep the current one */
     pthread_rwlock_wrlock(&swap_lock);
     struct epoch *old = epoch_now();
     atomic_store(&old->dying, 1);
@@ -734,7 +855,16 @@ int main(int argc, char **argv)
     int nthreads = argc > 2 ? atoi(argv[2]) : 3;
     if (argc > 3)
         live_cap = atoi(argv[3]);
-    uint64_t seed = argc > 4 ? strtoull(argv[4], NULL, 0) : (uint64_t)time(NULL);
+    uint64_t seed = argc > 4 ? strtoull(argv[4], NULL, 0) : 0;
+    if (seed == 0)
+        seed = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
+    const char *faults = argc > 5 ? argv[5] : NULL;
+#ifndef CHAOS_FAULTS
+    if (faults) {
+        fprintf(stderr, "chaos: built without CHAOS_FAULTS: no fault injection\n");
+        return 2;
+    }
+#endif
     if (seconds <= 0 || nthreads < 3 || nthreads > MAX_THREADS || live_cap < 1) {
         fprintf(stderr, "usage: %s [seconds [threads (3-%d) [live_cap [seed]]]]\n", argv[0],
                 MAX_THREADS);
@@ -767,6 +897,8 @@ int main(int argc, char **argv)
             return 2;
         }
 
+    if (faults && arm_faults(faults) != 0)
+        return 2;
     /* A runtime lives 50-400 ms, then is shut down under the threads. */
     double end = now_sec() + seconds;
     while (now_sec() < end && check_failures() == 0) {
@@ -781,6 +913,8 @@ int main(int argc, char **argv)
     replace_runtime(&rng, 1);
     for (int t = 0; t < nthreads; t++)
         pthread_join(tid[t], NULL);
+    if (faults)
+        disarm_faults();
 
     /* Accounting. */
     long n = atomic_load(&next_record);
@@ -796,9 +930,11 @@ int main(int argc, char **argv)
         started += st;
         if (dr != sp && drops_bad++ < MAX_REPORTS)
             fprintf(stderr, "chaos: record %ld: spawned %d, env_drop ran %d times\n", i, sp, dr);
-        if (d != st && defers_bad++ < MAX_REPORTS)
-            fprintf(stderr, "chaos: record %ld: started %d, defer ran %d times\n", i, st, d);
-        int ed_ok = ed <= st && (aw != 1 || ed == 0) && (aw != 2 || !st || ed == 1);
+        int dset = atomic_load(&r->defer_set), edset = atomic_load(&r->errdefer_set);
+        if ((d != dset || dset > st) && defers_bad++ < MAX_REPORTS)
+            fprintf(stderr, "chaos: record %ld: started %d, defer set %d, ran %d times\n", i, st,
+                    dset, d);
+        int ed_ok = ed <= edset && (aw != 1 || ed == 0) && (aw != 2 || ed == edset);
         if (!ed_ok && errdefers_bad++ < MAX_REPORTS)
             fprintf(stderr, "chaos: record %ld: started %d, awaited %d, errdefer ran %d times\n",
                     i, st, aw, ed);
@@ -819,8 +955,8 @@ int main(int argc, char **argv)
         list_fds();
     }
 
-    printf("chaos: %ld operations, %ld spawns (%ld refused while shutting down), %ld bodies "
-           "started, %ld runtimes shut down under the threads\n",
+    printf("chaos: %ld operations, %ld spawns (%ld refused: shutting down, or faults), %ld "
+           "bodies started, %ld runtimes shut down under the threads\n",
            atomic_load(&n_ops), spawned, atomic_load(&n_spawn_refused), started,
            atomic_load(&n_shutdowns));
     printf("chaos: the slowest shutdown took %.1f ms\n", slowest_shutdown * 1e3);
