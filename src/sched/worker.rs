@@ -412,13 +412,10 @@ pub(crate) fn on_worker() -> bool {
 /// The worker thread's body, with what `Runtime::new` made for it: its
 /// poller's buffers, its slot cache, room for `STACK_CACHE` stacks (never
 /// more: `give_stack`, so no growth later). Allocates nothing itself.
-pub(super) fn run(
-    rt: &Runtime,
-    index: usize,
-    mut polling: Polling,
-    slots: table::SlotCache,
-    stacks: Vec<Stack>,
-) {
+pub(super) fn run(start: Box<super::WorkerStart>) {
+    let (rt, index, mut polling, slots, stacks) = start.take();
+    // SAFETY: the runtime lives until `stop_workers` joined this thread.
+    let rt = unsafe { &*rt };
     // Without an alternate stack a coroutine's overflow could not be reported.
     let _alt = AltStack::install().ok();
     let ctx = thread_ctx();
