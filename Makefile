@@ -31,7 +31,7 @@ TEST_STEPS := deps build : lint test-rust test-loom test-ports test-drift test-f
 .NOTPARALLEL:
 .PHONY: build build-tsan build-asan deps demo test lint fmt clippy test-rust \
         test-loom test-ports test-drift test-ffi test-examples test-install install bench \
-        clean help
+        fuzz clean help
 
 ## build: cargo build --release; target/release/libcoframe.so.0 -> libcoframe.so
 build:
@@ -128,10 +128,18 @@ bench: build
 	$(MAKE) -C benches all
 	python3 benches/run.py $(if $(filter-out 0,$(FULL)),--full)
 
+## fuzz: the operation-sequence fuzzer for FUZZ_SECONDS (300), nightly + ASan; fuzz/README.md
+# scripts/fuzz.sh installs cargo-fuzz if missing, and says how to install
+# the nightly toolchain if that is missing. The corpus it grows in
+# fuzz/corpus/ops is replayed by `cargo test` (tests/fuzz_corpus.rs).
+FUZZ_SECONDS ?= 300
+fuzz:
+	@FUZZ_SECONDS="$(FUZZ_SECONDS)" CARGO="$(CARGO)" sh scripts/fuzz.sh
+
 ## clean: cargo clean (target/, including target/loom and target/tsan), the bench crate's target, and the sub-directories' clean
 clean:
 	$(CARGO) clean
-	rm -rf benches/compare/target
+	rm -rf benches/compare/target fuzz/target
 	@for d in ffi-tests c-examples; do \
 	    if [ -f $$d/Makefile ]; then $(MAKE) -C $$d clean || true; fi; \
 	done
