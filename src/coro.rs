@@ -352,8 +352,9 @@ fn await_with(
     // Set if the child ran nested and its end ended this await too.
     let mut ended = None;
     if let Some(me) = &me {
-        if core::ptr::eq(me.slot, slot) {
-            // Awaiting itself would wait forever.
+        if core::ptr::eq(me.slot, slot) && me.slot.state.load().gen() == gen {
+            // Awaiting itself would wait forever. (A promise of an earlier
+            // frame in this slot is only stale: `await_start` says so.)
             return Err(Error::Invalid);
         }
         // The running frame's own slot names its runtime (set at spawn).
