@@ -92,7 +92,7 @@ test-drift:
 	@sh scripts/check-header.sh
 
 ## test-ffi: the C, C++ and Zig tests of the C ABI (make -C ffi-tests test)
-test-ffi: build-tsan
+test-ffi: build-tsan build-asan
 	@if [ ! -f ffi-tests/Makefile ]; then \
 	    echo "ffi-tests/Makefile is missing" >&2; exit 1; fi
 	$(MAKE) -C ffi-tests test

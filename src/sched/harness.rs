@@ -319,9 +319,10 @@ pub(crate) fn free_with(slot: &'static Slot, local: Option<&Local>) {
     let warm = context.is_some() && serving.is_some_and(|l| keeps_warm(body, l));
     if !warm {
         if let (Some(ctx), Some(rt)) = (context.take(), rt) {
+            let stack = ctx.into_stack(!body.in_entry);
             match serving {
-                Some(l) => l.give_stack(ctx.into_stack()),
-                None => rt.stacks.put(ctx.into_stack()),
+                Some(l) => l.give_stack(stack),
+                None => rt.stacks.put(stack),
             }
         }
         body.in_entry = false;

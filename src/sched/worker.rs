@@ -487,7 +487,8 @@ pub(super) fn run(start: Box<super::WorkerStart>) {
                 me.slots.get_mut().drain_warm(|slot| {
                     // SAFETY: a warm slot is free, and this worker's.
                     if let Some(ctx) = unsafe { slot.context() }.take() {
-                        rt.stacks.put(ctx.into_stack());
+                        // Warm: resting at the top of its loop.
+                        rt.stacks.put(ctx.into_stack(true));
                     }
                 });
                 for stack in me.stacks.get_mut().drain(..) {
