@@ -697,20 +697,6 @@ static void *thread_main(void *arg)
 
 /* ------------------------------------------------------------------ */
 
-static int count_fds(void)
-{
-    DIR *d = opendir("/proc/self/fd");
-    if (!d)
-        return -1;
-    int n = 0;
-    struct dirent *ent;
-    while ((ent = readdir(d)) != NULL)
-        if (ent->d_name[0] != '.')
-            n++;
-    closedir(d);
-    return n - 1; /* the directory's own descriptor */
-}
-
 /* What each open descriptor is, for a report. */
 static void list_fds(void)
 {
@@ -736,20 +722,6 @@ static double slowest_shutdown;
 static struct rlimit saved_limit;
 static int limited = -1; /* the RLIMIT_ we lowered, or -1 */
 
-/* VmSize of this process, in bytes. */
-static long address_space(void)
-{
-    FILE *f = fopen("/proc/self/status", "r");
-    char line[256];
-    long kb = -1;
-    while (f && fgets(line, sizeof line, f))
-        if (sscanf(line, "VmSize: %ld kB", &kb) == 1)
-            break;
-    if (f)
-        fclose(f);
-    return kb * 1024;
-}
-
 static int lower_limit(int resource, rlim_t soft)
 {
     struct rlimit now;
@@ -774,7 +746,7 @@ static int arm_faults(const char *spec)
     else if (sscanf(spec, "nofile=%ld", &n) == 1 && n >= 0)
         rc = lower_limit(RLIMIT_NOFILE, (rlim_t)(count_fds() + n));
     else if (sscanf(spec, "as=%ld", &n) == 1 && n >= 0)
-        rc = lower_limit(RLIMIT_AS, (rlim_t)(address_space() + n * 1024 * 1024));
+        rc = lower_limit(RLIMIT_AS, (rlim_t)((proc_status_kb("VmSize") + n * 1024) * 1024));
     else {
         fprintf(stderr, "chaos: faults are every=N, one_in=N, nofile=K or as=M, not %s\n", spec);
         return -1;

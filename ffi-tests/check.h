@@ -16,6 +16,9 @@
  *                            counter reaches `i`: the race tests' lock step
  *   check_summary()          prints "<name>: N passed, N failed", returns the
  *                            process exit status (0 only if nothing failed)
+ *   count_fds()              descriptors open in this process (/proc/self/fd)
+ *   proc_status_kb(field)    a "<field>: N kB" line of /proc/self/status
+ *                            (VmRSS, VmSize), -1 if absent
  *
  * Checks may run on any thread (inside coroutines, on foreign threads): the
  * counters are atomics. Only the first CHECK_MAX_REPORTS failures are
@@ -24,6 +27,7 @@
 #ifndef COFRAME_FFI_TESTS_CHECK_H
 #define COFRAME_FFI_TESTS_CHECK_H
 
+#include <dirent.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -138,6 +142,37 @@ static inline int check_summary(void)
     printf("%s: %ld passed, %ld failed\n", check_name_, p, f);
     fflush(stdout);
     return f == 0 ? 0 : 1;
+}
+
+/* The process, as /proc shows it. */
+static inline int count_fds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    if (!d)
+        return -1;
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL)
+        if (e->d_name[0] != '.')
+            n++;
+    closedir(d);
+    return n - 1; /* the directory's own descriptor */
+}
+
+static inline long proc_status_kb(const char *field)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    size_t len = strlen(field);
+    long kb = -1;
+    while (f && fgets(line, sizeof line, f))
+        if (strncmp(line, field, len) == 0 && line[len] == ':') {
+            kb = atol(line + len + 1);
+            break;
+        }
+    if (f)
+        fclose(f);
+    return kb;
 }
 
 /* Time and waiting. */

@@ -23,19 +23,6 @@
 
 #define LIMIT_MB 64
 
-static long rss_kb(void)
-{
-    FILE *f = fopen("/proc/self/status", "r");
-    char line[256];
-    long kb = -1;
-    while (f && fgets(line, sizeof line, f))
-        if (sscanf(line, "VmRSS: %ld kB", &kb) == 1)
-            break;
-    if (f)
-        fclose(f);
-    return kb;
-}
-
 /* An instrumented frame with a local array (so ASan puts it on the fake
  * stack), live across a suspension. */
 __attribute__((noinline)) static int use(char *buf)
@@ -70,9 +57,9 @@ int main(int argc, char **argv)
         for (int i = 0; i < 200; i++)
             CHECK_RC(coro_await(p[i], NULL), CORO_OK);
         if (r == 9)
-            tenth = rss_kb();
+            tenth = proc_status_kb("VmRSS");
     }
-    long last = rss_kb();
+    long last = proc_status_kb("VmRSS");
     printf("fake_stacks: %d coroutines: resident %ld kB after 2,000, %ld kB after all\n",
            rounds * 200, tenth, last);
     if (!CHECK(last - tenth < LIMIT_MB * 1024))

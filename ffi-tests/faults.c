@@ -23,7 +23,6 @@
  * usage: faults       (plain build only: ASan and valgrind replace malloc)
  */
 #define _GNU_SOURCE
-#include <dirent.h>
 #include <pthread.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -33,20 +32,6 @@
 
 /* More allocations than any call makes: a sweep that needs more is stuck. */
 #define MAX_STEPS 10000
-
-static int count_fds(void)
-{
-    DIR *d = opendir("/proc/self/fd");
-    if (!d)
-        return -1;
-    int n = 0;
-    struct dirent *ent;
-    while ((ent = readdir(d)) != NULL)
-        if (ent->d_name[0] != '.')
-            n++;
-    closedir(d);
-    return n - 1;
-}
 
 static size_t heap_in_use(void)
 {

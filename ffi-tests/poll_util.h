@@ -2,7 +2,7 @@
  * poll_util.h: helpers of the poller tests (poll_race.c, poll_misuse.c,
  * poll_shutdown.c, poll_keep.c). Linux only: they read /proc.
  *
- *   count_fds()               descriptors open in the process
+ *   (count_fds() is in check.h)
  *   raise_nofile(need)        raises RLIMIT_NOFILE's soft limit (up to the
  *                             hard limit) so that `need` descriptors fit;
  *                             returns how many fit
@@ -39,20 +39,6 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 #include <linux/kcmp.h>
-
-static inline int count_fds(void)
-{
-    DIR *d = opendir("/proc/self/fd");
-    if (!d)
-        return -1;
-    int n = 0;
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL)
-        if (e->d_name[0] != '.')
-            n++;
-    closedir(d);
-    return n - 1; /* the directory's own descriptor */
-}
 
 static inline long raise_nofile(long need)
 {

@@ -395,6 +395,19 @@ fn loom_nested_await_vs_cancel_async() {
     });
 }
 
+/// A frame whose body suspends on another thread (the worker), and the
+/// token its callback hands out, once it has (the callback may still run).
+fn callback_on_a_worker(cr: bool) -> (Arc<Frame>, u32, u32, thread::JoinHandle<Option<u32>>) {
+    let (f, gen) = Frame::spawn(cr);
+    let handed = Arc::new(AtomicU32::new(0));
+    let worker = {
+        let (f, handed) = (f.clone(), handed.clone());
+        thread::spawn(move || f.suspend_with_callback(Some(&handed)))
+    };
+    let seq = take_token(&handed);
+    (f, gen, seq, worker)
+}
+
 /// Waits for the callback to hand the token out (`seq + 1`, 0: not yet).
 fn take_token(handed: &AtomicU32) -> u32 {
     loop {
@@ -413,13 +426,7 @@ fn take_token(handed: &AtomicU32) -> u32 {
 fn loom_token_consumed_during_its_callback() {
     for cancel in [false, true] {
         both_modes(move |cr| {
-            let (f, gen) = Frame::spawn(cr);
-            let handed = Arc::new(AtomicU32::new(0));
-            let worker = {
-                let (f, handed) = (f.clone(), handed.clone());
-                thread::spawn(move || f.suspend_with_callback(Some(&handed)))
-            };
-            let seq = take_token(&handed);
+            let (f, gen, seq, worker) = callback_on_a_worker(cr);
             let c = f.state.consume_token(seq, cancel).unwrap();
             f.act(c);
             assert_eq!(worker.join().unwrap(), Some(seq));
@@ -441,13 +448,7 @@ fn loom_token_consumed_during_its_callback() {
 #[test]
 fn loom_cancel_and_shutdown_during_the_callback() {
     both_modes(|cr| {
-        let (f, gen) = Frame::spawn(cr);
-        let handed = Arc::new(AtomicU32::new(0));
-        let worker = {
-            let (f, handed) = (f.clone(), handed.clone());
-            thread::spawn(move || f.suspend_with_callback(Some(&handed)))
-        };
-        let seq = take_token(&handed);
+        let (f, gen, seq, worker) = callback_on_a_worker(cr);
         let c = f.state.cancel_async(gen, false).unwrap();
         f.act(c);
         // Shutdown's sweep: take over what is parked, free what is done.
