@@ -18,10 +18,10 @@ if ! "$cargo" +nightly fuzz --version >/dev/null 2>&1; then
 fi
 
 cd "$(dirname "$0")/../fuzz"
-# detect_stack_use_after_return=0: corosensei's force_reset, which coframe
-# uses to drop every coroutine context, never frees the coroutine's ASan
-# fake stack, so with it on the process grows by every context dropped
-# (fuzz/README.md). COFRAME_NO_HEADER: leave include/coframe.h alone.
+# detect_stack_use_after_return=0: a coroutine abandoned in the middle of
+# its body (a default-mode cancel of a suspended one, in most inputs)
+# keeps its ASan fake stack, so with it on the process grows input by
+# input (fuzz/README.md). COFRAME_NO_HEADER: leave include/coframe.h alone.
 ASAN_OPTIONS=${ASAN_OPTIONS:-detect_stack_use_after_return=0} \
 COFRAME_NO_HEADER=1 \
     exec nice -n 10 "$cargo" +nightly fuzz run ops --features asan corpus/ops -- \
