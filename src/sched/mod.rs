@@ -81,39 +81,14 @@ pub struct Runtime {
 }
 
 /// What a worker thread starts with, made by `Runtime::new` (where a
-/// failed allocation answers `CORO_ENOMEM`) and handed to the thread.
+/// failed allocation answers `CORO_ENOMEM`) and handed to the thread,
+/// which moves it out of its box onto its own frame (`worker::run`).
 struct WorkerStart {
     rt: *const Runtime,
     index: usize,
     polling: Polling,
     slots: table::SlotCache,
     stacks: Vec<crate::stack::Stack>,
-}
-
-impl WorkerStart {
-    /// Moves its parts out, onto the worker's own stack frame, and frees
-    /// the box. Passed by value instead, they would stay in the caller's
-    /// frame behind a pointer the worker loop keeps in a register (a yield
-    /// round trip took three instructions more).
-    #[inline(always)]
-    fn take(
-        self: Box<Self>,
-    ) -> (
-        *const Runtime,
-        usize,
-        Polling,
-        table::SlotCache,
-        Vec<crate::stack::Stack>,
-    ) {
-        let WorkerStart {
-            rt,
-            index,
-            polling,
-            slots,
-            stacks,
-        } = *self;
-        (rt, index, polling, slots, stacks)
-    }
 }
 
 /// Stack size of a worker thread (as std's threads): coroutines run on
