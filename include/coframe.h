@@ -74,6 +74,16 @@
 #define CORO_EIO -9
 
 /**
+ * `coro_mutex_trylock`: the mutex is held.
+ */
+#define CORO_EBUSY -10
+
+/**
+ * The channel is closed.
+ */
+#define CORO_ECLOSED -11
+
+/**
  * Spawn flag: cancellation makes the pending or next suspension return
  * `CORO_ECANCELED` to the body instead of never returning (libdill's model).
  */
@@ -106,6 +116,22 @@
  * may grow. Linux; elsewhere accepted and ignored.
  */
 #define CORO_KEEP 256
+
+/**
+ * A bounded queue of fixed-size items. Opaque.
+ */
+typedef struct coro_chan coro_chan;
+
+/**
+ * A condition variable over a `coro_mutex`. Opaque.
+ */
+typedef struct coro_cond coro_cond;
+
+/**
+ * A mutex that hands off in FIFO order and may be held across a
+ * suspension. Opaque.
+ */
+typedef struct coro_mutex coro_mutex;
 
 /**
  * A runtime: workers, their queues, stacks. Opaque.
@@ -372,6 +398,179 @@ int coro_lock_note_release(const char *what);
  * The running coroutine's id (its promise's value); 0 outside a coroutine.
  */
 uint64_t coro_self_id(void);
+
+/**
+ * Makes a mutex, unlocked.
+ *
+ * # Safety
+ * `out` is NULL or writable.
+ *
+ * Errors: `CORO_EINVAL` (NULL `out`), `CORO_ENOMEM`.
+ */
+int coro_mutex_new(struct coro_mutex **out);
+
+/**
+ * Frees a mutex.
+ *
+ * # Safety
+ * `m` is NULL or a mutex from `coro_mutex_new` not freed yet, which no
+ * other thread uses meanwhile.
+ *
+ * Errors: `CORO_EINVAL` (NULL), `CORO_ESTATE` (held, or waited on).
+ */
+int coro_mutex_free(struct coro_mutex *m);
+
+/**
+ * Takes the mutex, waiting in line (FIFO) until `deadline_ns`.
+ *
+ * # Safety
+ * `m` is a mutex from `coro_mutex_new`, not freed.
+ *
+ * Errors: `CORO_EINVAL` (NULL `m`, deadline below -1), `CORO_ETIMEDOUT`,
+ * `CORO_ECANCELED` (cancel-returns mode), `CORO_ELOCKHELD`,
+ * `CORO_ESTATE` (the caller holds it already; a worker thread outside a
+ * coroutine would wait), `CORO_ENOMEM`.
+ */
+int coro_mutex_lock(struct coro_mutex *m, int64_t deadline_ns);
+
+/**
+ * Takes the mutex if it is free.
+ *
+ * # Safety
+ * As `coro_mutex_lock`.
+ *
+ * Errors: `CORO_EINVAL` (NULL), `CORO_EBUSY` (held, by anyone).
+ */
+int coro_mutex_trylock(struct coro_mutex *m);
+
+/**
+ * Releases the mutex, to the first waiter still waiting if any. A
+ * coroutine's defers and `env_drop` may release what it holds.
+ *
+ * # Safety
+ * As `coro_mutex_lock`.
+ *
+ * Errors: `CORO_EINVAL` (NULL), `CORO_ESTATE` (the caller is not the
+ * owner).
+ */
+int coro_mutex_unlock(struct coro_mutex *m);
+
+/**
+ * Makes a condition variable.
+ *
+ * # Safety
+ * `out` is NULL or writable.
+ *
+ * Errors: `CORO_EINVAL` (NULL `out`), `CORO_ENOMEM`.
+ */
+int coro_cond_new(struct coro_cond **out);
+
+/**
+ * Frees a condition variable.
+ *
+ * # Safety
+ * As `coro_mutex_free`.
+ *
+ * Errors: `CORO_EINVAL` (NULL), `CORO_ESTATE` (waited on).
+ */
+int coro_cond_free(struct coro_cond *c);
+
+/**
+ * Releases `m` (which the caller holds) and waits for a signal until
+ * `deadline_ns`; takes `m` back before it returns, also on error.
+ *
+ * # Safety
+ * `c` and `m` came from `coro_cond_new` and `coro_mutex_new`, not freed.
+ *
+ * Errors: `CORO_EINVAL` (NULL, bad deadline), `CORO_ESTATE` (the caller
+ * does not hold `m`; a worker thread outside a coroutine),
+ * `CORO_ETIMEDOUT`, `CORO_ECANCELED` (cancel-returns mode),
+ * `CORO_ELOCKHELD`, `CORO_ENOMEM`.
+ */
+int coro_cond_wait(struct coro_cond *c, struct coro_mutex *m, int64_t deadline_ns);
+
+/**
+ * Wakes one waiter (the first still waiting), or keeps the signal for a
+ * coroutine that is on its way into its wait.
+ *
+ * # Safety
+ * As `coro_cond_free`.
+ *
+ * Errors: `CORO_EINVAL` (NULL).
+ */
+int coro_cond_signal(struct coro_cond *c);
+
+/**
+ * Wakes every waiter.
+ *
+ * # Safety
+ * As `coro_cond_free`.
+ *
+ * Errors: `CORO_EINVAL` (NULL).
+ */
+int coro_cond_broadcast(struct coro_cond *c);
+
+/**
+ * Makes a channel of items of `item_size` bytes holding up to `capacity`
+ * of them; `capacity` 0 is a rendezvous.
+ *
+ * # Safety
+ * `out` is NULL or writable.
+ *
+ * Errors: `CORO_EINVAL` (NULL `out`, `item_size` 0 or above 1 MiB, a
+ * ring whose size overflows), `CORO_ENOMEM`.
+ */
+int coro_chan_new(size_t item_size, size_t capacity, struct coro_chan **out);
+
+/**
+ * Frees a channel (with any items still in it).
+ *
+ * # Safety
+ * As `coro_mutex_free`.
+ *
+ * Errors: `CORO_EINVAL` (NULL), `CORO_ESTATE` (a sender or receiver
+ * waits on it).
+ */
+int coro_chan_free(struct coro_chan *ch);
+
+/**
+ * Copies the item at `item` into the channel: straight to a waiting
+ * receiver, else into the ring, else waits until `deadline_ns` for room.
+ *
+ * # Safety
+ * `ch` came from `coro_chan_new`, not freed; `item` points at the
+ * channel's `item_size` readable bytes.
+ *
+ * Errors: `CORO_EINVAL` (NULL, bad deadline), `CORO_ECLOSED`,
+ * `CORO_ETIMEDOUT`, `CORO_ECANCELED` (cancel-returns mode),
+ * `CORO_ELOCKHELD`, `CORO_ESTATE` (a worker thread outside a coroutine
+ * would wait), `CORO_ENOMEM`.
+ */
+int coro_chan_send(struct coro_chan *ch, const void *item, int64_t deadline_ns);
+
+/**
+ * Copies the next item into `item`, waiting until `deadline_ns` for one.
+ *
+ * # Safety
+ * `ch` came from `coro_chan_new`, not freed; `item` points at the
+ * channel's `item_size` writable bytes.
+ *
+ * Errors: as `coro_chan_send`; `CORO_ECLOSED` once the channel is
+ * closed and empty.
+ */
+int coro_chan_recv(struct coro_chan *ch, void *item, int64_t deadline_ns);
+
+/**
+ * Closes the channel: sends fail with `CORO_ECLOSED` from now on, and
+ * so do waiting senders; receivers take what is left, then get
+ * `CORO_ECLOSED`.
+ *
+ * # Safety
+ * As `coro_chan_free`.
+ *
+ * Errors: `CORO_EINVAL` (NULL), `CORO_ECLOSED` (closed already).
+ */
+int coro_chan_close(struct coro_chan *ch);
 
 /**
  * Frames alive in this process (all runtimes): allocated and not yet freed.

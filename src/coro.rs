@@ -199,7 +199,7 @@ fn lookup(index: usize) -> Result<&'static Slot> {
 
 /// The checks every suspension point makes on the running coroutine.
 #[inline]
-fn suspension_point(me: &Running) -> Result<()> {
+pub(crate) fn suspension_point(me: &Running) -> Result<()> {
     no_lock_held(me)?;
     if me.slot.state.load().has(CANCELLED | CANCEL_RETURNS) {
         return Err(Error::Canceled);
@@ -429,7 +429,7 @@ fn await_in_coroutine(me: Running, child: &'static Slot, p: Promise) -> Result<*
     let slot = me.slot;
     // SAFETY: the running body owns EXEC.
     unsafe { slot.body() }.wait = Wait::Await(p);
-    let r = me.suspend(Suspension::Lib(register_awaiter, p.0));
+    let r = me.suspend(Suspension::Lib(register_awaiter, [p.0, 0]));
     // SAFETY: resumed, so we own EXEC again.
     unsafe { slot.body() }.wait = Wait::None;
     match r {
@@ -443,7 +443,7 @@ fn await_in_coroutine(me: Running, child: &'static Slot, p: Promise) -> Result<*
 
 /// Runs on the awaiter's worker once it has parked: gives its token to
 /// the child, or resumes itself if the child finished meanwhile.
-fn register_awaiter(token: Token, promise: u64) {
+fn register_awaiter(token: Token, [promise, _]: context::LibArgs) {
     let Ok((index, gen)) = Promise(promise).split() else {
         return;
     };
@@ -599,7 +599,7 @@ fn poll_wait(me: Running, fd: i32, events: u32, deadline: i64) -> Result<()> {
     };
     // SAFETY: the running body owns EXEC.
     unsafe { slot.body() }.wait = Wait::Poll { key, worker };
-    let r = me.suspend(Suspension::Lib(park_in_poller, key));
+    let r = me.suspend(Suspension::Lib(park_in_poller, [key, 0]));
     // SAFETY: resumed, so we own EXEC again.
     unsafe { slot.body() }.wait = Wait::None;
     // The poller it began in, though a migratable frame may run on
@@ -613,7 +613,7 @@ fn poll_wait(me: Running, fd: i32, events: u32, deadline: i64) -> Result<()> {
 }
 
 /// Runs on the worker once a poller wait has parked (see `poll::Poller::park`).
-fn park_in_poller(token: Token, key: u64) {
+fn park_in_poller(token: Token, [key, _]: context::LibArgs) {
     if let Some(local) = sched::local() {
         if let Some(t) = local.poller().park(key, token.0) {
             let _ = resume_from(Token(t), Some(local));

@@ -27,10 +27,14 @@ pub enum Error {
     Shutdown,
     /// The operating system failed; `errno` says why.
     Io,
+    /// A try-lock found the mutex held.
+    Busy,
+    /// The channel is closed.
+    Closed,
 }
 
 /// Every error, in code order (`CORO_EINVAL` first).
-pub const ALL: [Error; 9] = [
+pub const ALL: [Error; 11] = [
     Error::Invalid,
     Error::Stale,
     Error::State,
@@ -40,6 +44,8 @@ pub const ALL: [Error; 9] = [
     Error::LockHeld,
     Error::Shutdown,
     Error::Io,
+    Error::Busy,
+    Error::Closed,
 ];
 
 impl Error {
@@ -55,6 +61,8 @@ impl Error {
             Error::LockHeld => -7,
             Error::Shutdown => -8,
             Error::Io => -9,
+            Error::Busy => -10,
+            Error::Closed => -11,
         }
     }
 
@@ -75,6 +83,8 @@ impl Error {
             Error::LockHeld => "blocking lock held across a suspension\0",
             Error::Shutdown => "runtime shut down\0",
             Error::Io => "operating system error (see errno)\0",
+            Error::Busy => "mutex held (try-lock)\0",
+            Error::Closed => "channel closed\0",
         }
     }
 }

@@ -32,6 +32,8 @@ mod sched {
 #[cfg(not(loom))]
 pub mod stack;
 #[cfg(not(loom))]
+pub mod sync;
+#[cfg(not(loom))]
 mod util;
 
 pub use error::{Error, Result};

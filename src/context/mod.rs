@@ -27,6 +27,9 @@ use crate::frame::Token;
 use crate::sanitize::Fiber;
 use crate::stack::Stack;
 
+/// The arguments of a library wait's park callback.
+pub type LibArgs = [u64; 2];
+
 /// A coroutine's request to park: after the switch, the worker makes the
 /// token and calls the callback with it and its argument.
 #[derive(Clone, Copy)]
@@ -37,9 +40,11 @@ pub enum Suspension {
         *mut c_void,
     ),
     /// One of the library's own waits, which holds the token itself
-    /// (`LIB_HELD`), and its argument: a promise or a poller key, 64 bits
-    /// even where a pointer has 32.
-    Lib(fn(Token, u64), u64),
+    /// (`LIB_HELD`), and its arguments: a promise, a poller key, a sync
+    /// object and its timer; 64 bits each even where a pointer has 32.
+    /// Copied off the coroutine's stack before the park, so the callback
+    /// reads no frame memory (rule 9 in `frame/mod.rs`).
+    Lib(fn(Token, LibArgs), LibArgs),
 }
 
 /// Why a coroutine switched out, as it crosses the switch: one word, so
@@ -118,11 +123,18 @@ pub struct Context {
 pub struct ThreadCtx {
     slot: Cell<*const Slot>,
     worker: Cell<*const ()>,
+    /// The id of the frame whose defers and `env_drop` run on this thread
+    /// now (0: none): its own code, which may unlock what it holds.
+    finalizing: Cell<u64>,
 }
 
 thread_local! {
     static CTX: ThreadCtx = const {
-        ThreadCtx { slot: Cell::new(ptr::null()), worker: Cell::new(ptr::null()) }
+        ThreadCtx {
+            slot: Cell::new(ptr::null()),
+            worker: Cell::new(ptr::null()),
+            finalizing: Cell::new(0),
+        }
     };
 }
 
@@ -183,6 +195,17 @@ impl ThreadCtx {
 
     pub fn restore(&self, saved: *const Slot) {
         self.slot.set(saved);
+    }
+
+    /// The frame whose defers run on this thread, if any.
+    pub fn finalizing(&self) -> Option<u64> {
+        Some(self.finalizing.get()).filter(|&id| id != 0)
+    }
+
+    /// Says that frame `id`'s defers run now (0: they ended); returns the
+    /// id it replaces (a defer may cancel, and so finalize, another frame).
+    pub fn set_finalizing(&self, id: u64) -> u64 {
+        self.finalizing.replace(id)
     }
 }
 

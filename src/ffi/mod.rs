@@ -39,6 +39,10 @@ pub const CORO_ELOCKHELD: c_int = -7;
 pub const CORO_ESHUTDOWN: c_int = -8;
 /// The operating system failed; `errno` says why.
 pub const CORO_EIO: c_int = -9;
+/// `coro_mutex_trylock`: the mutex is held.
+pub const CORO_EBUSY: c_int = -10;
+/// The channel is closed.
+pub const CORO_ECLOSED: c_int = -11;
 
 /// Spawn flag: cancellation makes the pending or next suspension return
 /// `CORO_ECANCELED` to the body instead of never returning (libdill's model).
@@ -141,6 +145,8 @@ const _: () = {
     assert!(CORO_ELOCKHELD == Error::LockHeld.code());
     assert!(CORO_ESHUTDOWN == Error::Shutdown.code());
     assert!(CORO_EIO == Error::Io.code());
+    assert!(CORO_EBUSY == Error::Busy.code());
+    assert!(CORO_ECLOSED == Error::Closed.code());
     assert!(CORO_SPAWN_CANCEL_RETURNS == coro::SPAWN_CANCEL_RETURNS);
     assert!(CORO_SPAWN_MIGRATABLE == coro::SPAWN_MIGRATABLE);
     assert!(CORO_READABLE == crate::poll::READABLE);
@@ -540,6 +546,321 @@ pub extern "C" fn coro_lock_note_release(what: *const c_char) -> c_int {
 #[no_mangle]
 pub extern "C" fn coro_self_id() -> u64 {
     guard(coro::self_id)
+}
+
+// ---------------------------------------------------------------------
+// Mutex, condition, channel (DESIGN section 9; src/sync). Waiting suspends
+// a coroutine and blocks a plain thread; a worker thread outside any
+// coroutine gets CORO_ESTATE where it would wait. Every wait takes a
+// deadline (CLOCK_MONOTONIC ns; -1: none; 0 or past: only try) and is
+// ended by a cancellation (cancel-returns mode: CORO_ECANCELED).
+
+/// A mutex that hands off in FIFO order and may be held across a
+/// suspension. Opaque.
+pub struct coro_mutex(crate::sync::Mutex);
+
+/// A condition variable over a `coro_mutex`. Opaque.
+pub struct coro_cond(crate::sync::Cond);
+
+/// A bounded queue of fixed-size items. Opaque.
+pub struct coro_chan(crate::sync::Chan);
+
+/// Writes a new box's pointer to `out`; `CORO_EINVAL` if `out` is NULL.
+fn give_out<T>(out: *mut *mut T, make: impl FnOnce() -> crate::error::Result<T>) -> c_int {
+    if out.is_null() {
+        return CORO_EINVAL;
+    }
+    match make().and_then(crate::util::try_box) {
+        Ok(b) => {
+            // SAFETY: `out` is non-null and the caller's to write.
+            unsafe { out.write(Box::into_raw(b)) };
+            CORO_OK
+        }
+        Err(e) => e.code(),
+    }
+}
+
+/// Frees a box made by `give_out`, if `idle` says it may go.
+///
+/// # Safety
+/// `p` is NULL or came from `give_out` and was not freed.
+unsafe fn free_box<T>(p: *mut T, idle: impl FnOnce(&T) -> bool) -> c_int {
+    // SAFETY: the caller's contract.
+    let Some(obj) = (unsafe { p.as_ref() }) else {
+        return CORO_EINVAL;
+    };
+    if !idle(obj) {
+        return CORO_ESTATE;
+    }
+    // SAFETY: made by Box::into_raw in give_out, freed once (the caller's
+    // contract), and nobody waits on it.
+    drop(unsafe { Box::from_raw(p) });
+    CORO_OK
+}
+
+/// Makes a mutex, unlocked.
+///
+/// # Safety
+/// `out` is NULL or writable.
+///
+/// Errors: `CORO_EINVAL` (NULL `out`), `CORO_ENOMEM`.
+#[no_mangle]
+pub unsafe extern "C" fn coro_mutex_new(out: *mut *mut coro_mutex) -> c_int {
+    guard(|| give_out(out, || Ok(coro_mutex(crate::sync::Mutex::new()))))
+}
+
+/// Frees a mutex.
+///
+/// # Safety
+/// `m` is NULL or a mutex from `coro_mutex_new` not freed yet, which no
+/// other thread uses meanwhile.
+///
+/// Errors: `CORO_EINVAL` (NULL), `CORO_ESTATE` (held, or waited on).
+#[no_mangle]
+pub unsafe extern "C" fn coro_mutex_free(m: *mut coro_mutex) -> c_int {
+    // SAFETY: the caller's contract.
+    guard(|| unsafe { free_box(m, |m| m.0.is_idle()) })
+}
+
+/// Takes the mutex, waiting in line (FIFO) until `deadline_ns`.
+///
+/// # Safety
+/// `m` is a mutex from `coro_mutex_new`, not freed.
+///
+/// Errors: `CORO_EINVAL` (NULL `m`, deadline below -1), `CORO_ETIMEDOUT`,
+/// `CORO_ECANCELED` (cancel-returns mode), `CORO_ELOCKHELD`,
+/// `CORO_ESTATE` (the caller holds it already; a worker thread outside a
+/// coroutine would wait), `CORO_ENOMEM`.
+#[no_mangle]
+pub unsafe extern "C" fn coro_mutex_lock(m: *mut coro_mutex, deadline_ns: i64) -> c_int {
+    // SAFETY: the caller's contract.
+    guard(|| match unsafe { m.as_ref() } {
+        Some(m) => status(m.0.lock(deadline_ns)),
+        None => CORO_EINVAL,
+    })
+}
+
+/// Takes the mutex if it is free.
+///
+/// # Safety
+/// As `coro_mutex_lock`.
+///
+/// Errors: `CORO_EINVAL` (NULL), `CORO_EBUSY` (held, by anyone).
+#[no_mangle]
+pub unsafe extern "C" fn coro_mutex_trylock(m: *mut coro_mutex) -> c_int {
+    // SAFETY: the caller's contract.
+    guard(|| match unsafe { m.as_ref() } {
+        Some(m) => status(m.0.try_lock()),
+        None => CORO_EINVAL,
+    })
+}
+
+/// Releases the mutex, to the first waiter still waiting if any. A
+/// coroutine's defers and `env_drop` may release what it holds.
+///
+/// # Safety
+/// As `coro_mutex_lock`.
+///
+/// Errors: `CORO_EINVAL` (NULL), `CORO_ESTATE` (the caller is not the
+/// owner).
+#[no_mangle]
+pub unsafe extern "C" fn coro_mutex_unlock(m: *mut coro_mutex) -> c_int {
+    // SAFETY: the caller's contract.
+    guard(|| match unsafe { m.as_ref() } {
+        Some(m) => status(m.0.unlock()),
+        None => CORO_EINVAL,
+    })
+}
+
+/// Makes a condition variable.
+///
+/// # Safety
+/// `out` is NULL or writable.
+///
+/// Errors: `CORO_EINVAL` (NULL `out`), `CORO_ENOMEM`.
+#[no_mangle]
+pub unsafe extern "C" fn coro_cond_new(out: *mut *mut coro_cond) -> c_int {
+    guard(|| give_out(out, || Ok(coro_cond(crate::sync::Cond::new()))))
+}
+
+/// Frees a condition variable.
+///
+/// # Safety
+/// As `coro_mutex_free`.
+///
+/// Errors: `CORO_EINVAL` (NULL), `CORO_ESTATE` (waited on).
+#[no_mangle]
+pub unsafe extern "C" fn coro_cond_free(c: *mut coro_cond) -> c_int {
+    // SAFETY: the caller's contract.
+    guard(|| unsafe { free_box(c, |c| c.0.is_idle()) })
+}
+
+/// Releases `m` (which the caller holds) and waits for a signal until
+/// `deadline_ns`; takes `m` back before it returns, also on error.
+///
+/// # Safety
+/// `c` and `m` came from `coro_cond_new` and `coro_mutex_new`, not freed.
+///
+/// Errors: `CORO_EINVAL` (NULL, bad deadline), `CORO_ESTATE` (the caller
+/// does not hold `m`; a worker thread outside a coroutine),
+/// `CORO_ETIMEDOUT`, `CORO_ECANCELED` (cancel-returns mode),
+/// `CORO_ELOCKHELD`, `CORO_ENOMEM`.
+#[no_mangle]
+pub unsafe extern "C" fn coro_cond_wait(
+    c: *mut coro_cond,
+    m: *mut coro_mutex,
+    deadline_ns: i64,
+) -> c_int {
+    // SAFETY: the caller's contract.
+    guard(|| match unsafe { (c.as_ref(), m.as_ref()) } {
+        (Some(c), Some(m)) => status(c.0.wait(&m.0, deadline_ns)),
+        _ => CORO_EINVAL,
+    })
+}
+
+/// Wakes one waiter (the first still waiting), or keeps the signal for a
+/// coroutine that is on its way into its wait.
+///
+/// # Safety
+/// As `coro_cond_free`.
+///
+/// Errors: `CORO_EINVAL` (NULL).
+#[no_mangle]
+pub unsafe extern "C" fn coro_cond_signal(c: *mut coro_cond) -> c_int {
+    // SAFETY: the caller's contract.
+    guard(|| match unsafe { c.as_ref() } {
+        Some(c) => {
+            c.0.signal();
+            CORO_OK
+        }
+        None => CORO_EINVAL,
+    })
+}
+
+/// Wakes every waiter.
+///
+/// # Safety
+/// As `coro_cond_free`.
+///
+/// Errors: `CORO_EINVAL` (NULL).
+#[no_mangle]
+pub unsafe extern "C" fn coro_cond_broadcast(c: *mut coro_cond) -> c_int {
+    // SAFETY: the caller's contract.
+    guard(|| match unsafe { c.as_ref() } {
+        Some(c) => {
+            c.0.broadcast();
+            CORO_OK
+        }
+        None => CORO_EINVAL,
+    })
+}
+
+/// Makes a channel of items of `item_size` bytes holding up to `capacity`
+/// of them; `capacity` 0 is a rendezvous.
+///
+/// # Safety
+/// `out` is NULL or writable.
+///
+/// Errors: `CORO_EINVAL` (NULL `out`, `item_size` 0 or above 1 MiB, a
+/// ring whose size overflows), `CORO_ENOMEM`.
+#[no_mangle]
+pub unsafe extern "C" fn coro_chan_new(
+    item_size: usize,
+    capacity: usize,
+    out: *mut *mut coro_chan,
+) -> c_int {
+    guard(|| {
+        give_out(out, || {
+            crate::sync::Chan::new(item_size, capacity).map(coro_chan)
+        })
+    })
+}
+
+/// Frees a channel (with any items still in it).
+///
+/// # Safety
+/// As `coro_mutex_free`.
+///
+/// Errors: `CORO_EINVAL` (NULL), `CORO_ESTATE` (a sender or receiver
+/// waits on it).
+#[no_mangle]
+pub unsafe extern "C" fn coro_chan_free(ch: *mut coro_chan) -> c_int {
+    // SAFETY: the caller's contract.
+    guard(|| unsafe { free_box(ch, |ch| ch.0.is_idle()) })
+}
+
+/// Copies the item at `item` into the channel: straight to a waiting
+/// receiver, else into the ring, else waits until `deadline_ns` for room.
+///
+/// # Safety
+/// `ch` came from `coro_chan_new`, not freed; `item` points at the
+/// channel's `item_size` readable bytes.
+///
+/// Errors: `CORO_EINVAL` (NULL, bad deadline), `CORO_ECLOSED`,
+/// `CORO_ETIMEDOUT`, `CORO_ECANCELED` (cancel-returns mode),
+/// `CORO_ELOCKHELD`, `CORO_ESTATE` (a worker thread outside a coroutine
+/// would wait), `CORO_ENOMEM`.
+#[no_mangle]
+pub unsafe extern "C" fn coro_chan_send(
+    ch: *mut coro_chan,
+    item: *const c_void,
+    deadline_ns: i64,
+) -> c_int {
+    guard(|| {
+        // SAFETY: the caller's contract.
+        let Some(ch) = (unsafe { ch.as_ref() }) else {
+            return CORO_EINVAL;
+        };
+        if item.is_null() {
+            return CORO_EINVAL;
+        }
+        // SAFETY: the caller's contract on `item`.
+        status(unsafe { ch.0.send(item.cast(), deadline_ns) })
+    })
+}
+
+/// Copies the next item into `item`, waiting until `deadline_ns` for one.
+///
+/// # Safety
+/// `ch` came from `coro_chan_new`, not freed; `item` points at the
+/// channel's `item_size` writable bytes.
+///
+/// Errors: as `coro_chan_send`; `CORO_ECLOSED` once the channel is
+/// closed and empty.
+#[no_mangle]
+pub unsafe extern "C" fn coro_chan_recv(
+    ch: *mut coro_chan,
+    item: *mut c_void,
+    deadline_ns: i64,
+) -> c_int {
+    guard(|| {
+        // SAFETY: the caller's contract.
+        let Some(ch) = (unsafe { ch.as_ref() }) else {
+            return CORO_EINVAL;
+        };
+        if item.is_null() {
+            return CORO_EINVAL;
+        }
+        // SAFETY: the caller's contract on `item`.
+        status(unsafe { ch.0.recv(item.cast(), deadline_ns) })
+    })
+}
+
+/// Closes the channel: sends fail with `CORO_ECLOSED` from now on, and
+/// so do waiting senders; receivers take what is left, then get
+/// `CORO_ECLOSED`.
+///
+/// # Safety
+/// As `coro_chan_free`.
+///
+/// Errors: `CORO_EINVAL` (NULL), `CORO_ECLOSED` (closed already).
+#[no_mangle]
+pub unsafe extern "C" fn coro_chan_close(ch: *mut coro_chan) -> c_int {
+    // SAFETY: the caller's contract.
+    guard(|| match unsafe { ch.as_ref() } {
+        Some(ch) => status(ch.0.close()),
+        None => CORO_EINVAL,
+    })
 }
 
 /// Frames alive in this process (all runtimes): allocated and not yet freed.

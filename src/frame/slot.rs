@@ -56,6 +56,29 @@ pub enum Wait {
         key: u64,
         worker: usize,
     },
+    /// Waiting on a mutex, a condition or a channel, and the timer of its
+    /// deadline if it has one (as in `Poll`). A waker that gives the frame
+    /// what it waits for replaces this with the timer alone: only a wait
+    /// still in the object's queue has anything there to undo.
+    Sync {
+        obj: crate::sync::Obj,
+        timer: Option<(u64, usize)>,
+    },
+}
+
+/// What a sync object gave a coroutine waiting on it, written by the
+/// waker, which owns `EXEC` once it consumed the wait's token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Given {
+    /// Nothing (yet): the wait ended by its deadline or a cancellation.
+    Nothing,
+    /// The lock, the signal, the item, or the room for the item.
+    Granted,
+    /// The channel was closed.
+    Closed,
+    /// Woken to try again (the park found the wait's object ready but
+    /// could not finish the hand-off).
+    Retry,
 }
 
 /// What only the `EXEC` owner reads or writes.
@@ -82,6 +105,10 @@ pub struct Body {
     pub env_drop: Option<EnvDrop>,
     pub defers: Vec<Defer>,
     pub wait: Wait,
+    /// What a sync object's waker gave the frame (`Given`), and the
+    /// buffer of the item it sends or receives.
+    pub given: Given,
+    pub sync_buf: *mut u8,
     /// Blocking locks noted held (CP.52), and the name of the last one.
     pub locks: u32,
     pub lock_what: *const c_char,
@@ -107,6 +134,8 @@ impl Body {
             env_drop: None,
             defers: Vec::new(),
             wait: Wait::None,
+            given: Given::Nothing,
+            sync_buf: ptr::null_mut(),
             locks: 0,
             lock_what: ptr::null(),
         }

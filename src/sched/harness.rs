@@ -192,17 +192,18 @@ fn finish_inline(
                 let _ = rt.pollers[worker].end(key);
             }
         }
+        // Cancelled in a sync wait (a granted one has only its timer
+        // left: `sync::wait::Claimed::give`).
+        Wait::Sync { obj, timer } => {
+            obj.leave(slot.index(), false);
+            if let (Some((key, worker)), Some(rt)) = (timer, body.runtime()) {
+                let _ = rt.pollers[worker].end(key);
+            }
+        }
         _ => {}
     }
-    while let Some(d) = body.defers.pop() {
-        if !d.on_error_only || cancelled {
-            // SAFETY: registered by the coroutine with coro_defer/errdefer.
-            unsafe { (d.f)(d.arg) };
-        }
-    }
-    if let Some(drop_env) = body.env_drop.take() {
-        // SAFETY: the frame's own copy of the environment, dropped once.
-        unsafe { drop_env(body.env) };
+    if !body.defers.is_empty() || body.env_drop.is_some() {
+        run_cleanup(slot, body, cancelled);
     }
     let value = match outcome {
         Outcome::Returned(v) if !cancelled => v,
@@ -234,6 +235,27 @@ fn finish_inline(
         }
     }
     None
+}
+
+/// Runs the defers (LIFO; errdefers only if `cancelled`) and `env_drop`,
+/// as the frame's own code: a `coro_mutex_unlock` there unlocks what the
+/// frame holds (`ThreadCtx::finalizing`). Out of line: most frames have
+/// neither, and their end should not pay for the thread-local.
+#[inline(never)]
+fn run_cleanup(slot: &'static Slot, body: &mut Body, cancelled: bool) {
+    let ctx = context::thread_ctx();
+    let outer = ctx.set_finalizing(slot.promise().0);
+    while let Some(d) = body.defers.pop() {
+        if !d.on_error_only || cancelled {
+            // SAFETY: registered by the coroutine with coro_defer/errdefer.
+            unsafe { (d.f)(d.arg) };
+        }
+    }
+    if let Some(drop_env) = body.env_drop.take() {
+        // SAFETY: the frame's own copy of the environment, dropped once.
+        unsafe { drop_env(body.env) };
+    }
+    ctx.set_finalizing(outer);
 }
 
 /// Hands `DONE` to whoever awaits the frame (rule 8). The caller still

@@ -1,0 +1,68 @@
+//! Coroutine-aware synchronisation: `coro_mutex`, `coro_cond`, `coro_chan`
+//! (DESIGN section 9).
+//!
+//! Rules, referred to by number:
+//!
+//! 1. Waiting suspends a coroutine and blocks a plain thread; both may use
+//!    one object. A worker thread outside any coroutine (an `on_suspend`
+//!    callback, a defer) never blocks: where it would, the call answers
+//!    `CORO_ESTATE`.
+//! 2. Every wait honours its deadline (-1: none; 0 or past: only try) and
+//!    cancellation: a coroutine cancelled while it waits leaves the queue
+//!    at once (its canceller consumes its token and undoes the wait,
+//!    `Obj::leave`) and is never handed the lock, a signal, room or an item;
+//!    what it would have been given goes to the next waiter.
+//! 3. A waker hands over only after it consumed the waiter's token (the
+//!    state word lets one party do that): then it owns the frame's
+//!    `EXEC` and writes what it gives into the body (`wait.rs`).
+//! 4. An object counts its waiters from the start of their wait to its
+//!    end, and may not be freed while any is counted (`is_idle`), nor a
+//!    mutex while it is held.
+//! 5. Each object's state is behind one lock (`sanitize::Mutex`, visible
+//!    to ThreadSanitizer); no lock is held across a switch, and a
+//!    coroutine or thread is woken only after the lock is dropped.
+
+mod chan;
+mod cond;
+mod mutex;
+mod queue;
+mod wait;
+
+pub use chan::{Chan, MAX_ITEM};
+pub use cond::Cond;
+pub use mutex::Mutex;
+
+/// A sync object a coroutine waits on, for the undo of its wait when it
+/// is cancelled (`Wait::Sync`). The object lives while the wait is
+/// counted (rule 4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Obj {
+    Mutex(*const Mutex),
+    Cond(*const Cond),
+    Chan(*const Chan),
+}
+
+impl Obj {
+    /// The object's address, for its park callback.
+    pub(crate) fn addr(self) -> u64 {
+        match self {
+            Obj::Mutex(p) => p as usize as u64,
+            Obj::Cond(p) => p as usize as u64,
+            Obj::Chan(p) => p as usize as u64,
+        }
+    }
+
+    /// The coroutine in slot `index` stops waiting without being given
+    /// anything: out of the queue if it is there, out of the count.
+    /// `unparked`: its park callback never ran (the wait failed to start).
+    pub(crate) fn leave(self, index: usize, unparked: bool) {
+        // SAFETY: the wait is counted until this returns (rule 4).
+        unsafe {
+            match self {
+                Obj::Mutex(p) => (*p).leave(index, unparked),
+                Obj::Cond(p) => (*p).leave(index, unparked),
+                Obj::Chan(p) => (*p).leave(index, unparked),
+            }
+        }
+    }
+}
