@@ -6,7 +6,8 @@
 //! `frame` for the rules and `docs/DESIGN.md` for the contract.
 #![warn(unsafe_op_in_unsafe_fn)]
 
-// Under `--cfg loom` only the state word and the worker inbox are built:
+// Under `--cfg loom` only the state word, the worker inbox and the sync
+// models are built:
 // the loom models check them alone (frame/loom_state.rs,
 // sched/loom_inbox.rs).
 #[cfg(not(loom))]
@@ -33,6 +34,11 @@ mod sched {
 pub mod stack;
 #[cfg(not(loom))]
 pub mod sync;
+#[cfg(loom)]
+mod sync {
+    #[cfg(test)]
+    mod loom_sync;
+}
 #[cfg(not(loom))]
 mod util;
 
