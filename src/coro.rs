@@ -8,7 +8,7 @@ use core::ffi::{c_char, c_void};
 use core::ptr;
 use std::sync::atomic::Ordering::*;
 
-use crate::context::{self, Resumed, Running, Suspension};
+use crate::context::{self, LibWait, Resumed, Running, Suspension};
 use crate::error::{Error, Result};
 use crate::frame::slot::{awaiter, Defer, Slot, Wait};
 pub use crate::frame::slot::{DeferFn, Entry, EnvDrop};
@@ -429,7 +429,7 @@ fn await_in_coroutine(me: Running, child: &'static Slot, p: Promise) -> Result<*
     let slot = me.slot;
     // SAFETY: the running body owns EXEC.
     unsafe { slot.body() }.wait = Wait::Await(p);
-    let r = me.suspend(Suspension::Lib(register_awaiter, [p.0, 0]));
+    let r = me.suspend(Suspension::Lib(LibWait::new(register_awaiter, [p.0, 0])));
     // SAFETY: resumed, so we own EXEC again.
     unsafe { slot.body() }.wait = Wait::None;
     match r {
@@ -599,7 +599,7 @@ fn poll_wait(me: Running, fd: i32, events: u32, deadline: i64) -> Result<()> {
     };
     // SAFETY: the running body owns EXEC.
     unsafe { slot.body() }.wait = Wait::Poll { key, worker };
-    let r = me.suspend(Suspension::Lib(park_in_poller, [key, 0]));
+    let r = me.suspend(Suspension::Lib(LibWait::new(park_in_poller, [key, 0])));
     // SAFETY: resumed, so we own EXEC again.
     unsafe { slot.body() }.wait = Wait::None;
     // The poller it began in, though a migratable frame may run on

@@ -673,3 +673,117 @@ fn channel_misuse_and_deadlines() {
     let msg = unsafe { core::ffi::CStr::from_ptr(coro_strerror(CORO_EBUSY)) };
     assert_eq!(msg.to_str().unwrap(), "mutex held (try-lock)");
 }
+
+// --- cancellation around the edges of a wait -----------------------------
+
+/// A cancel recorded while a coroutine runs, before it reaches a lock it
+/// must wait for: the wait does not park (the worker finalizes it, or
+/// requeues it with CORO_ECANCELED), and the mutex must not count it as
+/// waiting ever after. Before, its "joining" count leaked and the mutex
+/// could never be freed (CORO_ESTATE). Found by ffi-tests/sync_stress.c.
+#[test]
+fn a_cancel_before_the_park_leaves_no_waiter_counted() {
+    let rt = common::runtime(2);
+    for flags in [0, CORO_SPAWN_CANCEL_RETURNS] {
+        let m = new_mutex();
+        assert_eq!(lock(m, -1), CORO_OK);
+        static ABOUT_TO_LOCK: AtomicUsize = AtomicUsize::new(0);
+        static CANCELLED: AtomicUsize = AtomicUsize::new(0);
+        static RC: AtomicI32 = AtomicI32::new(1);
+        ABOUT_TO_LOCK.store(0, SeqCst);
+        CANCELLED.store(0, SeqCst);
+        RC.store(1, SeqCst);
+        let p = spawn(rt, flags, move || {
+            ABOUT_TO_LOCK.store(1, SeqCst);
+            while CANCELLED.load(SeqCst) == 0 {
+                std::hint::spin_loop();
+            }
+            RC.store(lock(m, -1), SeqCst);
+            0
+        });
+        wait_for("the coroutine", || ABOUT_TO_LOCK.load(SeqCst) == 1);
+        assert_eq!(coro_cancel_async(p), CORO_OK);
+        CANCELLED.store(1, SeqCst);
+        if flags != 0 {
+            wait_for("its CORO_ECANCELED", || RC.load(SeqCst) != 1);
+            assert_eq!(RC.load(SeqCst), CORO_ECANCELED);
+        }
+        settle();
+        assert_eq!(unlock(m), CORO_OK);
+        assert_eq!(
+            unsafe { coro_mutex_free(m.get()) },
+            CORO_OK,
+            "a wait that never parked is still counted (flags {flags})"
+        );
+    }
+    assert_eq!(unsafe { coro_runtime_shutdown(rt) }, CORO_OK);
+}
+
+/// An item handed to a receiver, whose cancel then comes before it runs:
+/// the receive returns the item (the cancel acts at its next suspension
+/// point) rather than the body being dropped with it. Before, the
+/// default-mode receiver was finalized without running and the item was
+/// lost (406 of 1,000,000 in one ffi-tests/sync_stress.c run), and a
+/// cancel-returns one got CORO_ECANCELED with the item in its buffer.
+#[test]
+fn an_item_handed_over_before_the_cancel_is_received() {
+    // One worker, kept busy, so the receiver stays queued between the
+    // hand-off and the cancel.
+    let rt = common::runtime(1);
+    for flags in [0, CORO_SPAWN_CANCEL_RETURNS] {
+        let ch = new_chan(8, 0);
+        static WAITING: AtomicUsize = AtomicUsize::new(0);
+        static GOT: AtomicUsize = AtomicUsize::new(0);
+        static BUSY: AtomicUsize = AtomicUsize::new(0);
+        static RELEASE: AtomicUsize = AtomicUsize::new(0);
+        static AFTER: AtomicUsize = AtomicUsize::new(0);
+        for s in [&WAITING, &GOT, &BUSY, &RELEASE] {
+            s.store(0, SeqCst);
+        }
+        AFTER.store(1, SeqCst);
+        let receiver = spawn(rt, flags, move || {
+            WAITING.store(1, SeqCst);
+            let (rc, v) = recv(ch, -1);
+            if rc == CORO_OK {
+                GOT.store(v as usize, SeqCst);
+            }
+            // The next suspension point acts on the cancel: it never
+            // returns (default mode) or says so (cancel-returns mode).
+            AFTER.store(coro_yield() as isize as usize, SeqCst);
+            0
+        });
+        wait_for("the receiver", || WAITING.load(SeqCst) == 1);
+        settle();
+        let busy = spawn(rt, 0, move || {
+            BUSY.store(1, SeqCst);
+            while RELEASE.load(SeqCst) == 0 {
+                std::hint::spin_loop();
+            }
+            0
+        });
+        wait_for("the worker to be busy", || BUSY.load(SeqCst) == 1);
+        assert_eq!(send(ch, 42, 0), CORO_OK, "handed to the waiting receiver");
+        assert_eq!(coro_cancel_async(receiver), CORO_OK);
+        RELEASE.store(1, SeqCst);
+        assert_eq!(await_value(busy).0, CORO_OK);
+        wait_for("the receiver to run", || GOT.load(SeqCst) != 0);
+        settle();
+        assert_eq!(
+            GOT.load(SeqCst),
+            42,
+            "the item was received, the cancel acted after"
+        );
+        let after = if flags == 0 {
+            1
+        } else {
+            CORO_ECANCELED as isize as usize
+        };
+        assert_eq!(
+            AFTER.load(SeqCst),
+            after,
+            "the yield after it acted on the cancel"
+        );
+        assert_eq!(unsafe { coro_chan_free(ch.get()) }, CORO_OK);
+    }
+    assert_eq!(unsafe { coro_runtime_shutdown(rt) }, CORO_OK);
+}

@@ -27,8 +27,32 @@ use crate::frame::Token;
 use crate::sanitize::Fiber;
 use crate::stack::Stack;
 
-/// The arguments of a library wait's park callback.
+/// The arguments of a library wait's park callback: a promise, a poller
+/// key, a sync object and its timer; 64 bits each even where a pointer
+/// has 32.
 pub type LibArgs = [u64; 2];
+
+/// How a library wait parks.
+#[derive(Clone, Copy)]
+pub struct LibWait {
+    /// Runs on the worker once the coroutine parked, with its token.
+    pub park: fn(Token, LibArgs),
+    /// Runs instead if it did not park (a cancel came first): for a wait
+    /// that counted itself somewhere the park callback would have
+    /// uncounted it.
+    pub unparked: Option<fn(LibArgs)>,
+    pub args: LibArgs,
+}
+
+impl LibWait {
+    pub fn new(park: fn(Token, LibArgs), args: LibArgs) -> LibWait {
+        LibWait {
+            park,
+            unparked: None,
+            args,
+        }
+    }
+}
 
 /// A coroutine's request to park: after the switch, the worker makes the
 /// token and calls the callback with it and its argument.
@@ -40,11 +64,9 @@ pub enum Suspension {
         *mut c_void,
     ),
     /// One of the library's own waits, which holds the token itself
-    /// (`LIB_HELD`), and its arguments: a promise, a poller key, a sync
-    /// object and its timer; 64 bits each even where a pointer has 32.
-    /// Copied off the coroutine's stack before the park, so the callback
-    /// reads no frame memory (rule 9 in `frame/mod.rs`).
-    Lib(fn(Token, LibArgs), LibArgs),
+    /// (`LIB_HELD`). Copied off the coroutine's stack before the park, so
+    /// its callbacks read no frame memory (rule 9 in `frame/mod.rs`).
+    Lib(LibWait),
 }
 
 /// Why a coroutine switched out, as it crosses the switch: one word, so

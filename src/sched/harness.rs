@@ -3,7 +3,7 @@
 use super::worker::Local;
 use super::Runtime;
 use crate::context::{self, Resumed, Step, Suspension};
-use crate::frame::slot::{awaiter, Body, Slot, Wait};
+use crate::frame::slot::{awaiter, Body, Given, Slot, Wait};
 use crate::frame::state::{Complete, CompleteAwaited, Park, Unhold, CANCELLED, CANCEL_RETURNS};
 use crate::frame::{table, Token};
 
@@ -54,14 +54,21 @@ pub(super) fn run<const NESTED: bool>(
         .as_mut()
         .expect("queued frame has a context");
     let how = if snap.has(CANCELLED) {
-        // Default mode never returns to the body (rule 4); cancel-returns
-        // mode does, unless the body never started (rule 5).
         // SAFETY: we own EXEC.
-        if !snap.has(CANCEL_RETURNS) || !unsafe { slot.body() }.in_entry {
+        let body = unsafe { slot.body() };
+        if body.given == Given::Granted {
+            // A sync wait was given the lock, an item or room before the
+            // cancel came: it returns it, and the cancel acts at the next
+            // suspension point, so nothing handed over is lost.
+            Resumed::Ok
+        } else if !snap.has(CANCEL_RETURNS) || !body.in_entry {
+            // Default mode never returns to the body (rule 4); cancel-
+            // returns mode does, unless the body never started (rule 5).
             finish(slot, Outcome::Cancelled, Some(local));
             return None;
+        } else {
+            Resumed::Cancelled
         }
-        Resumed::Cancelled
     } else {
         Resumed::Ok
     };
@@ -79,12 +86,19 @@ pub(super) fn run<const NESTED: bool>(
         // cancel that came meanwhile is acted on above, before the body
         // runs again (rules 4 and 5), so the state is not looked at twice.
         Step::Yielded => return Some(slot),
-        Step::Suspended(Suspension::Lib(f, arg)) => match slot.state.park_lib() {
+        Step::Suspended(Suspension::Lib(w)) => match slot.state.park_lib() {
             // From here on the frame is not ours (rule 3); the wait's
             // callback touches only what outlives it.
-            Park::Parked { seq } => f(Token::new(slot.index(), seq), arg),
-            Park::Finalize => finish(slot, Outcome::Cancelled, Some(local)),
-            Park::Requeue => local.push(slot),
+            Park::Parked { seq } => (w.park)(Token::new(slot.index(), seq), w.args),
+            not_parked => {
+                if let Some(unparked) = w.unparked {
+                    unparked(w.args);
+                }
+                match not_parked {
+                    Park::Finalize => finish(slot, Outcome::Cancelled, Some(local)),
+                    _ => local.push(slot),
+                }
+            }
         },
         Step::Suspended(Suspension::C(f, arg)) => match slot.state.park_holding() {
             Park::Parked { seq } => {

@@ -281,6 +281,12 @@ impl Chan {
         g.registered == 0 && g.joining == 0
     }
 
+    /// A joining coroutine did not park after all (`Obj::unjoin`).
+    pub(crate) fn unjoin(&self) {
+        let mut g = self.lock_inner();
+        g.joining -= 1;
+    }
+
     /// See `Mutex::leave`.
     pub(crate) fn leave(&self, index: usize, unparked: bool) {
         let mut g = self.lock_inner();
@@ -340,7 +346,7 @@ fn park_recv(token: Token, args: LibArgs) {
 /// own buffer, as the first look would have.
 fn park(token: Token, args: LibArgs, dir: Dir) {
     // SAFETY: joining, so the channel cannot be freed meanwhile.
-    let ch = unsafe { &*(args[0] as usize as *const Chan) };
+    let ch = unsafe { &*((args[0] & !3) as usize as *const Chan) };
     let timer_running = park_timer(token, args);
     let mut g = ch.lock_inner();
     g.joining -= 1;

@@ -141,6 +141,13 @@ impl Cond {
         g.registered == 0 && g.joining == 0
     }
 
+    /// A joining coroutine did not park after all (`Obj::unjoin`).
+    pub(crate) fn unjoin(&self) {
+        let mut g = self.lock_inner();
+        g.joining -= 1;
+        g.signals = g.signals.min(g.joining);
+    }
+
     /// See `Mutex::leave`.
     pub(crate) fn leave(&self, index: usize, unparked: bool) {
         let mut g = self.lock_inner();
@@ -197,7 +204,7 @@ fn relock(m: &Mutex, r: Result<()>) -> Result<()> {
 /// kept for the joiners.
 fn park_wait(token: Token, args: LibArgs) {
     // SAFETY: joining, so the condition cannot be freed meanwhile.
-    let c = unsafe { &*(args[0] as usize as *const Cond) };
+    let c = unsafe { &*((args[0] & !3) as usize as *const Cond) };
     let timer_running = park_timer(token, args);
     let mut g = c.lock_inner();
     g.joining -= 1;

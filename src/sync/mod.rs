@@ -43,12 +43,38 @@ pub enum Obj {
 }
 
 impl Obj {
-    /// The object's address, for its park callback.
-    pub(crate) fn addr(self) -> u64 {
-        match self {
-            Obj::Mutex(p) => p as usize as u64,
-            Obj::Cond(p) => p as usize as u64,
-            Obj::Chan(p) => p as usize as u64,
+    /// The object as a park callback's argument: its address, with its
+    /// kind in the two low bits (the objects are aligned to 8).
+    pub(crate) fn arg(self) -> u64 {
+        let (addr, kind) = match self {
+            Obj::Mutex(p) => (p as usize, 0),
+            Obj::Cond(p) => (p as usize, 1),
+            Obj::Chan(p) => (p as usize, 2),
+        };
+        debug_assert_eq!(addr & 3, 0);
+        addr as u64 | kind
+    }
+
+    /// Back from `arg`.
+    pub(crate) fn from_arg(arg: u64) -> Obj {
+        let addr = (arg & !3) as usize;
+        match arg & 3 {
+            0 => Obj::Mutex(addr as *const Mutex),
+            1 => Obj::Cond(addr as *const Cond),
+            _ => Obj::Chan(addr as *const Chan),
+        }
+    }
+
+    /// A coroutine's wait did not park after all (a cancel came first):
+    /// it is no longer joining.
+    pub(crate) fn unjoin(self) {
+        // SAFETY: joining, so the object lives (rule 4).
+        unsafe {
+            match self {
+                Obj::Mutex(p) => (*p).unjoin(),
+                Obj::Cond(p) => (*p).unjoin(),
+                Obj::Chan(p) => (*p).unjoin(),
+            }
         }
     }
 

@@ -146,6 +146,12 @@ impl Mutex {
         g.owner == 0 && g.registered == 0 && g.joining == 0
     }
 
+    /// A joining coroutine did not park after all (`Obj::unjoin`).
+    pub(crate) fn unjoin(&self) {
+        let mut g = self.lock_inner();
+        g.joining -= 1;
+    }
+
     /// A waiter in slot `index` stops waiting (deadline, cancellation);
     /// `unparked`: its park callback never ran.
     pub(crate) fn leave(&self, index: usize, unparked: bool) {
@@ -187,7 +193,7 @@ impl Inner {
 fn park_lock(token: Token, args: LibArgs) {
     // SAFETY: the waiter is joining, so the mutex cannot be freed
     // (`is_idle`) until this callback has said so, under its lock.
-    let m = unsafe { &*(args[0] as usize as *const Mutex) };
+    let m = unsafe { &*((args[0] & !3) as usize as *const Mutex) };
     let timer_running = park_timer(token, args);
     let mut g = m.lock_inner();
     g.joining -= 1;

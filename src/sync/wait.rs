@@ -23,7 +23,7 @@ use core::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, Ordering::*};
 
 use super::Obj;
-use crate::context::{self, LibArgs, Resumed, Running, Suspension};
+use crate::context::{self, LibArgs, LibWait, Resumed, Running, Suspension};
 use crate::error::{Error, Result};
 use crate::frame::slot::{Given, Slot, Wait};
 use crate::frame::state::{Consume, LIB_HELD, SUSPEND_REF};
@@ -358,6 +358,12 @@ pub(crate) fn claim_own(token: Token) -> Option<Claimed> {
     claim(token.0)
 }
 
+/// A sync wait that did not park (a cancel came first): its park
+/// callback, which uncounts it as joining, will not run.
+fn unparked([obj, _]: LibArgs) {
+    Obj::from_arg(obj).unjoin();
+}
+
 /// Waits as the running coroutine `me` on `obj`, which counted it as a
 /// waiter already (the caller registered it under the object's lock,
 /// with room in its queue). `park` is the object's park callback; `buf`
@@ -393,13 +399,14 @@ pub(crate) fn wait_coroutine(
         obj,
         timer: timer.map(|k| (k, worker)),
     };
-    let r = me.suspend(Suspension::Lib(
+    let r = me.suspend(Suspension::Lib(LibWait {
         park,
-        [obj.addr(), timer.unwrap_or(NO_TIMER)],
-    ));
+        unparked: Some(unparked),
+        args: [obj.arg(), timer.unwrap_or(NO_TIMER)],
+    }));
     // SAFETY: resumed, so we own EXEC again.
     let body = unsafe { slot.body() };
-    let given = body.given;
+    let given = core::mem::replace(&mut body.given, Given::Nothing);
     body.wait = Wait::None;
     if let Some(key) = timer {
         let _ = rt.pollers[worker].end(key);
