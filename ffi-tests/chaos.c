@@ -15,7 +15,9 @@
  *     pool), yield, sleep, wait on shared sockets (some with CORO_KEEP) and
  *     on a pipe of their own that nobody writes (so the deadline ends it),
  *     spawn children and await them, await promises from the pool, put
- *     their children's promises in the pool, and replay stale handles.
+ *     their children's promises in the pool, replay stale handles, and
+ *     use a mutex, a condition and a channel all runtimes share (with
+ *     deadlines of up to 1 ms).
  *   - The main thread replaces the runtime every so often and shuts the old
  *     one down while the threads go on firing at its handles and its
  *     coroutines run.
@@ -32,6 +34,9 @@
  *     at most once, and exactly once if an await of it said CORO_ECANCELED,
  *     never if it said 0;
  *   - coro_live_frames() is back where it started;
+ *   - every item sent on the shared channel was received or is left in it,
+ *     the mutex's plain counter equals its takes, and the three objects
+ *     are freed (nobody is counted waiting on them);
  *   - the process has exactly the descriptors it had before (every pipe a
  *     coroutine opened was closed by its defer, cancelled or not; the
  *     runtimes' epoll and wake descriptors are gone).
@@ -271,6 +276,85 @@ static long new_record(void)
 
 static void *body(void *envp);
 
+/* ---- the sync objects every runtime's coroutines share ---------------- */
+
+static coro_mutex *shared_m;
+static coro_cond *shared_c;
+static coro_chan *shared_ch;
+static long shared_count;  /* guarded by shared_m, plain on purpose */
+static atomic_long n_locked, n_sent, n_received, n_signals;
+
+/* A status of a sync call in a body: 0, or a timeout (the deadlines are
+ * short), or, cancel-returns mode only, CORO_ECANCELED; CORO_ENOMEM with
+ * faults armed. 1: the body must return. */
+static int sync_status(int rc, struct env *e, const char *where)
+{
+    if (rc == CORO_OK || rc == CORO_ETIMEDOUT)
+        return 0;
+    if (rc == CORO_ECANCELED && e->cancel_returns) {
+        atomic_fetch_add(&n_bodies_cancelled, 1);
+        return 1;
+    }
+    if (fault_status(rc))
+        return 0;
+    EXPECT(0, where, rc, e->rec);
+    return 1;
+}
+
+/* One use of the shared mutex, condition or channel, with a deadline of up
+ * to 1 ms. A default-mode body never suspends while it holds the mutex
+ * (it would be abandoned with it, since it registers no defer to unlock);
+ * a cancel-returns one yields with it held and always unlocks. */
+static int sync_step(struct env *e, int what)
+{
+    int64_t deadline = coro_now() + (int64_t)below(&e->rng, 1000000);
+    int rc;
+    switch (what) {
+    case 0:
+        rc = coro_mutex_lock(shared_m, deadline);
+        if (rc == CORO_OK) {
+            long v = shared_count;
+            int yrc = e->cancel_returns && below(&e->rng, 8) == 0 ? coro_yield() : CORO_OK;
+            shared_count = v + 1;
+            atomic_fetch_add(&n_locked, 1);
+            EXPECT(coro_mutex_unlock(shared_m) == CORO_OK, "coro_mutex_unlock", rc, e->rec);
+            return yrc == CORO_ECANCELED;
+        }
+        return sync_status(rc, e, "coro_mutex_lock");
+    case 1:
+        rc = coro_mutex_lock(shared_m, deadline);
+        if (rc != CORO_OK)
+            return sync_status(rc, e, "coro_mutex_lock (cond)");
+        if (below(&e->rng, 2)) {
+            coro_cond_signal(shared_c);
+            atomic_fetch_add(&n_signals, 1);
+            rc = CORO_OK;
+        } else {
+            rc = coro_cond_wait(shared_c, shared_m, deadline);
+        }
+        /* The wait holds the mutex again, whatever it returned. */
+        EXPECT(coro_mutex_unlock(shared_m) == CORO_OK, "coro_cond_wait relocked", rc, e->rec);
+        return sync_status(rc, e, "coro_cond_wait");
+    case 2: {
+        long v = (long)e->rec;
+        rc = coro_chan_send(shared_ch, &v, deadline);
+        /* Counted once it returned: an item is taken from a sender only
+         * with its wait's token, so a sender cancelled while it waits
+         * never sent, and one whose item was taken returns 0. */
+        if (rc == CORO_OK)
+            atomic_fetch_add(&n_sent, 1);
+        return sync_status(rc, e, "coro_chan_send");
+    }
+    default: {
+        long v;
+        rc = coro_chan_recv(shared_ch, &v, deadline);
+        if (rc == CORO_OK)
+            atomic_fetch_add(&n_received, 1);
+        return sync_status(rc, e, "coro_chan_recv");
+    }
+    }
+}
+
 /* Spawns a coroutine for record `rec` on `ep`. 0 or the status. */
 static int spawn_on(struct epoch *ep, long rec, uint64_t seed, int depth, uint64_t *rng,
                     coro_promise *out)
@@ -386,7 +470,7 @@ static void *body(void *envp)
     }
     int steps = 1 + (int)below(&e->rng, 8);
     for (int s = 0; s < steps; s++) {
-        switch (below(&e->rng, 11)) {
+        switch (below(&e->rng, 15)) {
         case 0:
         case 1:
             rc = coro_suspend(token_to_pool, e);
@@ -483,6 +567,13 @@ static void *body(void *envp)
             }
             break;
         }
+        case 10:
+        case 11:
+        case 12:
+        case 13:
+            if (sync_step(e, (int)below(&e->rng, 4)))
+                return done;
+            break;
         default:
             if (e->pipe_wr >= 0) {
                 /* Our own pipe: a write and a drain, so the descriptor is
@@ -859,6 +950,11 @@ int main(int argc, char **argv)
             return 2;
         }
 
+    if (coro_mutex_new(&shared_m) != CORO_OK || coro_cond_new(&shared_c) != CORO_OK ||
+        coro_chan_new(sizeof(long), 4, &shared_ch) != CORO_OK) {
+        fprintf(stderr, "chaos: cannot make the sync objects\n");
+        return 2;
+    }
     if (new_epoch(&rng) != 0)
         return check_summary();
     atomic_store(&current_epoch, 0);
@@ -917,6 +1013,18 @@ int main(int argc, char **argv)
     CHECK_EQ(spawned, atomic_load(&n_spawned));
     CHECK_EQ(coro_live_frames(), frames_before);
     CHECK_EQ(atomic_load(&n_pipes_opened), atomic_load(&n_pipes_closed));
+    /* Every item sent was received or is still in the channel; every
+     * take of the mutex counted; nobody waits on the objects any more. */
+    long drained = 0, item;
+    while (coro_chan_recv(shared_ch, &item, 0) == CORO_OK)
+        drained++;
+    CHECK_EQ(atomic_load(&n_sent), atomic_load(&n_received) + drained);
+    CHECK_RC(coro_mutex_lock(shared_m, -1), CORO_OK);
+    CHECK_EQ(shared_count, atomic_load(&n_locked));
+    CHECK_RC(coro_mutex_unlock(shared_m), CORO_OK);
+    CHECK_RC(coro_chan_free(shared_ch), CORO_OK);
+    CHECK_RC(coro_cond_free(shared_c), CORO_OK);
+    CHECK_RC(coro_mutex_free(shared_m), CORO_OK);
     for (int k = 0; k < SOCKETS; k++) {
         close(sockets[k][0]);
         close(sockets[k][1]);
@@ -932,6 +1040,9 @@ int main(int argc, char **argv)
            atomic_load(&n_ops), spawned, atomic_load(&n_spawn_refused), started,
            atomic_load(&n_shutdowns));
     printf("chaos: the slowest shutdown took %.1f ms\n", slowest_shutdown * 1e3);
+    printf("chaos: mutex taken %ld times, %ld signals, %ld items sent, %ld received, %ld left\n",
+           atomic_load(&n_locked), atomic_load(&n_signals), atomic_load(&n_sent),
+           atomic_load(&n_received), drained);
     printf("chaos: awaits %ld ok / %ld cancelled; %ld resumes, %ld cancels, %ld detaches; "
            "%ld stale replays; %ld wakes, %ld timeouts; %ld bodies saw CORO_ECANCELED; "
            "%ld pipes opened and closed\n",
