@@ -163,6 +163,22 @@ def impls(m):
                         10_000, (1_000, 2_000), 1, "echo", "tokio"),
         "echo.libuv": I("libuv, client and server on one loop thread", [UVBENCH, "echo_rtt"],
                         10_000, (1_000, 2_000), 1, "echo", "libuv"),
+        # h. contended mutex: two contenders, one op = one acquisition,
+        # handed over by the other's unlock (the share is in the output).
+        # i. channel ping-pong: one op = one round trip over two bounded
+        # channels. One thread first (the primitive's cost), then a
+        # runtime of two (coframe's coroutines migratable, like tokio's).
+        **{f"{g}{sfx}.{lib}": I(f"{label}, {where}", [COMPARE, f"{g}_{lib}", "--workers", w], iters,
+                                 (10_000, 20_000), ops, g,
+                                 "coframe" if lib == "coframe" else lib,
+                                 f"{FAMILY_SHORT[lib]}{'' if w == '1' else ' (2w)'}")
+           for g, ops, iters in (("mutex", 2, 100_000), ("chan", 1, 100_000))
+           for sfx, w in (("", "1"), ("2", "2"))
+           for lib, label in (("coframe", {"mutex": "coro_mutex", "chan": "coro_chan (capacity 1)"}[g]),
+                              ("tokio", {"mutex": "tokio::sync::Mutex", "chan": "tokio mpsc (capacity 1)"}[g]),
+                              ("may", {"mutex": "may::sync::Mutex", "chan": "may mpsc (unbounded)"}[g]))
+           for where in ("one thread" if w == "1" else
+                         ("2 workers, migratable" if lib == "coframe" else "2 workers"),)},
         # f. scale: the same loops with K parked coroutines on the runtime.
         # Timed in one process (--live 1000, then --live2 big, back to back);
         # counted by callgrind in one process per K.
@@ -257,7 +273,7 @@ def timing(key, spec, reps, big=None):
 # 2,100 ns per round trip from one process to the next on the test VM).
 # Each runs in several processes, alternated with its peers, and the
 # process whose median is the median of all is reported.
-MULTI_PROCESS = ("xthread.",)
+MULTI_PROCESS = ("xthread.", "mutex2.", "chan2.")
 # The ping-pongs whose hops are traced (`compare NAME_threads`), with their labels.
 HOP_THREADS = {
     "pingpong_coframe": "coframe pinned",
@@ -317,7 +333,7 @@ def callgrind_one(key, spec, n):
         return None, f"{key} under callgrind (N={n}): timed out"
     if r.returncode != 0 or not os.path.exists(out):
         return None, f"{key} under callgrind (N={n}): exit {r.returncode}\n{r.stderr[-2000:]}"
-    return (callgrind_total(out), out), None
+    return (callgrind_total(out), out, last_json(r.stdout)), None
 
 
 def callgrind(key, spec):
@@ -327,10 +343,15 @@ def callgrind(key, spec):
     b, err2 = callgrind_one(key, spec, n2)
     if err1 or err2:
         return key, None, err1 or err2
-    (ir1, _), (ir2, f2) = a, b
+    (ir1, _, _), (ir2, f2, out2) = a, b
     per_op = (ir2 - ir1) / ((n2 - n1) * spec["ops"])
-    return key, dict(n1=n1, n2=n2, ir1=ir1, ir2=ir2, instr_per_op=round(per_op, 1),
-                     file=os.path.relpath(f2, ROOT), secs=round(time.time() - t, 1)), None
+    res = dict(n1=n1, n2=n2, ir1=ir1, ir2=ir2, instr_per_op=round(per_op, 1),
+               file=os.path.relpath(f2, ROOT), secs=round(time.time() - t, 1))
+    # Valgrind runs one thread at a time, which can change how a
+    # contended bench interleaves: keep what the N2 run said about it.
+    if out2 and "handoff_share" in out2:
+        res["handoff_share"] = out2["handoff_share"]
+    return key, res, None
 
 
 ANN_LINE = re.compile(r"^\s*([\d,]+)\s+\(\s*[\d.]+%\)\s+(.*)$")
@@ -669,6 +690,24 @@ def build_rows(R, m):
     row("e. loopback echo round trip (64 B)", "echo.coframe_c", "echo.libuv", "", None,
         "libuv's own shape: callbacks on one loop thread that serves both ends, so no hand-off between "
         "threads; coframe's and tokio's client and server run on a runtime of two workers")
+    # h. and i.: the sync objects (issue 17), no target; the mutex rows
+    # say which share of the acquisitions changed owner.
+    def share(k):
+        op = R["ops"].get(k, {})
+        t, c = op.get("timing") or {}, op.get("callgrind") or {}
+        timed = f"{t['handoff_share']:.1%}" if "handoff_share" in t else "?"
+        return timed + (f" (under callgrind {c['handoff_share']:.1%})" if "handoff_share" in c else "")
+    for g, op in (("mutex", "h. contended mutex hand-off"), ("chan", "i. channel ping-pong (round trip)")):
+        for sfx, where in (("", "one thread"), ("2", "2 workers")):
+            ck = f"{g}{sfx}.coframe"
+            for lib in ("tokio", "may"):
+                pk = f"{g}{sfx}.{lib}"
+                note = (f"acquisitions that changed owner: coframe {share(ck)}, {lib} {share(pk)}"
+                        if g == "mutex" else "")
+                if lib == "may":
+                    note += ("; " if note else "") + ("may parks and wakes through its own queues and "
+                                                       "system calls, which callgrind does not count")
+                row(f"{op}, {where}", ck, pk, "", None, note)
     # 6. scale
     sc = {}
     for op in ("yield", "spawn"):
@@ -951,6 +990,15 @@ def write_md(R, m, rows, targets, path):
   keeps one 64-byte message in flight on each of 1,000 connections for {m['echo_secs']:g} s after a 0.3 s warm-up,
   against each server (2 workers each, each worker polling its own epoll).
   f. the a. and b. loops on a one-worker runtime that also holds K coroutines suspended in `coro_suspend`.
+  h. one op = one acquisition of a mutex that two coroutines (tasks) take and release in a loop; on its first
+  acquisition each yields while it holds the lock, so from then on every unlock finds the other waiting, and a
+  FIFO mutex hands it over (the share of acquisitions that changed owner is in the row's note). coframe:
+  `coro_mutex_lock` / `coro_mutex_unlock`; tokio: `tokio::sync::Mutex` (FIFO-fair); may: `may::sync::Mutex`.
+  i. one op = one round trip: one coroutine sends a `u64` on one channel and receives it back, plus one, on
+  another; the other receives and answers. coframe: `coro_chan` of capacity 1; tokio: `mpsc::channel(1)`;
+  may: `may::sync::mpsc` (unbounded; may has no bounded channel, and a ping-pong holds one item at most).
+  "One thread": a one-worker coframe runtime, tokio's current-thread runtime, may with one worker; "2
+  workers": two worker threads, coframe's coroutines spawned `CORO_SPAWN_MIGRATABLE` (DESIGN section 12).
 - Memory benches run in their own processes; RSS is VmRSS from /proc/self/status.
 - Quick mode (`make bench`) uses {MODES['quick']['mem_count']:,} coroutines for memory and
   {MODES['quick']['scale_big']:,} for scale; `make bench FULL=1` uses 1,000,000 for both, longer loops and
@@ -974,7 +1022,8 @@ COLORS = {
     "libuv": "#8e44ad", "machine": "#444444",
 }
 GROUPS = [("yield", "a. yield round trip"), ("spawn", "b. spawn + await"),
-          ("xthread", "c. cross-thread round trip"), ("echo", "e. echo round trip")]
+          ("xthread", "c. cross-thread round trip"), ("echo", "e. echo round trip"),
+          ("mutex", "h. mutex hand-off"), ("chan", "i. channel round trip")]
 
 
 def esc(s):
@@ -982,7 +1031,7 @@ def esc(s):
 
 
 def write_svg(R, path):
-    W = 1180
+    W = 1400
     panel_h = 400
     top = 70
     left = 80

@@ -16,7 +16,7 @@ use crate::util::{self, now_ns, sample, status_bytes, Args, Foreign, Hops, Repor
 type Entry = unsafe extern "C" fn(*mut c_void) -> *mut c_void;
 
 #[inline(always)]
-fn check(rc: i32, what: &str) {
+pub(crate) fn check(rc: i32, what: &str) {
     if rc != 0 {
         fail(rc, what);
     }
@@ -62,7 +62,12 @@ fn spawn<T: Copy>(rt: *mut coro_runtime, entry: Entry, env: &T) -> coro_promise 
     spawn_with(rt, entry, env, 0)
 }
 
-fn spawn_with<T: Copy>(rt: *mut coro_runtime, entry: Entry, env: &T, flags: u32) -> coro_promise {
+pub(crate) fn spawn_with<T: Copy>(
+    rt: *mut coro_runtime,
+    entry: Entry,
+    env: &T,
+    flags: u32,
+) -> coro_promise {
     let mut p = coro_promise { id: 0 };
     let size = core::mem::size_of::<T>();
     let env_ptr = if size == 0 {
@@ -78,7 +83,7 @@ fn spawn_with<T: Copy>(rt: *mut coro_runtime, entry: Entry, env: &T, flags: u32)
     p
 }
 
-fn await_value(p: coro_promise) -> u64 {
+pub(crate) fn await_value(p: coro_promise) -> u64 {
     let mut out: *mut c_void = ptr::null_mut();
     // SAFETY: out is writable.
     check(unsafe { coro_await(p, &mut out) }, "coro_await");
@@ -90,7 +95,7 @@ fn drive<T: Copy>(rt: *mut coro_runtime, entry: Entry, env: &T) -> u64 {
     await_value(spawn(rt, entry, env))
 }
 
-unsafe fn env<T: Copy>(p: *mut c_void) -> T {
+pub(crate) unsafe fn env<T: Copy>(p: *mut c_void) -> T {
     // SAFETY: the caller spawned this entry with a T.
     unsafe { *(p as *const T) }
 }

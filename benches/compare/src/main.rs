@@ -5,6 +5,7 @@
 mod cf;
 mod machine;
 mod peers;
+mod sync;
 mod util;
 
 pub const BENCHES: &[&str] = &[
@@ -33,6 +34,12 @@ pub const BENCHES: &[&str] = &[
     "mem_corosensei",
     "timers_coframe",
     "handoff_spin",
+    "mutex_coframe",
+    "mutex_tokio",
+    "mutex_may",
+    "chan_coframe",
+    "chan_tokio",
+    "chan_may",
 ];
 
 fn main() {
@@ -63,6 +70,12 @@ fn main() {
         "mem_corosensei" => peers::mem_corosensei(&a),
         "timers_coframe" => cf::timers_coframe(&a),
         "handoff_spin" => machine::handoff_spin(&a),
+        "mutex_coframe" => sync::mutex_coframe(&a),
+        "mutex_tokio" => sync::mutex_tokio(&a),
+        "mutex_may" => sync::mutex_may(&a),
+        "chan_coframe" => sync::chan_coframe(&a),
+        "chan_tokio" => sync::chan_tokio(&a),
+        "chan_may" => sync::chan_may(&a),
         other => {
             eprintln!("unknown bench {other}; one of: {}", BENCHES.join(" "));
             std::process::exit(2);
