@@ -598,6 +598,19 @@ unsafe fn free_box<T>(p: *mut T, idle: impl FnOnce(&T) -> bool) -> c_int {
     CORO_OK
 }
 
+/// Runs `op` on the object `p` points at, behind `guard`; NULL is
+/// `CORO_EINVAL`.
+///
+/// # Safety
+/// `p` is NULL or points at a live object that is not freed meanwhile.
+unsafe fn on<T>(p: *const T, op: impl FnOnce(&T) -> crate::error::Result<()>) -> c_int {
+    // SAFETY: the caller's contract.
+    guard(|| match unsafe { p.as_ref() } {
+        Some(obj) => status(op(obj)),
+        None => CORO_EINVAL,
+    })
+}
+
 /// Makes a mutex, unlocked.
 ///
 /// # Safety
@@ -634,10 +647,7 @@ pub unsafe extern "C" fn coro_mutex_free(m: *mut coro_mutex) -> c_int {
 #[no_mangle]
 pub unsafe extern "C" fn coro_mutex_lock(m: *mut coro_mutex, deadline_ns: i64) -> c_int {
     // SAFETY: the caller's contract.
-    guard(|| match unsafe { m.as_ref() } {
-        Some(m) => status(m.0.lock(deadline_ns)),
-        None => CORO_EINVAL,
-    })
+    unsafe { on(m, |m| m.0.lock(deadline_ns)) }
 }
 
 /// Takes the mutex if it is free.
@@ -649,10 +659,7 @@ pub unsafe extern "C" fn coro_mutex_lock(m: *mut coro_mutex, deadline_ns: i64) -
 #[no_mangle]
 pub unsafe extern "C" fn coro_mutex_trylock(m: *mut coro_mutex) -> c_int {
     // SAFETY: the caller's contract.
-    guard(|| match unsafe { m.as_ref() } {
-        Some(m) => status(m.0.try_lock()),
-        None => CORO_EINVAL,
-    })
+    unsafe { on(m, |m| m.0.try_lock()) }
 }
 
 /// Releases the mutex, to the first waiter still waiting if any. A
@@ -666,10 +673,7 @@ pub unsafe extern "C" fn coro_mutex_trylock(m: *mut coro_mutex) -> c_int {
 #[no_mangle]
 pub unsafe extern "C" fn coro_mutex_unlock(m: *mut coro_mutex) -> c_int {
     // SAFETY: the caller's contract.
-    guard(|| match unsafe { m.as_ref() } {
-        Some(m) => status(m.0.unlock()),
-        None => CORO_EINVAL,
-    })
+    unsafe { on(m, |m| m.0.unlock()) }
 }
 
 /// Makes a condition variable.
@@ -728,13 +732,12 @@ pub unsafe extern "C" fn coro_cond_wait(
 #[no_mangle]
 pub unsafe extern "C" fn coro_cond_signal(c: *mut coro_cond) -> c_int {
     // SAFETY: the caller's contract.
-    guard(|| match unsafe { c.as_ref() } {
-        Some(c) => {
+    unsafe {
+        on(c, |c| {
             c.0.signal();
-            CORO_OK
-        }
-        None => CORO_EINVAL,
-    })
+            Ok(())
+        })
+    }
 }
 
 /// Wakes every waiter.
@@ -746,13 +749,12 @@ pub unsafe extern "C" fn coro_cond_signal(c: *mut coro_cond) -> c_int {
 #[no_mangle]
 pub unsafe extern "C" fn coro_cond_broadcast(c: *mut coro_cond) -> c_int {
     // SAFETY: the caller's contract.
-    guard(|| match unsafe { c.as_ref() } {
-        Some(c) => {
+    unsafe {
+        on(c, |c| {
             c.0.broadcast();
-            CORO_OK
-        }
-        None => CORO_EINVAL,
-    })
+            Ok(())
+        })
+    }
 }
 
 /// Makes a channel of items of `item_size` bytes holding up to `capacity`
@@ -806,17 +808,11 @@ pub unsafe extern "C" fn coro_chan_send(
     item: *const c_void,
     deadline_ns: i64,
 ) -> c_int {
-    guard(|| {
-        // SAFETY: the caller's contract.
-        let Some(ch) = (unsafe { ch.as_ref() }) else {
-            return CORO_EINVAL;
-        };
-        if item.is_null() {
-            return CORO_EINVAL;
-        }
-        // SAFETY: the caller's contract on `item`.
-        status(unsafe { ch.0.send(item.cast(), deadline_ns) })
-    })
+    if item.is_null() {
+        return CORO_EINVAL;
+    }
+    // SAFETY: the caller's contract, on `ch` and on `item`.
+    unsafe { on(ch, |ch| ch.0.send(item.cast(), deadline_ns)) }
 }
 
 /// Copies the next item into `item`, waiting until `deadline_ns` for one.
@@ -833,17 +829,11 @@ pub unsafe extern "C" fn coro_chan_recv(
     item: *mut c_void,
     deadline_ns: i64,
 ) -> c_int {
-    guard(|| {
-        // SAFETY: the caller's contract.
-        let Some(ch) = (unsafe { ch.as_ref() }) else {
-            return CORO_EINVAL;
-        };
-        if item.is_null() {
-            return CORO_EINVAL;
-        }
-        // SAFETY: the caller's contract on `item`.
-        status(unsafe { ch.0.recv(item.cast(), deadline_ns) })
-    })
+    if item.is_null() {
+        return CORO_EINVAL;
+    }
+    // SAFETY: the caller's contract, on `ch` and on `item`.
+    unsafe { on(ch, |ch| ch.0.recv(item.cast(), deadline_ns)) }
 }
 
 /// Closes the channel: sends fail with `CORO_ECLOSED` from now on, and
@@ -857,10 +847,7 @@ pub unsafe extern "C" fn coro_chan_recv(
 #[no_mangle]
 pub unsafe extern "C" fn coro_chan_close(ch: *mut coro_chan) -> c_int {
     // SAFETY: the caller's contract.
-    guard(|| match unsafe { ch.as_ref() } {
-        Some(ch) => status(ch.0.close()),
-        None => CORO_EINVAL,
-    })
+    unsafe { on(ch, |ch| ch.0.close()) }
 }
 
 /// Frames alive in this process (all runtimes): allocated and not yet freed.
