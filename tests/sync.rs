@@ -503,6 +503,95 @@ fn a_cancelled_cond_waiter_returns_with_the_mutex_and_the_signal_goes_on() {
     assert_eq!(unsafe { coro_runtime_shutdown(rt) }, CORO_OK);
 }
 
+#[test]
+fn a_mutex_a_cond_wait_will_take_back_is_not_freed() {
+    let rt = common::runtime(1);
+    let (m, c) = (new_mutex(), new_cond());
+    assert_eq!(unsafe { coro_cond_new(ptr::null_mut()) }, CORO_EINVAL);
+    assert_eq!(unsafe { coro_cond_free(ptr::null_mut()) }, CORO_EINVAL);
+    assert_eq!(unsafe { coro_cond_signal(ptr::null_mut()) }, CORO_EINVAL);
+    assert_eq!(unsafe { coro_cond_broadcast(ptr::null_mut()) }, CORO_EINVAL);
+    assert_eq!(
+        unsafe { coro_cond_wait(ptr::null_mut(), m.get(), -1) },
+        CORO_EINVAL
+    );
+    assert_eq!(
+        unsafe { coro_cond_wait(c.get(), ptr::null_mut(), -1) },
+        CORO_EINVAL
+    );
+    static STEP: AtomicUsize = AtomicUsize::new(0);
+    // A coroutine waits on the condition: the mutex is free but bound.
+    let waiter = spawn(rt, 0, move || {
+        lock(m, -1);
+        STEP.store(1, SeqCst);
+        unsafe { coro_cond_wait(c.get(), m.get(), -1) };
+        unlock(m);
+        1
+    });
+    wait_for("the coroutine's wait", || STEP.load(SeqCst) == 1);
+    settle();
+    assert_eq!(
+        unsafe { coro_mutex_trylock(m.get()) },
+        CORO_OK,
+        "released by the wait"
+    );
+    assert_eq!(unlock(m), CORO_OK);
+    assert_eq!(
+        unsafe { coro_mutex_free(m.get()) },
+        CORO_ESTATE,
+        "the waiter takes it back"
+    );
+    assert_eq!(unsafe { coro_cond_free(c.get()) }, CORO_ESTATE, "waited on");
+    // Abandoned in the wait (default mode): the binding ends with it.
+    assert_eq!(coro_cancel_async(waiter), CORO_OK);
+    // A thread waits on the condition: bound as long.
+    let t = std::thread::spawn(move || {
+        lock(m, -1);
+        STEP.store(2, SeqCst);
+        let rc = unsafe { coro_cond_wait(c.get(), m.get(), ms_from_now(10_000)) };
+        (rc, unlock(m))
+    });
+    wait_for("the thread's wait", || STEP.load(SeqCst) == 2);
+    settle();
+    assert_eq!(
+        unsafe { coro_mutex_free(m.get()) },
+        CORO_ESTATE,
+        "the thread takes it back"
+    );
+    lock(m, -1);
+    assert_eq!(unsafe { coro_cond_signal(c.get()) }, CORO_OK);
+    unlock(m);
+    assert_eq!(t.join().unwrap(), (CORO_OK, CORO_OK));
+    assert_eq!(unsafe { coro_cond_free(c.get()) }, CORO_OK);
+    assert_eq!(
+        unsafe { coro_mutex_free(m.get()) },
+        CORO_OK,
+        "nobody takes it back now"
+    );
+    assert_eq!(unsafe { coro_runtime_shutdown(rt) }, CORO_OK);
+}
+
+#[test]
+fn a_lock_left_by_a_finished_thread_is_nobody_elses() {
+    let m = new_mutex();
+    assert_eq!(
+        std::thread::spawn(move || lock(m, -1)).join().unwrap(),
+        CORO_OK
+    );
+    // Later threads may reuse the finished thread's stack and TLS
+    // addresses; none of them is the owner.
+    for _ in 0..8 {
+        let rc = std::thread::spawn(move || unlock(m)).join().unwrap();
+        assert_eq!(rc, CORO_ESTATE);
+    }
+    assert_eq!(unlock(m), CORO_ESTATE);
+    assert_eq!(
+        unsafe { coro_mutex_free(m.get()) },
+        CORO_ESTATE,
+        "still held"
+    );
+}
+
 // --- the channel ---------------------------------------------------------
 
 #[test]

@@ -109,6 +109,10 @@ pub struct Body {
     /// buffer of the item it sends or receives.
     pub given: Given,
     pub sync_buf: *mut u8,
+    /// The mutex a `coro_cond_wait` in progress takes back before it
+    /// returns: it may not be freed until then, nor before a body
+    /// abandoned in that wait has ended (`sync::Mutex::unbind`).
+    pub relock: *const crate::sync::Mutex,
     /// Blocking locks noted held (CP.52), and the name of the last one.
     pub locks: u32,
     pub lock_what: *const c_char,
@@ -136,6 +140,7 @@ impl Body {
             wait: Wait::None,
             given: Given::Nothing,
             sync_buf: ptr::null_mut(),
+            relock: ptr::null(),
             locks: 0,
             lock_what: ptr::null(),
         }

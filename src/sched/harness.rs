@@ -216,6 +216,12 @@ fn finish_inline(
         }
         _ => {}
     }
+    if !body.relock.is_null() {
+        // Abandoned in a `coro_cond_wait`: it will not take its mutex back.
+        let m = core::mem::replace(&mut body.relock, core::ptr::null());
+        // SAFETY: bound, so the mutex lives (sync rule 4).
+        unsafe { (*m).unbind() };
+    }
     if !body.defers.is_empty() || body.env_drop.is_some() {
         run_cleanup(slot, body, cancelled);
     }

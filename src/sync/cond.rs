@@ -83,9 +83,19 @@ impl Cond {
                 g.register()?;
                 g.joining += 1;
                 drop(g);
-                m.unlock_as(id)?;
+                // Bound to `m` from here until it holds `m` again, or
+                // until its frame ends if the body is abandoned meanwhile
+                // (the harness unbinds then).
+                m.unlock_bound(id)?;
+                let slot = me.slot;
+                // SAFETY: the running body owns EXEC.
+                unsafe { slot.body() }.relock = m;
                 let r = wait_coroutine(me, Obj::Cond(self), park_wait, deadline, ptr::null_mut());
-                relock(m, r.map(|_| ()))
+                let r = relock(m, r.map(|_| ()));
+                // SAFETY: as above.
+                unsafe { slot.body() }.relock = ptr::null();
+                m.unbind();
+                r
             }
             Caller::Thread(id) => {
                 let mut g = self.lock_inner();
@@ -93,10 +103,12 @@ impl Cond {
                 let tw = ThreadWaiter::new(id, ptr::null_mut());
                 g.queue.push(Waiter::Thread(NonNull::from(&tw)));
                 drop(g);
-                m.unlock_as(id)?;
+                m.unlock_bound(id)?;
                 let r = self.thread_waits(&tw, deadline);
                 // A thread cannot be cancelled: it waits its turn.
-                m.lock(-1)?;
+                let relocked = m.lock(-1);
+                m.unbind();
+                relocked?;
                 r
             }
         }

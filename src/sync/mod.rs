@@ -17,7 +17,8 @@
 //!    `EXEC` and writes what it gives into the body (`wait.rs`).
 //! 4. An object counts its waiters from the start of their wait to its
 //!    end, and may not be freed while any is counted (`is_idle`), nor a
-//!    mutex while it is held.
+//!    mutex while it is held or a condition wait will take it back
+//!    (`Mutex::unlock_bound`: until the wait returns, or its frame ends).
 //! 5. Each object's state is behind one lock (`sanitize::Mutex`, visible
 //!    to ThreadSanitizer); no lock is held across a switch, and a
 //!    coroutine or thread is woken only after the lock is dropped.

@@ -32,6 +32,9 @@ struct Inner {
     /// Coroutines between their registration and their park callback,
     /// which reads the mutex.
     joining: usize,
+    /// `coro_cond_wait`s that released it and will take it back
+    /// (`unlock_bound`).
+    bound: usize,
 }
 
 impl Default for Mutex {
@@ -113,10 +116,22 @@ impl Mutex {
     }
 
     pub(crate) fn unlock_as(&self, id: u64) -> Result<()> {
+        self.release(id, false)
+    }
+
+    /// `coro_cond_wait`'s unlock: the caller will take the mutex back, so
+    /// it may not be freed until `unbind` says it has (or its body was
+    /// abandoned).
+    pub(crate) fn unlock_bound(&self, id: u64) -> Result<()> {
+        self.release(id, true)
+    }
+
+    fn release(&self, id: u64, bind: bool) -> Result<()> {
         let mut g = self.lock_inner();
         if g.owner != id {
             return Err(Error::State);
         }
+        g.bound += bind as usize;
         let wake = match Claimed::next(&mut g.queue) {
             Some(c) => {
                 g.owner = c.id();
@@ -143,7 +158,13 @@ impl Mutex {
     /// Whether the mutex may be freed: not held, nobody waiting.
     pub fn is_idle(&self) -> bool {
         let g = self.lock_inner();
-        g.owner == 0 && g.registered == 0 && g.joining == 0
+        g.owner == 0 && g.registered == 0 && g.joining == 0 && g.bound == 0
+    }
+
+    /// The condition wait of `unlock_bound` took the mutex back, or its
+    /// body was abandoned.
+    pub(crate) fn unbind(&self) {
+        self.lock_inner().bound -= 1;
     }
 
     /// A joining coroutine did not park after all (`Obj::unjoin`).

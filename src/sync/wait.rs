@@ -20,7 +20,7 @@
 
 use core::cell::Cell;
 use core::ptr::NonNull;
-use std::sync::atomic::{AtomicU32, Ordering::*};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::*};
 
 use super::Obj;
 use crate::context::{self, LibArgs, LibWait, Resumed, Running, Suspension};
@@ -75,13 +75,21 @@ pub(crate) fn caller() -> Caller {
     }
 }
 
-/// This thread's owner id: the address of a thread-local, unique among
-/// the threads alive, with the top bit set (never a coroutine's id).
+/// This thread's owner id, with the top bit set (never a coroutine's id):
+/// drawn from a process-wide count, so no later thread has it. (The
+/// address of a thread-local would be reused by a later thread, which
+/// could then unlock a mutex a finished thread left held.)
 fn thread_id() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
     thread_local! {
-        static ME: u8 = const { 0 };
+        static ME: Cell<u64> = const { Cell::new(0) };
     }
-    ME.with(|b| b as *const u8 as u64 | 1 << 63)
+    ME.with(|me| {
+        if me.get() == 0 {
+            me.set(NEXT.fetch_add(1, Relaxed) | 1 << 63);
+        }
+        me.get()
+    })
 }
 
 // ---------------------------------------------------------------------
