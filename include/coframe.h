@@ -383,7 +383,8 @@ int coro_errdefer(coro_defer_fn f, void *arg);
 /**
  * Notes that the calling coroutine took a blocking lock (CP.52): until the
  * matching release, its suspensions fail with `CORO_ELOCKHELD`. `what`
- * (may be NULL) names the lock in the report. Outside a coroutine: no-op.
+ * (may be NULL; else valid while the lock is noted, a string literal say)
+ * names the lock in check mode's reports. Outside a coroutine: no-op.
  */
 int coro_lock_note_acquire(const char *what);
 

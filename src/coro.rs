@@ -660,13 +660,32 @@ pub fn lock_note(what: *const c_char, acquire: bool) -> Result<()> {
 #[inline(never)]
 fn report_lock_held(id: u64, what: *const c_char) {
     if crate::util::checking() {
-        let name = if what.is_null() {
-            "a lock".into()
-        } else {
-            // SAFETY: the caller passed a NUL-terminated name to lock_note.
-            unsafe { core::ffi::CStr::from_ptr(what) }.to_string_lossy()
-        };
+        let name = lock_name(what);
         eprintln!("coframe: coroutine {id} suspends while holding {name} (CP.52)");
+    }
+}
+
+/// Check mode: a coroutine ended with `count` noted locks never released
+/// (a missing `coro_lock_note_release`; the lock itself may be held).
+#[cold]
+#[inline(never)]
+pub(crate) fn report_lock_kept(id: u64, count: u32, what: *const c_char) {
+    if crate::util::checking() {
+        let name = lock_name(what);
+        eprintln!(
+            "coframe: coroutine {id} ended with {count} noted lock(s) not released, the last {name} \
+             (coro_lock_note_release missing?)"
+        );
+    }
+}
+
+fn lock_name(what: *const c_char) -> std::borrow::Cow<'static, str> {
+    if what.is_null() {
+        "a lock".into()
+    } else {
+        // SAFETY: the caller passed a NUL-terminated name to lock_note,
+        // which outlives the note (the C API's contract).
+        unsafe { core::ffi::CStr::from_ptr(what) }.to_string_lossy()
     }
 }
 

@@ -225,6 +225,10 @@ fn finish_inline(
     if !body.defers.is_empty() || body.env_drop.is_some() {
         run_cleanup(slot, body, cancelled);
     }
+    if body.locks != 0 {
+        // Reported before the end is published, so an awaiter sees it.
+        crate::coro::report_lock_kept(slot.promise().0, body.locks, body.lock_what);
+    }
     let value = match outcome {
         Outcome::Returned(v) if !cancelled => v,
         _ => core::ptr::null_mut(),
