@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering::*;
 
 use crate::context::{self, Resumed, Running, Suspension};
 use crate::error::{Error, Result};
-use crate::frame::slot::{awaiter, Defer, Slot, Wait};
+use crate::frame::slot::{awaiter, Defer, Slot};
 pub use crate::frame::slot::{DeferFn, Entry, EnvDrop};
 use crate::frame::state::{AwaitStart, Consume, CANCELLED, CANCEL_RETURNS, DONE};
 use crate::frame::table;
@@ -127,7 +127,7 @@ fn init_frame(
     let promise = Promise::new(slot.index(), gen);
     let worker = rt.pick_worker();
     body.rt = rt;
-    body.worker = worker;
+    slot.set_worker(worker);
     body.migratable = flags & SPAWN_MIGRATABLE != 0;
     body.entry = Some(entry);
     body.env = env_ptr.cast();
@@ -427,11 +427,11 @@ fn await_with(
 
 fn await_in_coroutine(me: Running, child: &'static Slot, p: Promise) -> Result<*mut c_void> {
     let slot = me.slot;
-    // SAFETY: the running body owns EXEC.
-    unsafe { slot.body() }.wait = Wait::Await(p);
+    // The running body owns EXEC: the wait is its to describe.
+    slot.wait.set_await(p);
     let r = me.suspend(Suspension::Lib(register_awaiter, p.0));
-    // SAFETY: resumed, so we own EXEC again.
-    unsafe { slot.body() }.wait = Wait::None;
+    // Resumed, so we own EXEC again.
+    slot.wait.clear();
     match r {
         Resumed::Ok => finish_await(child, p.split()?.1),
         _ => {
@@ -588,20 +588,22 @@ pub fn sleep_until(deadline: i64) -> Result<()> {
 fn runtime_of(slot: &'static Slot) -> Result<(&'static Runtime, usize)> {
     // SAFETY: the running body owns EXEC.
     let body = unsafe { slot.body() };
-    Ok((body.runtime().ok_or(Error::State)?, body.worker))
+    Ok((body.runtime().ok_or(Error::State)?, slot.worker()))
 }
 
 fn poll_wait(me: Running, fd: i32, events: u32, deadline: i64) -> Result<()> {
     let slot = me.slot;
     let (rt, worker) = runtime_of(slot)?;
+    // The running body owns EXEC: the wait is its to describe. Its
+    // details before the poller call, while they are in registers.
+    slot.wait.prepare_poll(worker, fd, events, deadline);
     let Some(key) = rt.pollers[worker].begin(fd, events, deadline)? else {
         return Ok(());
     };
-    // SAFETY: the running body owns EXEC.
-    unsafe { slot.body() }.wait = Wait::Poll { key, worker };
+    slot.wait.set_poll(key);
     let r = me.suspend(Suspension::Lib(park_in_poller, key));
-    // SAFETY: resumed, so we own EXEC again.
-    unsafe { slot.body() }.wait = Wait::None;
+    // Resumed, so we own EXEC again.
+    slot.wait.clear();
     // The poller it began in, though a migratable frame may run on
     // another worker now (`Wait::Poll`).
     let outcome = rt.pollers[worker].end(key);

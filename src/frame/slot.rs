@@ -7,11 +7,12 @@
 use core::cell::{Cell, UnsafeCell};
 use core::ffi::{c_char, c_void};
 use core::ptr;
-use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering::*};
+use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering::*};
 
 use super::blocker::Blocker;
 use super::handle::Promise;
 use super::state::State;
+use super::wait::WaitCell;
 use crate::context::Context;
 use crate::sched::Runtime;
 
@@ -41,32 +42,12 @@ pub struct Defer {
     pub on_error_only: bool,
 }
 
-/// The library wait a parked frame is in, so that cancelling it can undo
-/// the wait (rule 7 in `frame/mod.rs`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Wait {
-    None,
-    /// Inside `coro_await` of this child.
-    Await(Promise),
-    /// Inside `coro_wait_fd` or `coro_sleep_until`: the wait's key in the
-    /// poller of `worker`, the worker it began on. A migratable frame may
-    /// run on another worker by the time the wait ends, and each poller's
-    /// keys are its own (another poller may hold the same key).
-    Poll {
-        key: u64,
-        worker: usize,
-    },
-}
-
 /// What only the `EXEC` owner reads or writes.
 pub struct Body {
     /// The frame's runtime; null while the slot is free. Not counted: a
     /// runtime outlives its frames, because shutdown frees every one of
     /// them before it returns and before the runtime can be dropped.
     pub rt: *const Runtime,
-    /// The worker it runs on: where it was spawned, unless `migratable`
-    /// moved it since (`sched::harness::schedule_owned_from`).
-    pub worker: usize,
     /// Spawned with `CORO_SPAWN_MIGRATABLE`.
     pub migratable: bool,
     /// The frame's entry is on the stack: called and not yet returned.
@@ -81,7 +62,6 @@ pub struct Body {
     pub env_heap: Vec<u128>,
     pub env_drop: Option<EnvDrop>,
     pub defers: Vec<Defer>,
-    pub wait: Wait,
     /// Blocking locks noted held (CP.52), and the name of the last one.
     pub locks: u32,
     pub lock_what: *const c_char,
@@ -98,7 +78,6 @@ impl Body {
     const fn new() -> Body {
         Body {
             rt: ptr::null(),
-            worker: 0,
             migratable: false,
             in_entry: false,
             entry: None,
@@ -106,7 +85,6 @@ impl Body {
             env_heap: Vec::new(),
             env_drop: None,
             defers: Vec::new(),
-            wait: Wait::None,
             locks: 0,
             lock_what: ptr::null(),
         }
@@ -135,6 +113,15 @@ pub struct Slot {
     pub result: AtomicPtr<c_void>,
     /// Id of the runtime the frame belongs to; 0 while the slot is free.
     pub owner: AtomicU64,
+    /// The worker the frame runs on: where it was spawned, unless
+    /// `migratable` moved it since (`sched::harness::schedule_owned_from`).
+    /// Written and read by the `EXEC` owner; an atomic (plain moves) so
+    /// that `coro_dump` may read it from any thread, and on the first
+    /// cache line, which a resume from another thread moves anyway.
+    worker: AtomicUsize,
+    /// What the frame waits on while it is parked in a library wait
+    /// (`wait.rs`): the `EXEC` owner writes it, anyone may read it.
+    pub wait: WaitCell,
     body: UnsafeCell<Body>,
     /// The coroutine and its stack. Apart from `body` because the worker
     /// holds it across a resume while the body itself uses `body`.
@@ -161,6 +148,8 @@ impl Slot {
             awaiter: AtomicU64::new(0),
             result: AtomicPtr::new(ptr::null_mut()),
             owner: AtomicU64::new(0),
+            worker: AtomicUsize::new(0),
+            wait: WaitCell::new(),
             body: UnsafeCell::new(Body::new()),
             context: UnsafeCell::new(None),
             blocker: Blocker::new(),
@@ -174,6 +163,18 @@ impl Slot {
     #[inline]
     pub fn index(&self) -> usize {
         self.index as usize
+    }
+
+    /// The worker the frame runs on (see `worker`).
+    #[inline(always)]
+    pub fn worker(&self) -> usize {
+        self.worker.load(Relaxed)
+    }
+
+    /// Pins the frame to `worker`. `EXEC` owner (or spawner) only.
+    #[inline(always)]
+    pub fn set_worker(&self, worker: usize) {
+        self.worker.store(worker, Relaxed);
     }
 
     /// The promise of the slot's current generation: a live frame's id.

@@ -3,8 +3,9 @@
 use super::worker::Local;
 use super::Runtime;
 use crate::context::{self, Resumed, Step, Suspension};
-use crate::frame::slot::{awaiter, Body, Slot, Wait};
+use crate::frame::slot::{awaiter, Body, Slot};
 use crate::frame::state::{Complete, CompleteAwaited, Park, Unhold, CANCELLED, CANCEL_RETURNS};
+use crate::frame::wait::Wait;
 use crate::frame::{table, Token};
 
 /// An awaited child that `Local::run_awaited_now` ran to its end, with
@@ -121,7 +122,7 @@ pub(crate) fn schedule_owned_from(slot: &'static Slot, local: Option<&Local>) {
     let body = unsafe { slot.body() };
     let rt = body.runtime().expect("live frame has a runtime");
     if let Some(l) = local.filter(|l| l.serves(rt)) {
-        if l.index() == body.worker {
+        if l.index() == slot.worker() {
             l.push(slot);
             return;
         }
@@ -130,12 +131,12 @@ pub(crate) fn schedule_owned_from(slot: &'static Slot, local: Option<&Local>) {
         // wrote still in cache: tokio's LIFO-slot hand-off. Only onto an
         // idle queue, so a busy worker does not gather everything it wakes.
         if body.migratable && l.is_idle() {
-            body.worker = l.index();
+            slot.set_worker(l.index());
             l.push(slot);
             return;
         }
     }
-    schedule_remote(slot, rt, body.worker);
+    schedule_remote(slot, rt, slot.worker());
 }
 
 /// `schedule_owned_from` for a frame pinned to another thread's worker:
@@ -180,14 +181,10 @@ fn finish_inline(
     let body = unsafe { slot.body() };
     let cancelled = matches!(outcome, Outcome::Cancelled) || slot.state.load().has(CANCELLED);
     // Most frames end outside any wait: then the wait is only looked at.
-    let wait = match body.wait {
-        Wait::None => Wait::None,
-        _ => core::mem::replace(&mut body.wait, Wait::None),
-    };
-    match wait {
+    match slot.wait.take() {
         // Cancellation flows down (rule 7): the child's promise is ours.
         Wait::Await(child) if cancelled => crate::coro::cancel_awaited(child),
-        Wait::Poll { key, worker } => {
+        Wait::Poll { key, worker, .. } => {
             if let Some(rt) = body.runtime() {
                 let _ = rt.pollers[worker].end(key);
             }
@@ -299,7 +296,7 @@ fn keeps_warm(body: &Body, l: &Local) -> bool {
 #[inline(always)]
 fn release(slot: &'static Slot, body: &mut Body) {
     debug_assert!(
-        body.env_drop.is_none() && body.defers.is_empty() && matches!(body.wait, Wait::None),
+        body.env_drop.is_none() && body.defers.is_empty() && slot.wait.get() == Wait::None,
         "freed a frame that did not finish"
     );
     body.rt = core::ptr::null();

@@ -1,0 +1,201 @@
+//! What a parked frame waits on, in words any thread may read.
+//!
+//! The frame's `EXEC` owner (its running body, or whoever finalizes it)
+//! writes the description before the body parks in one of the library's
+//! waits and clears it once resumed; the finalizer reads it to undo the
+//! wait (rule 7 in `frame/mod.rs`). Words, not a field of the body, so
+//! that a diagnostic may read them from any thread while the frame is
+//! parked without touching the body (rule 3), checking the state word
+//! before and after so that a description that changed under it is never
+//! shown as the frame's.
+//!
+//! The words, 24 bytes as the enum they replace took:
+//!
+//! ```text
+//! kind      u8   KIND_*; the others mean something only when it is not NONE
+//! events    u8   CORO_READABLE | CORO_WRITABLE (fd)
+//! worker    u16  the worker whose poller holds the wait (fd, sleep)
+//! fd        i32  the descriptor (fd), -1 (sleep)
+//! obj       u64  the child's promise (await), the poller key (fd, sleep)
+//! deadline  i64  coro_now() nanoseconds, -1: none (fd, sleep)
+//! ```
+//!
+//! A poller wait writes its details before the poller is asked for a key
+//! (while they are still in argument registers) and the key and the kind
+//! after, so that the kind is never set for a wait that did not begin;
+//! one store per field, no packing: 3 stores more than the enum took.
+//!
+//! A new kind of wait (a mutex, a channel) is one more `KIND_*` value,
+//! one more `Wait` variant, and its setter and its decoding in `get`.
+
+use std::sync::atomic::{AtomicI32, AtomicI64, AtomicU16, AtomicU64, AtomicU8, Ordering::*};
+
+use super::handle::Promise;
+
+/// `kind`: no library wait.
+pub const KIND_NONE: u8 = 0;
+/// Inside `coro_await` of the child whose promise is `obj`.
+pub const KIND_AWAIT: u8 = 1;
+/// Inside `coro_wait_fd` (fd >= 0) or `coro_sleep_until` (fd == -1).
+pub const KIND_POLL: u8 = 2;
+
+// The worker field has 16 bits.
+const _: () = assert!(crate::sched::MAX_WORKERS <= 1 << 16);
+
+/// The library wait a parked frame is in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wait {
+    None,
+    /// Inside `coro_await` of this child.
+    Await(Promise),
+    /// Inside `coro_wait_fd` (`fd` >= 0, for `events`) or
+    /// `coro_sleep_until` (`fd` == -1): the wait's key in the poller of
+    /// `worker`, the worker it began on. A migratable frame may run on
+    /// another worker by the time the wait ends, and each poller's keys
+    /// are its own (another poller may hold the same key). `deadline`:
+    /// `coro_now()` nanoseconds, -1 for none.
+    Poll {
+        key: u64,
+        worker: usize,
+        fd: i32,
+        events: u32,
+        deadline: i64,
+    },
+}
+
+/// A frame's `Wait`, as words (see the module's table).
+///
+/// Every store is a release store (a plain move on x86): a dump that
+/// reads a word and then, after an acquire fence, finds the state word
+/// unchanged knows the word was not rewritten after the state changed.
+pub struct WaitCell {
+    kind: AtomicU8,
+    events: AtomicU8,
+    worker: AtomicU16,
+    fd: AtomicI32,
+    obj: AtomicU64,
+    deadline: AtomicI64,
+}
+
+impl Default for WaitCell {
+    fn default() -> Self {
+        WaitCell::new()
+    }
+}
+
+impl WaitCell {
+    pub const fn new() -> WaitCell {
+        WaitCell {
+            kind: AtomicU8::new(KIND_NONE),
+            events: AtomicU8::new(0),
+            worker: AtomicU16::new(0),
+            fd: AtomicI32::new(-1),
+            obj: AtomicU64::new(0),
+            deadline: AtomicI64::new(-1),
+        }
+    }
+
+    /// The body is about to park in `coro_await` of `child`. `EXEC`
+    /// owner only, as every writer here.
+    #[inline(always)]
+    pub fn set_await(&self, child: Promise) {
+        self.obj.store(child.0, Release);
+        self.kind.store(KIND_AWAIT, Release);
+    }
+
+    /// The details of a poller wait about to begin; `set_poll` completes
+    /// it once the poller gave its key. `events` keeps its low byte: the
+    /// readable and writable bits (`CORO_KEEP` is above). Until then the kind stays as it
+    /// was (`NONE`), so a wait that does not begin leaves nothing to undo.
+    #[inline(always)]
+    pub fn prepare_poll(&self, worker: usize, fd: i32, events: u32, deadline: i64) {
+        self.events.store(events as u8, Release);
+        self.worker.store(worker as u16, Release);
+        self.fd.store(fd, Release);
+        self.deadline.store(deadline, Release);
+    }
+
+    /// The poller wait prepared began with `key`: the body parks next.
+    #[inline(always)]
+    pub fn set_poll(&self, key: u64) {
+        self.obj.store(key, Release);
+        self.kind.store(KIND_POLL, Release);
+    }
+
+    /// The body was resumed: no wait any more.
+    #[inline(always)]
+    pub fn clear(&self) {
+        self.kind.store(KIND_NONE, Release);
+    }
+
+    /// The wait described. The `EXEC` owner reads what it wrote; any
+    /// other reader validates with the state word.
+    #[inline(always)]
+    pub fn get(&self) -> Wait {
+        match self.kind.load(Relaxed) {
+            KIND_AWAIT => Wait::Await(Promise(self.obj.load(Relaxed))),
+            KIND_POLL => Wait::Poll {
+                key: self.obj.load(Relaxed),
+                worker: self.worker.load(Relaxed) as usize,
+                fd: self.fd.load(Relaxed),
+                events: self.events.load(Relaxed) as u32,
+                deadline: self.deadline.load(Relaxed),
+            },
+            _ => Wait::None,
+        }
+    }
+
+    /// `get`, then `clear` if there was a wait: what a finalizer undoes.
+    #[inline(always)]
+    pub fn take(&self) -> Wait {
+        // Most frames end outside any wait: then the kind is only looked
+        // at, with one compare whatever `get` decodes.
+        if self.kind.load(Relaxed) == KIND_NONE {
+            return Wait::None;
+        }
+        let wait = self.get();
+        self.clear();
+        wait
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_wait_reads_back_as_written() {
+        let cell = WaitCell::new();
+        assert_eq!(cell.get(), Wait::None);
+        cell.set_await(Promise::new(7, 3));
+        assert_eq!(cell.get(), Wait::Await(Promise::new(7, 3)));
+        for (key, worker, fd, events, deadline) in
+            [(u64::MAX, 1023, i32::MAX, 3, i64::MAX), (0, 0, -1, 0, -1)]
+        {
+            cell.prepare_poll(worker, fd, events, deadline);
+            cell.set_poll(key);
+            let want = Wait::Poll {
+                key,
+                worker,
+                fd,
+                events,
+                deadline,
+            };
+            assert_eq!(cell.get(), want);
+        }
+        assert_eq!(
+            cell.take(),
+            Wait::Poll {
+                key: 0,
+                worker: 0,
+                fd: -1,
+                events: 0,
+                deadline: -1
+            }
+        );
+        assert_eq!(cell.take(), Wait::None);
+        // A poller wait that did not begin leaves no wait.
+        cell.prepare_poll(1, 5, 1, 9);
+        assert_eq!(cell.get(), Wait::None);
+    }
+}
