@@ -52,6 +52,8 @@ pub mod state;
 #[cfg(not(loom))]
 pub mod table;
 #[cfg(not(loom))]
+pub mod trace;
+#[cfg(not(loom))]
 pub mod wait;
 
 #[cfg(all(test, loom))]

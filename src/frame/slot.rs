@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering::*};
 use super::blocker::Blocker;
 use super::handle::Promise;
 use super::state::State;
+use super::trace::{Trace, CHECK_LOCKS};
 use super::wait::WaitCell;
 use crate::context::Context;
 use crate::sched::Runtime;
@@ -63,6 +64,9 @@ pub struct Body {
     pub env_drop: Option<EnvDrop>,
     pub defers: Vec<Defer>,
     /// Blocking locks noted held (CP.52), and the name of the last one.
+    /// In check mode `trace::CHECK_LOCKS` is set too, for good: every
+    /// suspension point then takes the lock check's cold path, which
+    /// captures the backtrace (`trace.rs`) and counts below the bit.
     pub locks: u32,
     pub lock_what: *const c_char,
 }
@@ -75,7 +79,7 @@ impl Body {
         unsafe { self.rt.as_ref() }
     }
 
-    const fn new() -> Body {
+    const fn new(check: bool) -> Body {
         Body {
             rt: ptr::null(),
             migratable: false,
@@ -85,7 +89,7 @@ impl Body {
             env_heap: Vec::new(),
             env_drop: None,
             defers: Vec::new(),
-            locks: 0,
+            locks: if check { CHECK_LOCKS } else { 0 },
             lock_what: ptr::null(),
         }
     }
@@ -122,6 +126,10 @@ pub struct Slot {
     /// What the frame waits on while it is parked in a library wait
     /// (`wait.rs`): the `EXEC` owner writes it, anyone may read it.
     pub wait: WaitCell,
+    /// The return addresses of its last suspension, in check mode
+    /// (`trace.rs`): null until the first capture, then a `Trace` that
+    /// lives as long as the slot.
+    pub trace: AtomicPtr<Trace>,
     body: UnsafeCell<Body>,
     /// The coroutine and its stack. Apart from `body` because the worker
     /// holds it across a resume while the body itself uses `body`.
@@ -141,8 +149,8 @@ pub struct Slot {
 unsafe impl Sync for Slot {}
 
 impl Slot {
-    /// The slot at `index` of the table.
-    pub fn new(index: u32) -> Slot {
+    /// The slot at `index` of the table; `check`: `util::checking()`.
+    pub fn new(index: u32, check: bool) -> Slot {
         Slot {
             state: State::new(),
             awaiter: AtomicU64::new(0),
@@ -150,7 +158,8 @@ impl Slot {
             owner: AtomicU64::new(0),
             worker: AtomicUsize::new(0),
             wait: WaitCell::new(),
-            body: UnsafeCell::new(Body::new()),
+            trace: AtomicPtr::new(ptr::null_mut()),
+            body: UnsafeCell::new(Body::new(check)),
             context: UnsafeCell::new(None),
             blocker: Blocker::new(),
             yielder: Cell::new(ptr::null()),

@@ -271,7 +271,8 @@ fn new_chunk(free: &mut Vec<u32>, first: usize) -> Result<()> {
     chunk.try_reserve_exact(CHUNK).map_err(|_| Error::NoMem)?;
     free.try_reserve_exact(first + CHUNK - free.len())
         .map_err(|_| Error::NoMem)?;
-    chunk.extend((first..first + CHUNK).map(|j| Slot::new(j as u32)));
+    let check = crate::util::checking();
+    chunk.extend((first..first + CHUNK).map(|j| Slot::new(j as u32, check)));
     let ptr = Box::leak(chunk.into_boxed_slice()).as_mut_ptr();
     TABLE.chunks[first >> CHUNK_BITS].store(ptr, Release);
     Ok(())

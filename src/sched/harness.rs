@@ -300,7 +300,9 @@ fn release(slot: &'static Slot, body: &mut Body) {
         "freed a frame that did not finish"
     );
     body.rt = core::ptr::null();
-    body.locks = 0;
+    // Keeps check mode's bit (`trace::CHECK_LOCKS`): one `and` to
+    // memory, as the store of 0 was.
+    body.locks &= crate::frame::trace::CHECK_LOCKS;
     slot.owner.store(0, core::sync::atomic::Ordering::Release);
     slot.state.release();
 }
