@@ -14,7 +14,8 @@ use crate::error::{Error, Result};
 use crate::sanitize::Mutex;
 
 const CHUNK_BITS: usize = 12;
-const CHUNK: usize = 1 << CHUNK_BITS;
+/// Slots per chunk (`scripts/coframe-gdb.py` walks chunks of this many).
+pub const CHUNK: usize = 1 << CHUNK_BITS;
 const MAX_CHUNKS: usize = 4096;
 const _: () = assert!(MAX_CHUNKS * CHUNK <= MAX_SLOTS);
 

@@ -4,10 +4,11 @@
 //! writes the description before the body parks in one of the library's
 //! waits and clears it once resumed; the finalizer reads it to undo the
 //! wait (rule 7 in `frame/mod.rs`). Words, not a field of the body, so
-//! that a diagnostic may read them from any thread while the frame is
+//! that `coro_dump` may read them from any thread while the frame is
 //! parked without touching the body (rule 3), checking the state word
 //! before and after so that a description that changed under it is never
-//! shown as the frame's.
+//! shown as the frame's (`crate::dump`); `scripts/coframe-gdb.py` decodes
+//! them too.
 //!
 //! The words, 24 bytes as the enum they replace took:
 //!
@@ -26,7 +27,10 @@
 //! one store per field, no packing: 3 stores more than the enum took.
 //!
 //! A new kind of wait (a mutex, a channel) is one more `KIND_*` value,
-//! one more `Wait` variant, and its setter and its decoding in `get`.
+//! one more `Wait` variant, its setter and its decoding in `get`, its line
+//! in the dump (`crate::dump::describe_wait`) and in the gdb helper's
+//! `wait_line` (`tests/gdb_helper.rs` keeps the helper's kinds equal to
+//! these).
 
 use std::sync::atomic::{AtomicI32, AtomicI64, AtomicU16, AtomicU64, AtomicU8, Ordering::*};
 
@@ -67,7 +71,8 @@ pub enum Wait {
 ///
 /// Every store is a release store (a plain move on x86): a dump that
 /// reads a word and then, after an acquire fence, finds the state word
-/// unchanged knows the word was not rewritten after the state changed.
+/// unchanged knows the word was not rewritten after the state changed
+/// (`crate::dump`).
 pub struct WaitCell {
     kind: AtomicU8,
     events: AtomicU8,
