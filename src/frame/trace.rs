@@ -167,10 +167,14 @@ extern "C" fn step(ctx: *mut c_void, arg: *mut c_void) -> c_int {
     if walk.len == 0 && cfa < walk.low {
         return URC_NO_REASON;
     }
-    if ip == 0 || cfa < walk.low || cfa > walk.high || walk.len == FRAMES {
+    if ip == 0 || cfa < walk.low || cfa > walk.high {
         return URC_END_OF_STACK;
     }
-    walk.trace.ips[walk.len].store(ip, Release);
+    // No indexing: nothing here may panic (an `extern "C"` callback).
+    let Some(word) = walk.trace.ips.get(walk.len) else {
+        return URC_END_OF_STACK;
+    };
+    word.store(ip, Release);
     walk.len += 1;
     URC_NO_REASON
 }
