@@ -620,7 +620,10 @@ pub fn sleep_until(deadline: i64) -> Result<()> {
 fn runtime_of(slot: &'static Slot) -> Result<(&'static Runtime, usize)> {
     // SAFETY: the running body owns EXEC.
     let body = unsafe { slot.body() };
-    Ok((body.runtime().ok_or(Error::State)?, slot.worker()))
+    // SAFETY: as above.
+    Ok((body.runtime().ok_or(Error::State)?, unsafe {
+        slot.owned_worker()
+    }))
 }
 
 fn poll_wait(me: Running, fd: i32, events: u32, deadline: i64) -> Result<()> {

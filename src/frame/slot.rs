@@ -180,6 +180,19 @@ impl Slot {
         self.worker.load(Relaxed)
     }
 
+    /// `worker`, read by the frame's `EXEC` owner: a plain read, which the
+    /// compiler folds into a compare (an atomic load it keeps apart: one
+    /// instruction more on every resume by the frame's own worker).
+    ///
+    /// # Safety
+    /// The caller owns `EXEC`.
+    #[inline(always)]
+    pub unsafe fn owned_worker(&self) -> usize {
+        // SAFETY: only the `EXEC` owner, the caller, writes the word; the
+        // other threads only read it, and reads do not race with reads.
+        unsafe { self.worker.as_ptr().read() }
+    }
+
     /// Pins the frame to `worker`. `EXEC` owner (or spawner) only.
     #[inline(always)]
     pub fn set_worker(&self, worker: usize) {

@@ -122,7 +122,8 @@ pub(crate) fn schedule_owned_from(slot: &'static Slot, local: Option<&Local>) {
     let body = unsafe { slot.body() };
     let rt = body.runtime().expect("live frame has a runtime");
     if let Some(l) = local.filter(|l| l.serves(rt)) {
-        if l.index() == slot.worker() {
+        // SAFETY: we own EXEC.
+        if l.index() == unsafe { slot.owned_worker() } {
             l.push(slot);
             return;
         }
@@ -136,7 +137,8 @@ pub(crate) fn schedule_owned_from(slot: &'static Slot, local: Option<&Local>) {
             return;
         }
     }
-    schedule_remote(slot, rt, slot.worker());
+    // SAFETY: we own EXEC.
+    schedule_remote(slot, rt, unsafe { slot.owned_worker() });
 }
 
 /// `schedule_owned_from` for a frame pinned to another thread's worker:
