@@ -6,6 +6,18 @@
  * Serves until SIGINT or SIGTERM, then stops the accept loop, cancels every
  * connection coroutine (their defers close the sockets), shuts the runtime
  * down and prints what it did. Try it with `nc 127.0.0.1 PORT`.
+ *
+ * SIGUSR1 prints coro_dump's list of the coroutines to stdout: the
+ * acceptor waiting for its listening socket, each connection waiting for
+ * its socket, with backtraces when run with COFRAME_CHECK=1:
+ *
+ *   COFRAME_CHECK=1 build/echo_server 7000 &
+ *   kill -USR1 %1
+ *
+ * The signals are taken by sigwait on the main thread, not by a handler:
+ * coro_dump is not async-signal-safe, and a thread that waits for the
+ * signal is the usual way to act on one with ordinary code (a handler
+ * would only set a flag or write to a pipe for such a thread).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -14,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include "echo.h"
 
@@ -34,6 +47,7 @@ int main(int argc, char **argv)
     sigemptyset(&stop);
     sigaddset(&stop, SIGINT);
     sigaddset(&stop, SIGTERM);
+    sigaddset(&stop, SIGUSR1);
     pthread_sigmask(SIG_BLOCK, &stop, NULL);
     signal(SIGPIPE, SIG_IGN);
 
@@ -57,10 +71,22 @@ int main(int argc, char **argv)
         coro_runtime_shutdown(rt);
         return 1;
     }
-    printf("echo_server: listening on %s:%d (Ctrl-C to stop)\n", addr, echo_server_port(srv));
+    printf("echo_server: listening on %s:%d (Ctrl-C to stop, SIGUSR1 to list the coroutines; "
+           "pid %ld)\n",
+           addr, echo_server_port(srv), (long)getpid());
 
     int sig = 0;
-    sigwait(&stop, &sig);
+    for (;;) {
+        if (sigwait(&stop, &sig) != 0)
+            continue;
+        if (sig != SIGUSR1)
+            break;
+        /* A plain thread, not a handler: the dump may take locks. */
+        fflush(stdout);
+        rc = coro_dump(rt, STDOUT_FILENO);
+        if (rc != CORO_OK)
+            fprintf(stderr, "coro_dump: %s (%s)\n", coro_strerror(rc), strerror(errno));
+    }
     printf("echo_server: %s: shutting down\n", strsignal(sig));
 
     echo_server_stop(srv);

@@ -3,11 +3,12 @@
 #
 #   run-test.sh RESULTS LABEL COMMAND [ARG...]
 #       runs COMMAND under `timeout` (CORO_TEST_TIMEOUT seconds, default 300)
-#       and appends "PASS LABEL" or "FAIL LABEL (why)" to RESULTS; always
-#       exits 0 so that every test runs.
+#       and appends "PASS LABEL", "FAIL LABEL (why)" or, when COMMAND exits
+#       77 (a tool it needs is missing; it says which), "SKIP LABEL" to
+#       RESULTS; always exits 0 so that every test runs.
 #   run-test.sh --summary RESULTS
-#       prints every result and "ffi-tests: N passed, N failed"; exits 1 if
-#       anything failed or nothing ran.
+#       prints every result and "ffi-tests: N passed, N failed" (and ", N
+#       skipped" if any); exits 1 if anything failed or nothing passed.
 set -u
 
 if [ "$1" = "--summary" ]; then
@@ -17,7 +18,12 @@ if [ "$1" = "--summary" ]; then
     cat "$results"
     passed=$(grep -c '^PASS' "$results")
     failed=$(grep -c '^FAIL' "$results")
-    echo "ffi-tests: $passed passed, $failed failed"
+    skipped=$(grep -c '^SKIP' "$results")
+    if [ "$skipped" -gt 0 ]; then
+        echo "ffi-tests: $passed passed, $failed failed, $skipped skipped"
+    else
+        echo "ffi-tests: $passed passed, $failed failed"
+    fi
     [ "$failed" -eq 0 ] && [ "$passed" -gt 0 ]
     exit $?
 fi
@@ -33,6 +39,8 @@ rc=$?
 secs=$(( $(date +%s) - start ))
 if [ $rc -eq 0 ]; then
     line="PASS $label (${secs}s)"
+elif [ $rc -eq 77 ]; then
+    line="SKIP $label (a tool it needs is missing: see its output)"
 else
     case $rc in
     124|137) why="timed out after ${limit}s" ;;

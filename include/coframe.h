@@ -580,6 +580,37 @@ int coro_chan_close(struct coro_chan *ch);
 uint64_t coro_live_frames(void);
 
 /**
+ * Writes every live coroutine of `rt` to `fd`, as text: its id (what
+ * `coro_self_id` gives it), its worker, its state (runnable, suspended
+ * with the token held by the program, waiting in the library, finished
+ * with its promise not yet consumed...), which references are held and
+ * by whom, what a library wait waits on (the coroutine it awaits, the
+ * descriptor and events, the deadline), and the backtrace of each
+ * suspended coroutine's stack. Backtraces are captured at each
+ * suspension only in check mode (`COFRAME_CHECK=1` or a debug build of
+ * the library); otherwise the dump says so and how to get one (gdb:
+ * docs/DEBUGGING.md). The format is meant for people and grep, not for
+ * parsing: docs/API.md shows it.
+ *
+ * Any thread may call it while the runtime runs, a coroutine included:
+ * it reads only what the library's atomics publish, never a coroutine's
+ * own memory, and allocates nothing. It blocks until everything is
+ * written (a non-blocking `fd` is waited on with poll(2)). It is not
+ * async-signal-safe: from a signal handler, set a flag or write to a
+ * pipe, and dump from a thread (`c-examples/echo_server_main.c`).
+ *
+ * # Safety
+ * `rt` is NULL or a runtime from `coro_runtime_new` (a shut-down one
+ * answers `CORO_ESHUTDOWN`) whose shutdown does not run meanwhile on
+ * another thread.
+ *
+ * Errors: `CORO_EINVAL` (NULL `rt`, negative `fd`), `CORO_ESHUTDOWN`
+ * (the runtime was shut down), `CORO_EIO` (a write failed: `errno` says
+ * why, e.g. `EBADF`; what was written before stays written).
+ */
+int coro_dump(struct coro_runtime *rt, int fd);
+
+/**
  * A static, NUL-terminated description of a status code.
  */
 const char *coro_strerror(int code);

@@ -20,6 +20,7 @@ gcc:gcc
 g++:g++
 make:make
 valgrind:valgrind
+gdb:gdb
 pkg-config:pkg-config
 cmake:cmake
 python3:python3
@@ -47,6 +48,8 @@ fi
 # LATER ISSUES: add their requirements here.
 #   Boost.Context (the side-by-side benchmarks, issue 4): benches/deps.sh
 #     installs libboost-context-dev when `make bench` runs.
+# gdb (with its Python, which Debian's gdb has): ffi-tests/gdb_helper.sh
+#   runs scripts/coframe-gdb.py in it on a live process (issue 17).
 # The Zig host test (ffi-tests/host.zig) runs PyPI's ziglang wheel from a
 # venv that scripts/zig.sh makes: python3 with venv and ensurepip, which
 # Debian packages apart (python3-venv); checked below.

@@ -9,6 +9,7 @@
 #   $LIBDIR/pkgconfig/coframe.pc                       from pkg/coframe.pc.in
 #   $LIBDIR/cmake/coframe/coframeConfig.cmake          from pkg/*.cmake.in
 #   $LIBDIR/cmake/coframe/coframeConfigVersion.cmake
+#   $PREFIX/share/coframe/coframe-gdb.py               gdb's coframe commands
 #
 # Environment: PREFIX (/usr/local), LIBDIR ($PREFIX/lib), INCLUDEDIR
 # ($PREFIX/include), DESTDIR (empty), BUILD_DIR (target/release).
@@ -100,10 +101,11 @@ d_lib=$DESTDIR$LIBDIR
 d_inc=$DESTDIR$INCLUDEDIR
 d_pc=$d_lib/pkgconfig
 d_cmake=$d_lib/cmake/coframe
+d_share=$DESTDIR$PREFIX/share/coframe
 real=libcoframe.so.$VERSION_CORE
 
 echo "install: coframe $VERSION into ${DESTDIR:+$DESTDIR (staged) }$PREFIX"
-install -d "$d_lib" "$d_inc" "$d_pc" "$d_cmake"
+install -d "$d_lib" "$d_inc" "$d_pc" "$d_cmake" "$d_share"
 
 install -m 0755 "$BUILD_DIR/libcoframe.so" "$d_lib/$real"
 ln -sf "$real" "$d_lib/libcoframe.so.$MAJOR"
@@ -140,11 +142,14 @@ subst() { # subst TEMPLATE OUTPUT
 subst "$root/pkg/coframe.pc.in" "$d_pc/coframe.pc"
 subst "$root/pkg/coframeConfig.cmake.in" "$d_cmake/coframeConfig.cmake"
 subst "$root/pkg/coframeConfigVersion.cmake.in" "$d_cmake/coframeConfigVersion.cmake"
+# gdb: `source $PREFIX/share/coframe/coframe-gdb.py` (docs/DEBUGGING.md).
+install -m 0644 "$root/scripts/coframe-gdb.py" "$d_share/coframe-gdb.py"
 
 echo "install: done"
 for f in "$d_lib/$real" "$d_lib/libcoframe.so.$MAJOR" "$d_lib/libcoframe.so" \
     "$d_lib/libcoframe.a" "$d_inc/coframe.h" "$d_inc/coframe.hpp" "$d_pc/coframe.pc" \
-    "$d_cmake/coframeConfig.cmake" "$d_cmake/coframeConfigVersion.cmake"; do
+    "$d_cmake/coframeConfig.cmake" "$d_cmake/coframeConfigVersion.cmake" \
+    "$d_share/coframe-gdb.py"; do
     [ -e "$f" ] && echo "  $f"
 done
 exit 0

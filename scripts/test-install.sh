@@ -45,7 +45,8 @@ for link in "libcoframe.so.$MAJOR" libcoframe.so; do
     [ "$(readlink "$libdir/$link")" = "$real" ] || fail "$link does not point at $real"
 done
 for f in lib/libcoframe.a include/coframe.h lib/pkgconfig/coframe.pc \
-    lib/cmake/coframe/coframeConfig.cmake lib/cmake/coframe/coframeConfigVersion.cmake; do
+    lib/cmake/coframe/coframeConfig.cmake lib/cmake/coframe/coframeConfigVersion.cmake \
+    share/coframe/coframe-gdb.py; do
     [ -f "$stage$prefix/$f" ] || fail "$prefix/$f was not installed"
 done
 if [ -f "$root/include/coframe.hpp" ]; then

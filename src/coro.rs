@@ -10,10 +10,10 @@ use std::sync::atomic::Ordering::*;
 
 use crate::context::{self, LibWait, Resumed, Running, Suspension};
 use crate::error::{Error, Result};
-use crate::frame::slot::{awaiter, Defer, Slot, Wait};
+use crate::frame::slot::{awaiter, Defer, Slot};
 pub use crate::frame::slot::{DeferFn, Entry, EnvDrop};
 use crate::frame::state::{AwaitStart, Consume, CANCELLED, CANCEL_RETURNS, DONE};
-use crate::frame::table;
+use crate::frame::{table, trace};
 pub use crate::frame::{Promise, Token};
 use crate::poll;
 use crate::sched::{self, Outcome, Runtime};
@@ -127,7 +127,7 @@ fn init_frame(
     let promise = Promise::new(slot.index(), gen);
     let worker = rt.pick_worker();
     body.rt = rt;
-    body.worker = worker;
+    slot.set_worker(worker);
     body.migratable = flags & SPAWN_MIGRATABLE != 0;
     body.entry = Some(entry);
     body.env = env_ptr.cast();
@@ -200,7 +200,7 @@ fn lookup(index: usize) -> Result<&'static Slot> {
 /// The checks every suspension point makes on the running coroutine.
 #[inline]
 pub(crate) fn suspension_point(me: &Running) -> Result<()> {
-    no_lock_held(me)?;
+    no_lock_held::<true>(me)?;
     if me.slot.state.load().has(CANCELLED | CANCEL_RETURNS) {
         return Err(Error::Canceled);
     }
@@ -208,14 +208,46 @@ pub(crate) fn suspension_point(me: &Running) -> Result<()> {
 }
 
 /// CP.52: a coroutine must not suspend while it holds a blocking lock.
+/// `SUSPEND`: the caller may park (a yield does not).
+///
+/// In check mode every slot's count carries `trace::CHECK_LOCKS`, so a
+/// suspension point always takes the cold path, where its backtrace is
+/// captured: the default build pays nothing for it (the same one test as
+/// ever). A yield captures nothing and tests the count alone: one
+/// `test` to memory, as the compare was, and a cold path that never
+/// comes back to it (one that may come back makes the hot path keep a
+/// register across the call: a yield took 1 instruction more).
 #[inline]
-fn no_lock_held(me: &Running) -> Result<()> {
+fn no_lock_held<const SUSPEND: bool>(me: &Running) -> Result<()> {
     // SAFETY: the running body owns EXEC.
     let body = unsafe { me.slot.body() };
+    if !SUSPEND {
+        if body.locks & !trace::CHECK_LOCKS != 0 {
+            report_lock_held(me.slot.promise().0, body.lock_what);
+            return Err(Error::LockHeld);
+        }
+        return Ok(());
+    }
     if body.locks > 0 {
-        report_lock_held(me.slot.promise().0, body.lock_what);
+        // The slot, not `me`: a reference to `me` would make the hot
+        // path spill it to the stack (a yield took 5 instructions more).
+        return checked_suspension(me.slot);
+    }
+    Ok(())
+}
+
+/// `no_lock_held`'s cold path for a suspension point: a noted lock is
+/// held, or check mode. `slot` is the running coroutine's.
+#[cold]
+#[inline(never)]
+fn checked_suspension(slot: &'static Slot) -> Result<()> {
+    // SAFETY: the running body owns EXEC.
+    let body = unsafe { slot.body() };
+    if body.locks & !trace::CHECK_LOCKS != 0 {
+        report_lock_held(slot.promise().0, body.lock_what);
         return Err(Error::LockHeld);
     }
+    trace::capture(slot);
     Ok(())
 }
 
@@ -259,7 +291,7 @@ pub(crate) fn yield_from_c() -> Result<Resumed> {
 #[inline(always)]
 fn yield_running(me: Option<Running>) -> Result<Resumed> {
     let me = me.ok_or(Error::State)?;
-    no_lock_held(&me)?;
+    no_lock_held::<false>(&me)?;
     Ok(me.yield_now())
 }
 
@@ -427,11 +459,11 @@ fn await_with(
 
 fn await_in_coroutine(me: Running, child: &'static Slot, p: Promise) -> Result<*mut c_void> {
     let slot = me.slot;
-    // SAFETY: the running body owns EXEC.
-    unsafe { slot.body() }.wait = Wait::Await(p);
+    // The running body owns EXEC: the wait is its to describe.
+    slot.wait.set_await(p);
     let r = me.suspend(Suspension::Lib(LibWait::new(register_awaiter, [p.0, 0])));
-    // SAFETY: resumed, so we own EXEC again.
-    unsafe { slot.body() }.wait = Wait::None;
+    // Resumed, so we own EXEC again.
+    slot.wait.clear();
     match r {
         Resumed::Ok => finish_await(child, p.split()?.1),
         _ => {
@@ -585,23 +617,28 @@ pub fn sleep_until(deadline: i64) -> Result<()> {
 /// suspension: a body cancelled in the default mode is abandoned, not
 /// unwound (rule 4), so an `Arc` held there would never be dropped. Hence
 /// a borrow: the runtime (and its pollers) outlives its frames.
-fn runtime_of(slot: &'static Slot) -> Result<(&'static Runtime, usize)> {
+pub(crate) fn runtime_of(slot: &'static Slot) -> Result<(&'static Runtime, usize)> {
     // SAFETY: the running body owns EXEC.
     let body = unsafe { slot.body() };
-    Ok((body.runtime().ok_or(Error::State)?, body.worker))
+    // SAFETY: as above.
+    Ok((body.runtime().ok_or(Error::State)?, unsafe {
+        slot.owned_worker()
+    }))
 }
 
 fn poll_wait(me: Running, fd: i32, events: u32, deadline: i64) -> Result<()> {
     let slot = me.slot;
     let (rt, worker) = runtime_of(slot)?;
+    // The running body owns EXEC: the wait is its to describe. Its
+    // details before the poller call, while they are in registers.
+    slot.wait.prepare_poll(worker, fd, events, deadline);
     let Some(key) = rt.pollers[worker].begin(fd, events, deadline)? else {
         return Ok(());
     };
-    // SAFETY: the running body owns EXEC.
-    unsafe { slot.body() }.wait = Wait::Poll { key, worker };
+    slot.wait.set_poll(key);
     let r = me.suspend(Suspension::Lib(LibWait::new(park_in_poller, [key, 0])));
-    // SAFETY: resumed, so we own EXEC again.
-    unsafe { slot.body() }.wait = Wait::None;
+    // Resumed, so we own EXEC again.
+    slot.wait.clear();
     // The poller it began in, though a migratable frame may run on
     // another worker now (`Wait::Poll`).
     let outcome = rt.pollers[worker].end(key);
@@ -651,7 +688,11 @@ pub fn lock_note(what: *const c_char, acquire: bool) -> Result<()> {
         body.locks += 1;
         body.lock_what = what;
     } else {
-        body.locks = body.locks.checked_sub(1).ok_or(Error::State)?;
+        // The count is below check mode's bit (`trace::CHECK_LOCKS`).
+        if body.locks & !trace::CHECK_LOCKS == 0 {
+            return Err(Error::State);
+        }
+        body.locks -= 1;
     }
     Ok(())
 }

@@ -14,6 +14,8 @@
 pub mod context;
 #[cfg(not(loom))]
 pub mod coro;
+#[cfg(not(loom))]
+mod dump;
 pub mod error;
 #[cfg(not(loom))]
 pub mod ffi;

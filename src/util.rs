@@ -35,6 +35,20 @@ pub fn write_stderr(mut bytes: &[u8]) {
     }
 }
 
+/// Sets the calling thread's `errno` (a `CORO_EIO` says why there).
+pub fn set_errno(code: libc::c_int) {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    // SAFETY: the calling thread's errno.
+    unsafe {
+        *libc::__errno_location() = code
+    };
+    #[cfg(any(target_os = "macos", target_os = "freebsd"))]
+    // SAFETY: as above.
+    unsafe {
+        *libc::__error() = code
+    };
+}
+
 /// `Box::new`, but a failed allocation is `Error::NoMem` instead of an
 /// abort: the library answers `CORO_ENOMEM` where memory runs out, and
 /// std's infallible constructors abort the process there.

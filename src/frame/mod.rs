@@ -29,7 +29,9 @@
 //!    Slots are never unmapped, so a stale handle reads only a live atomic.
 //! 7. A library wait (await, and the poller's waits) parks with `LIB_HELD`:
 //!    a cancellation consumes its token at once and undoes the wait
-//!    (`Wait`), e.g. an awaiter cancels its child (cancellation flows down).
+//!    (`wait::Wait`), e.g. an awaiter cancels its child (cancellation
+//!    flows down). The wait is described in the slot (`Slot::wait`), where
+//!    `coro_dump` reads it without touching the body.
 //! 8. The await handshake (`Slot::awaiter`) carries the frame's generation,
 //!    so an awaiter that registers late can never write into a reused slot.
 //! 9. A user's `on_suspend` runs with the token already made but `EXEC`
@@ -49,6 +51,10 @@ pub mod slot;
 pub mod state;
 #[cfg(not(loom))]
 pub mod table;
+#[cfg(not(loom))]
+pub mod trace;
+#[cfg(not(loom))]
+pub mod wait;
 
 #[cfg(all(test, loom))]
 mod loom_state;

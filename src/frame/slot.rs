@@ -7,11 +7,13 @@
 use core::cell::{Cell, UnsafeCell};
 use core::ffi::{c_char, c_void};
 use core::ptr;
-use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering::*};
+use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering::*};
 
 use super::blocker::Blocker;
 use super::handle::Promise;
 use super::state::State;
+use super::trace::{Trace, CHECK_LOCKS};
+use super::wait::WaitCell;
 use crate::context::Context;
 use crate::sched::Runtime;
 
@@ -41,31 +43,6 @@ pub struct Defer {
     pub on_error_only: bool,
 }
 
-/// The library wait a parked frame is in, so that cancelling it can undo
-/// the wait (rule 7 in `frame/mod.rs`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Wait {
-    None,
-    /// Inside `coro_await` of this child.
-    Await(Promise),
-    /// Inside `coro_wait_fd` or `coro_sleep_until`: the wait's key in the
-    /// poller of `worker`, the worker it began on. A migratable frame may
-    /// run on another worker by the time the wait ends, and each poller's
-    /// keys are its own (another poller may hold the same key).
-    Poll {
-        key: u64,
-        worker: usize,
-    },
-    /// Waiting on a mutex, a condition or a channel, and the timer of its
-    /// deadline if it has one (as in `Poll`). A waker that gives the frame
-    /// what it waits for replaces this with the timer alone: only a wait
-    /// still in the object's queue has anything there to undo.
-    Sync {
-        obj: crate::sync::Obj,
-        timer: Option<(u64, usize)>,
-    },
-}
-
 /// What a sync object gave a coroutine waiting on it, written by the
 /// waker, which owns `EXEC` once it consumed the wait's token.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -87,9 +64,6 @@ pub struct Body {
     /// runtime outlives its frames, because shutdown frees every one of
     /// them before it returns and before the runtime can be dropped.
     pub rt: *const Runtime,
-    /// The worker it runs on: where it was spawned, unless `migratable`
-    /// moved it since (`sched::harness::schedule_owned_from`).
-    pub worker: usize,
     /// Spawned with `CORO_SPAWN_MIGRATABLE`.
     pub migratable: bool,
     /// The frame's entry is on the stack: called and not yet returned.
@@ -104,16 +78,21 @@ pub struct Body {
     pub env_heap: Vec<u128>,
     pub env_drop: Option<EnvDrop>,
     pub defers: Vec<Defer>,
-    pub wait: Wait,
     /// What a sync object's waker gave the frame (`Given`), and the
     /// buffer of the item it sends or receives.
     pub given: Given,
     pub sync_buf: *mut u8,
+    /// The poller key of a sync wait's deadline timer (`NO_TIMER`: none),
+    /// on the worker its `Wait::Sync` names.
+    pub sync_timer: u64,
     /// The mutex a `coro_cond_wait` in progress takes back before it
     /// returns: it may not be freed until then, nor before a body
     /// abandoned in that wait has ended (`sync::Mutex::unbind`).
     pub relock: *const crate::sync::Mutex,
     /// Blocking locks noted held (CP.52), and the name of the last one.
+    /// In check mode `trace::CHECK_LOCKS` is set too, for good: every
+    /// suspension point then takes the lock check's cold path, which
+    /// captures the backtrace (`trace.rs`) and counts below the bit.
     pub locks: u32,
     pub lock_what: *const c_char,
 }
@@ -126,10 +105,9 @@ impl Body {
         unsafe { self.rt.as_ref() }
     }
 
-    const fn new() -> Body {
+    const fn new(check: bool) -> Body {
         Body {
             rt: ptr::null(),
-            worker: 0,
             migratable: false,
             in_entry: false,
             entry: None,
@@ -137,11 +115,11 @@ impl Body {
             env_heap: Vec::new(),
             env_drop: None,
             defers: Vec::new(),
-            wait: Wait::None,
             given: Given::Nothing,
             sync_buf: ptr::null_mut(),
             relock: ptr::null(),
-            locks: 0,
+            sync_timer: crate::frame::wait::NO_TIMER,
+            locks: if check { CHECK_LOCKS } else { 0 },
             lock_what: ptr::null(),
         }
     }
@@ -169,6 +147,19 @@ pub struct Slot {
     pub result: AtomicPtr<c_void>,
     /// Id of the runtime the frame belongs to; 0 while the slot is free.
     pub owner: AtomicU64,
+    /// The worker the frame runs on: where it was spawned, unless
+    /// `migratable` moved it since (`sched::harness::schedule_owned_from`).
+    /// Written and read by the `EXEC` owner; an atomic (plain moves) so
+    /// that `coro_dump` may read it from any thread, and on the first
+    /// cache line, which a resume from another thread moves anyway.
+    worker: AtomicUsize,
+    /// What the frame waits on while it is parked in a library wait
+    /// (`wait.rs`): the `EXEC` owner writes it, anyone may read it.
+    pub wait: WaitCell,
+    /// The return addresses of its last suspension, in check mode
+    /// (`trace.rs`): null until the first capture, then a `Trace` that
+    /// lives as long as the slot.
+    pub trace: AtomicPtr<Trace>,
     body: UnsafeCell<Body>,
     /// The coroutine and its stack. Apart from `body` because the worker
     /// holds it across a resume while the body itself uses `body`.
@@ -188,14 +179,17 @@ pub struct Slot {
 unsafe impl Sync for Slot {}
 
 impl Slot {
-    /// The slot at `index` of the table.
-    pub fn new(index: u32) -> Slot {
+    /// The slot at `index` of the table; `check`: `util::checking()`.
+    pub fn new(index: u32, check: bool) -> Slot {
         Slot {
             state: State::new(),
             awaiter: AtomicU64::new(0),
             result: AtomicPtr::new(ptr::null_mut()),
             owner: AtomicU64::new(0),
-            body: UnsafeCell::new(Body::new()),
+            worker: AtomicUsize::new(0),
+            wait: WaitCell::new(),
+            trace: AtomicPtr::new(ptr::null_mut()),
+            body: UnsafeCell::new(Body::new(check)),
             context: UnsafeCell::new(None),
             blocker: Blocker::new(),
             yielder: Cell::new(ptr::null()),
@@ -208,6 +202,31 @@ impl Slot {
     #[inline]
     pub fn index(&self) -> usize {
         self.index as usize
+    }
+
+    /// The worker the frame runs on (see `worker`).
+    #[inline(always)]
+    pub fn worker(&self) -> usize {
+        self.worker.load(Relaxed)
+    }
+
+    /// `worker`, read by the frame's `EXEC` owner: a plain read, which the
+    /// compiler folds into a compare (an atomic load it keeps apart: one
+    /// instruction more on every resume by the frame's own worker).
+    ///
+    /// # Safety
+    /// The caller owns `EXEC`.
+    #[inline(always)]
+    pub unsafe fn owned_worker(&self) -> usize {
+        // SAFETY: only the `EXEC` owner, the caller, writes the word; the
+        // other threads only read it, and reads do not race with reads.
+        unsafe { self.worker.as_ptr().read() }
+    }
+
+    /// Pins the frame to `worker`. `EXEC` owner (or spawner) only.
+    #[inline(always)]
+    pub fn set_worker(&self, worker: usize) {
+        self.worker.store(worker, Relaxed);
     }
 
     /// The promise of the slot's current generation: a live frame's id.

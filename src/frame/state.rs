@@ -68,6 +68,10 @@ impl Snapshot {
     pub fn seq(self) -> u32 {
         (self.0 >> SEQ_SHIFT) as u32
     }
+    /// No frame: a free slot (or one spawn has not published yet).
+    pub fn is_free(self) -> bool {
+        self.0 & FLAGS == 0
+    }
     /// Nobody holds a reference and nobody owns execution: the frame is
     /// finished and whoever produced this snapshot must free it.
     fn must_free(self) -> bool {

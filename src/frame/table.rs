@@ -14,7 +14,8 @@ use crate::error::{Error, Result};
 use crate::sanitize::Mutex;
 
 const CHUNK_BITS: usize = 12;
-const CHUNK: usize = 1 << CHUNK_BITS;
+/// Slots per chunk (`scripts/coframe-gdb.py` walks chunks of this many).
+pub const CHUNK: usize = 1 << CHUNK_BITS;
 const MAX_CHUNKS: usize = 4096;
 const _: () = assert!(MAX_CHUNKS * CHUNK <= MAX_SLOTS);
 
@@ -271,7 +272,8 @@ fn new_chunk(free: &mut Vec<u32>, first: usize) -> Result<()> {
     chunk.try_reserve_exact(CHUNK).map_err(|_| Error::NoMem)?;
     free.try_reserve_exact(first + CHUNK - free.len())
         .map_err(|_| Error::NoMem)?;
-    chunk.extend((first..first + CHUNK).map(|j| Slot::new(j as u32)));
+    let check = crate::util::checking();
+    chunk.extend((first..first + CHUNK).map(|j| Slot::new(j as u32, check)));
     let ptr = Box::leak(chunk.into_boxed_slice()).as_mut_ptr();
     TABLE.chunks[first >> CHUNK_BITS].store(ptr, Release);
     Ok(())

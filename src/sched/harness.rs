@@ -3,8 +3,9 @@
 use super::worker::Local;
 use super::Runtime;
 use crate::context::{self, Resumed, Step, Suspension};
-use crate::frame::slot::{awaiter, Body, Given, Slot, Wait};
+use crate::frame::slot::{awaiter, Body, Given, Slot};
 use crate::frame::state::{Complete, CompleteAwaited, Park, Unhold, CANCELLED, CANCEL_RETURNS};
+use crate::frame::wait::Wait;
 use crate::frame::{table, Token};
 
 /// An awaited child that `Local::run_awaited_now` ran to its end, with
@@ -135,7 +136,8 @@ pub(crate) fn schedule_owned_from(slot: &'static Slot, local: Option<&Local>) {
     let body = unsafe { slot.body() };
     let rt = body.runtime().expect("live frame has a runtime");
     if let Some(l) = local.filter(|l| l.serves(rt)) {
-        if l.index() == body.worker {
+        // SAFETY: we own EXEC.
+        if l.index() == unsafe { slot.owned_worker() } {
             l.push(slot);
             return;
         }
@@ -144,12 +146,13 @@ pub(crate) fn schedule_owned_from(slot: &'static Slot, local: Option<&Local>) {
         // wrote still in cache: tokio's LIFO-slot hand-off. Only onto an
         // idle queue, so a busy worker does not gather everything it wakes.
         if body.migratable && l.is_idle() {
-            body.worker = l.index();
+            slot.set_worker(l.index());
             l.push(slot);
             return;
         }
     }
-    schedule_remote(slot, rt, body.worker);
+    // SAFETY: we own EXEC.
+    schedule_remote(slot, rt, unsafe { slot.owned_worker() });
 }
 
 /// `schedule_owned_from` for a frame pinned to another thread's worker:
@@ -194,23 +197,23 @@ fn finish_inline(
     let body = unsafe { slot.body() };
     let cancelled = matches!(outcome, Outcome::Cancelled) || slot.state.load().has(CANCELLED);
     // Most frames end outside any wait: then the wait is only looked at.
-    let wait = match body.wait {
-        Wait::None => Wait::None,
-        _ => core::mem::replace(&mut body.wait, Wait::None),
-    };
-    match wait {
+    match slot.wait.take() {
         // Cancellation flows down (rule 7): the child's promise is ours.
         Wait::Await(child) if cancelled => crate::coro::cancel_awaited(child),
-        Wait::Poll { key, worker } => {
+        Wait::Poll { key, worker, .. } => {
             if let Some(rt) = body.runtime() {
                 let _ = rt.pollers[worker].end(key);
             }
         }
-        // Cancelled in a sync wait (a granted one has only its timer
-        // left: `sync::wait::Claimed::give`).
-        Wait::Sync { obj, timer } => {
-            obj.leave(slot.index(), false);
-            if let (Some((key, worker)), Some(rt)) = (timer, body.runtime()) {
+        // Cancelled in a sync wait: still counted by the object unless a
+        // waker gave it something first (`sync::wait::Claimed::give`);
+        // its timer, if any, still to end.
+        Wait::Sync { obj, worker, .. } => {
+            if core::mem::replace(&mut body.given, Given::Nothing) == Given::Nothing {
+                obj.leave(slot.index(), false);
+            }
+            let key = core::mem::replace(&mut body.sync_timer, crate::frame::wait::NO_TIMER);
+            if let (true, Some(rt)) = (key != crate::frame::wait::NO_TIMER, body.runtime()) {
                 let _ = rt.pollers[worker].end(key);
             }
         }
@@ -225,9 +228,10 @@ fn finish_inline(
     if !body.defers.is_empty() || body.env_drop.is_some() {
         run_cleanup(slot, body, cancelled);
     }
-    if body.locks != 0 {
+    let kept = body.locks & !crate::frame::trace::CHECK_LOCKS;
+    if kept != 0 {
         // Reported before the end is published, so an awaiter sees it.
-        crate::coro::report_lock_kept(slot.promise().0, body.locks, body.lock_what);
+        crate::coro::report_lock_kept(slot.promise().0, kept, body.lock_what);
     }
     let value = match outcome {
         Outcome::Returned(v) if !cancelled => v,
@@ -345,11 +349,13 @@ fn keeps_warm(body: &Body, l: &Local) -> bool {
 #[inline(always)]
 fn release(slot: &'static Slot, body: &mut Body) {
     debug_assert!(
-        body.env_drop.is_none() && body.defers.is_empty() && matches!(body.wait, Wait::None),
+        body.env_drop.is_none() && body.defers.is_empty() && slot.wait.get() == Wait::None,
         "freed a frame that did not finish"
     );
     body.rt = core::ptr::null();
-    body.locks = 0;
+    // Keeps check mode's bit (`trace::CHECK_LOCKS`): one `and` to
+    // memory, as the store of 0 was.
+    body.locks &= crate::frame::trace::CHECK_LOCKS;
     slot.owner.store(0, core::sync::atomic::Ordering::Release);
     slot.state.release();
 }

@@ -315,7 +315,7 @@ fn spawn_worker(start: Box<WorkerStart>) -> Result<()> {
         drop(unsafe { Box::from_raw(arg) });
         // CORO_EIO keeps the OS's reason in errno (EAGAIN: no memory or
         // thread left), as pthread_create returns it instead.
-        set_errno(rc);
+        crate::util::set_errno(rc);
         return Err(Error::Io);
     }
     // Room for every worker was reserved when the runtime was made.
@@ -324,19 +324,6 @@ fn spawn_worker(start: Box<WorkerStart>) -> Result<()> {
         .unwrap_or_else(|e| e.into_inner())
         .push(thread);
     Ok(())
-}
-
-fn set_errno(code: libc::c_int) {
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    // SAFETY: the calling thread's errno.
-    unsafe {
-        *libc::__errno_location() = code
-    };
-    #[cfg(any(target_os = "macos", target_os = "freebsd"))]
-    // SAFETY: as above.
-    unsafe {
-        *libc::__error() = code
-    };
 }
 
 /// A worker thread's entry. No panic may leave it (C frames below).

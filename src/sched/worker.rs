@@ -163,12 +163,11 @@ impl Local {
             else {
                 return;
             };
-            // SAFETY: as above; the frame is not on any queue now.
-            let body = unsafe { slot.body() };
-            body.worker = to;
+            // The frame is not on any queue now, and its EXEC is ours.
+            slot.set_worker(to);
             if rt.push_remote(to, slot).is_err() {
                 // Shutdown: keep it here, where it was.
-                body.worker = self.index;
+                slot.set_worker(self.index);
                 self.push(slot);
                 return;
             }

@@ -139,7 +139,7 @@ impl Chan {
                         Dir::Send => park_send as fn(Token, LibArgs),
                         Dir::Recv => park_recv,
                     };
-                    wait_coroutine(me, Obj::Chan(self), park, deadline, item)?
+                    wait_coroutine(me, Obj::Chan(self), dir == Dir::Send, park, deadline, item)?
                 }
                 Caller::Thread(id) => {
                     g.register(dir)?;

@@ -90,7 +90,14 @@ impl Cond {
                 let slot = me.slot;
                 // SAFETY: the running body owns EXEC.
                 unsafe { slot.body() }.relock = m;
-                let r = wait_coroutine(me, Obj::Cond(self), park_wait, deadline, ptr::null_mut());
+                let r = wait_coroutine(
+                    me,
+                    Obj::Cond(self),
+                    false,
+                    park_wait,
+                    deadline,
+                    ptr::null_mut(),
+                );
                 let r = relock(m, r.map(|_| ()));
                 // SAFETY: as above.
                 unsafe { slot.body() }.relock = ptr::null();

@@ -85,8 +85,15 @@ impl Mutex {
                 g.register()?;
                 g.joining += 1;
                 drop(g);
-                wait_coroutine(me, Obj::Mutex(self), park_lock, deadline, ptr::null_mut())
-                    .map(|_| ())
+                wait_coroutine(
+                    me,
+                    Obj::Mutex(self),
+                    false,
+                    park_lock,
+                    deadline,
+                    ptr::null_mut(),
+                )
+                .map(|_| ())
             }
             Caller::Thread(id) => {
                 g.register()?;

@@ -25,13 +25,13 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::*};
 use super::Obj;
 use crate::context::{self, LibArgs, LibWait, Resumed, Running, Suspension};
 use crate::error::{Error, Result};
-use crate::frame::slot::{Given, Slot, Wait};
+use crate::frame::slot::{Given, Slot};
 use crate::frame::state::{Consume, LIB_HELD, SUSPEND_REF};
 use crate::frame::{table, Token};
-use crate::sched::{self, Runtime};
+use crate::sched;
 
 /// `LibArgs[1]` of a wait without a deadline.
-pub(crate) const NO_TIMER: u64 = u64::MAX;
+pub(crate) use crate::frame::wait::NO_TIMER;
 
 /// Who calls: the identity a mutex records as its owner.
 pub(crate) enum Caller {
@@ -254,16 +254,9 @@ impl Claimed {
             Claimed::Coroutine(slot) => {
                 // SAFETY: claimed: we own EXEC.
                 let body = unsafe { slot.body() };
+                // Nothing left to undo in the object: a finalizer that
+                // sees `given` ends only the timer, if any.
                 body.given = g;
-                // Nothing left to undo in the object; the timer, if any,
-                // is still to end.
-                body.wait = match body.wait {
-                    Wait::Sync {
-                        timer: Some((key, worker)),
-                        ..
-                    } => Wait::Poll { key, worker },
-                    _ => Wait::None,
-                };
                 Wake::Coroutine(slot)
             }
             Claimed::Thread(tw) => {
@@ -381,12 +374,13 @@ fn unparked([obj, _]: LibArgs) {
 pub(crate) fn wait_coroutine(
     me: Running,
     obj: Obj,
+    sending: bool,
     park: fn(Token, LibArgs),
     deadline: i64,
     buf: *mut u8,
 ) -> Result<Given> {
     let slot = me.slot;
-    let (rt, worker) = runtime_of(slot)?;
+    let (rt, worker) = crate::coro::runtime_of(slot)?;
     let timer = if deadline >= 0 {
         match rt.pollers[worker].begin(-1, 0, deadline) {
             Ok(Some(key)) => Some(key),
@@ -403,10 +397,8 @@ pub(crate) fn wait_coroutine(
     let body = unsafe { slot.body() };
     body.given = Given::Nothing;
     body.sync_buf = buf;
-    body.wait = Wait::Sync {
-        obj,
-        timer: timer.map(|k| (k, worker)),
-    };
+    body.sync_timer = timer.unwrap_or(NO_TIMER);
+    slot.wait.set_sync(obj, sending, worker, deadline);
     let r = me.suspend(Suspension::Lib(LibWait {
         park,
         unparked: Some(unparked),
@@ -415,7 +407,8 @@ pub(crate) fn wait_coroutine(
     // SAFETY: resumed, so we own EXEC again.
     let body = unsafe { slot.body() };
     let given = core::mem::replace(&mut body.given, Given::Nothing);
-    body.wait = Wait::None;
+    body.sync_timer = NO_TIMER;
+    slot.wait.clear();
     if let Some(key) = timer {
         let _ = rt.pollers[worker].end(key);
     }
@@ -429,11 +422,4 @@ pub(crate) fn wait_coroutine(
         Resumed::Ok => Err(Error::TimedOut),
         _ => Err(Error::Canceled),
     }
-}
-
-/// The running coroutine's runtime and worker (see `coro::runtime_of`).
-fn runtime_of(slot: &'static Slot) -> Result<(&'static Runtime, usize)> {
-    // SAFETY: the running body owns EXEC.
-    let body = unsafe { slot.body() };
-    Ok((body.runtime().ok_or(Error::State)?, body.worker))
 }
