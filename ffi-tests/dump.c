@@ -357,6 +357,150 @@ static void test_states(void)
     CHECK_RC(coro_runtime_shutdown(rt), CORO_OK);
 }
 
+/* ---------------------------------------------------------------- sync waits */
+
+struct sync_env {
+    coro_mutex *m;
+    coro_cond *c;
+    coro_chan *ch;
+    int64_t deadline;
+    _Atomic uint64_t *id;
+};
+
+static void *lock_body(void *envp)
+{
+    struct sync_env *e = envp;
+    atomic_store(e->id, coro_self_id());
+    int rc = coro_mutex_lock(e->m, e->deadline);
+    if (rc == CORO_OK)
+        coro_mutex_unlock(e->m);
+    return (void *)(intptr_t)rc;
+}
+
+static void *cond_body(void *envp)
+{
+    struct sync_env *e = envp;
+    if (coro_mutex_lock(e->m, -1) != CORO_OK)
+        return (void *)1;
+    atomic_store(e->id, coro_self_id());
+    int rc = coro_cond_wait(e->c, e->m, -1);
+    coro_mutex_unlock(e->m);
+    return (void *)(intptr_t)rc;
+}
+
+static void *recv_body(void *envp)
+{
+    struct sync_env *e = envp;
+    atomic_store(e->id, coro_self_id());
+    uint64_t v = 0;
+    int rc = coro_chan_recv(e->ch, &v, -1);
+    return (void *)(intptr_t)(rc == CORO_OK ? (int)v : rc);
+}
+
+static void *send_body(void *envp)
+{
+    struct sync_env *e = envp;
+    atomic_store(e->id, coro_self_id());
+    uint64_t v = 9;
+    return (void *)(intptr_t)coro_chan_send(e->ch, &v, -1);
+}
+
+/* A coroutine waiting on each kind of sync object, as the dump names it. */
+static void test_sync_waits(void)
+{
+    coro_runtime *rt = check_runtime(1);
+    REQUIRE(rt != NULL);
+    coro_mutex *m, *m2;
+    coro_cond *c;
+    coro_chan *rendezvous, *full;
+    REQUIRE_RC(coro_mutex_new(&m), CORO_OK);
+    REQUIRE_RC(coro_mutex_new(&m2), CORO_OK);
+    REQUIRE_RC(coro_cond_new(&c), CORO_OK);
+    REQUIRE_RC(coro_chan_new(8, 0, &rendezvous), CORO_OK);
+    REQUIRE_RC(coro_chan_new(8, 1, &full), CORO_OK);
+    uint64_t item = 7;
+    REQUIRE_RC(coro_chan_send(full, &item, 0), CORO_OK);
+    REQUIRE_RC(coro_mutex_lock(m, -1), CORO_OK); /* held here: the coroutine waits */
+    int64_t deadline = coro_now() + MINUTE_NS;
+
+    _Atomic uint64_t id_lock = 0, id_cond = 0, id_recv = 0, id_send = 0;
+    struct sync_env le = { m, NULL, NULL, deadline, &id_lock };
+    struct sync_env ce = { m2, c, NULL, -1, &id_cond };
+    struct sync_env re = { NULL, NULL, rendezvous, -1, &id_recv };
+    struct sync_env se = { NULL, NULL, full, -1, &id_send };
+    coro_promise p_lock, p_cond, p_recv, p_send;
+    REQUIRE_RC(coro_spawn(rt, lock_body, &le, sizeof le, NULL, 0, &p_lock), CORO_OK);
+    REQUIRE_RC(coro_spawn(rt, cond_body, &ce, sizeof ce, NULL, 0, &p_cond), CORO_OK);
+    REQUIRE_RC(coro_spawn(rt, recv_body, &re, sizeof re, NULL, 0, &p_recv), CORO_OK);
+    REQUIRE_RC(coro_spawn(rt, send_body, &se, sizeof se, NULL, 0, &p_send), CORO_OK);
+    WAIT_UNTIL(id_lock && id_cond && id_recv && id_send, TIMEOUT_MS);
+
+    char *text = NULL, *b[4] = { 0 };
+    uint64_t ids[4] = { id_lock, id_cond, id_recv, id_send };
+    for (int i = 0; i < 200; i++) {
+        free(text);
+        text = dump_text(rt);
+        if (!text)
+            return;
+        int ready = 1;
+        for (int k = 0; k < 4; k++) {
+            free(b[k]);
+            b[k] = block_of(text, ids[k]);
+            ready = ready && strstr(b[k], "waits on");
+        }
+        if (ready)
+            break;
+        sleep_ms(5);
+    }
+    if (getenv("DUMP_SHOW"))
+        fputs(text, stdout);
+    char want[256];
+    snprintf(want, sizeof want, "  waits on: lock of mutex %p, deadline %lld ns (in ", (void *)m,
+             (long long)deadline);
+    CHECK_HAS(b[0], want);
+    snprintf(want, sizeof want, "  waits on: signal of condition %p, no deadline\n", (void *)c);
+    CHECK_HAS(b[1], want);
+    snprintf(want, sizeof want, "  waits on: item from channel %p (receive), no deadline\n",
+             (void *)rendezvous);
+    CHECK_HAS(b[2], want);
+    snprintf(want, sizeof want, "  waits on: room in channel %p (send), no deadline\n",
+             (void *)full);
+    CHECK_HAS(b[3], want);
+    if (check_mode) {
+        CHECK_HAS(b[0], " coro_mutex_lock+0x");
+        CHECK_HAS(b[1], " coro_cond_wait+0x");
+        CHECK_HAS(b[2], " coro_chan_recv+0x");
+        CHECK_HAS(b[3], " coro_chan_send+0x");
+    }
+    for (int k = 0; k < 4; k++)
+        free(b[k]);
+    free(text);
+
+    /* Everything ends. */
+    CHECK_RC(coro_mutex_unlock(m), CORO_OK);
+    CHECK_RC(coro_mutex_lock(m2, -1), CORO_OK);
+    CHECK_RC(coro_cond_signal(c), CORO_OK);
+    CHECK_RC(coro_mutex_unlock(m2), CORO_OK);
+    item = 5;
+    CHECK_RC(coro_chan_send(rendezvous, &item, MINUTE_NS + coro_now()), CORO_OK);
+    CHECK_RC(coro_chan_recv(full, &item, MINUTE_NS + coro_now()), CORO_OK);
+    void *r = NULL;
+    CHECK_RC(coro_await(p_lock, &r), CORO_OK);
+    CHECK_EQ((intptr_t)r, CORO_OK);
+    CHECK_RC(coro_await(p_cond, &r), CORO_OK);
+    CHECK_EQ((intptr_t)r, CORO_OK);
+    CHECK_RC(coro_await(p_recv, &r), CORO_OK);
+    CHECK_EQ((intptr_t)r, 5);
+    CHECK_RC(coro_await(p_send, &r), CORO_OK);
+    CHECK_EQ((intptr_t)r, CORO_OK);
+    CHECK_RC(coro_chan_free(rendezvous), CORO_OK);
+    CHECK_RC(coro_chan_free(full), CORO_OK);
+    CHECK_RC(coro_cond_free(c), CORO_OK);
+    CHECK_RC(coro_mutex_free(m2), CORO_OK);
+    CHECK_RC(coro_mutex_free(m), CORO_OK);
+    CHECK_RC(coro_runtime_shutdown(rt), CORO_OK);
+}
+
 /* ---------------------------------------------------------------- from a coroutine */
 
 struct inner_env {
@@ -493,6 +637,7 @@ int main(void)
     check_mode = c && strcmp(c, "1") == 0;
     printf("dump: check mode %s\n", check_mode ? "on (COFRAME_CHECK=1)" : "off");
     test_states();
+    test_sync_waits();
     test_from_coroutine();
     test_under_change();
     test_misuse();

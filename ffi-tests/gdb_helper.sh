@@ -50,12 +50,22 @@ if [ $# -ne 3 ]; then
     exit 1
 fi
 parked=$1 waiting=$2 fd=$3
+locker=$(printf '%s\n' "$out" | sed -n 's/^gdb_target: coroutine \([0-9]*\) waits for mutex \(0x[0-9a-f]*\)$/\1 \2/p')
+set -- $locker
+if [ $# -ne 2 ]; then
+    echo "gdb_helper: FAILED: gdb_target did not say which coroutine waits for its mutex"
+    exit 1
+fi
+locking=$1 mutex=$2
 expect "^coroutine $parked (runtime [0-9]*) on worker 0: suspended; promise held; token held by the user\$" \
     "coframe list shows the suspended coroutine $parked"
 expect "^coroutine $waiting (runtime [0-9]*) on worker 0: waiting in the library; promise held; token held by the library\$" \
     "coframe list shows the waiting coroutine $waiting"
 expect "^  waits on: fd $fd readable, no deadline\$" "and what it waits on"
-expect "^coframe: 2 coroutines\$" "and no other"
+expect "^coroutine $locking (runtime [0-9]*) on worker 0: waiting in the library; promise held; token held by the library\$" \
+    "coframe list shows the coroutine $locking waiting for the mutex"
+expect "^  waits on: lock of mutex $mutex, no deadline\$" "and which mutex"
+expect "^coframe: 3 coroutines\$" "and no other"
 expect "^coroutine $parked: its stack at its last switch out" "coframe bt finds the saved stack"
 expect "^#[0-9]* .* in gdb_parked_here (.*) at .*gdb_target.c:[0-9]*\$" \
     "its backtrace shows gdb_parked_here"
