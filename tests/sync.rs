@@ -197,9 +197,12 @@ fn a_cancelled_waiter_is_never_handed_the_lock() {
     wait_for("the first waiter", || STEP.load(SeqCst) == 1);
     settle();
     // Second in line, cancel-returns mode: cancelled too, it sees it.
+    static SECOND_SAW: AtomicI32 = AtomicI32::new(1);
     let second = spawn(rt, CORO_SPAWN_CANCEL_RETURNS, move || {
         STEP.store(2, SeqCst);
-        lock(m, -1) as usize
+        let rc = lock(m, -1);
+        SECOND_SAW.store(rc, SeqCst);
+        rc as usize
     });
     wait_for("the second waiter", || STEP.load(SeqCst) == 2);
     settle();
@@ -226,6 +229,10 @@ fn a_cancelled_waiter_is_never_handed_the_lock() {
         0,
         "the cancelled first waiter never got it"
     );
+    // The second returns from its wait on its own worker, maybe after the
+    // third is done: until then it is counted.
+    wait_for("the second to return", || SECOND_SAW.load(SeqCst) != 1);
+    assert_eq!(SECOND_SAW.load(SeqCst), CORO_ECANCELED);
     assert_eq!(
         unsafe { coro_mutex_free(m.get()) },
         CORO_OK,
