@@ -168,6 +168,14 @@ thread_local! {
 /// `ThreadCtx` is not `Sync`, so the reference cannot leave the thread.
 #[inline(never)]
 pub fn thread_ctx() -> &'static ThreadCtx {
+    // Without this, LLVM infers that the function reads no memory (a
+    // thread-local's address is a constant of the thread) and merges two
+    // calls in one function, switch between them or not: after inlining,
+    // a coroutine resumed on another thread used the old thread's context
+    // (seen as a crash of the i686 chaos test). An asm statement that may
+    // touch memory makes each call a call.
+    // SAFETY: an empty statement: it reads, writes and jumps nowhere.
+    unsafe { core::arch::asm!("", options(nostack, preserves_flags)) };
     thread_ctx_before_switch()
 }
 
