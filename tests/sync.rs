@@ -489,6 +489,57 @@ fn a_mutex_a_cond_wait_will_take_back_is_not_freed() {
 }
 
 #[test]
+fn a_cancelled_cond_waiter_takes_the_mutex_back_under_contention() {
+    let rt = common::runtime(2);
+    let (m, c) = (new_mutex(), new_cond());
+    static STOP: AtomicUsize = AtomicUsize::new(0);
+    static WAITING: AtomicUsize = AtomicUsize::new(0);
+    static BACK: AtomicI32 = AtomicI32::new(1);
+    // Three coroutines keep the mutex handed from one to the next (each
+    // yields while it holds it, so the others queue).
+    let contenders: Vec<_> = (0..3)
+        .map(|_| {
+            spawn(rt, 0, move || {
+                let mut n = 0;
+                while STOP.load(SeqCst) == 0 {
+                    assert_eq!(lock(m, -1), CORO_OK);
+                    coro_yield();
+                    assert_eq!(unlock(m), CORO_OK);
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    let waiter = spawn(rt, CORO_SPAWN_CANCEL_RETURNS, move || {
+        assert_eq!(lock(m, -1), CORO_OK);
+        WAITING.store(1, SeqCst);
+        let rc = unsafe { coro_cond_wait(c.get(), m.get(), -1) };
+        // It holds the mutex again, however long the queue.
+        BACK.store(rc, SeqCst);
+        unlock(m) as usize
+    });
+    wait_for("the cond waiter", || WAITING.load(SeqCst) == 1);
+    settle();
+    assert_eq!(coro_cancel_async(waiter), CORO_OK);
+    // It cannot wait in line (cancelled): it must still get the mutex
+    // while the others keep handing it on.
+    wait_for("the cancelled waiter to take the mutex back", || {
+        BACK.load(SeqCst) != 1
+    });
+    assert_eq!(BACK.load(SeqCst), CORO_ECANCELED);
+    STOP.store(1, SeqCst);
+    for p in contenders {
+        let (rc, n) = await_value(p);
+        assert_eq!(rc, CORO_OK);
+        assert!(n > 0);
+    }
+    assert_eq!(unsafe { coro_cond_free(c.get()) }, CORO_OK);
+    assert_eq!(unsafe { coro_mutex_free(m.get()) }, CORO_OK);
+    assert_eq!(unsafe { coro_runtime_shutdown(rt) }, CORO_OK);
+}
+
+#[test]
 fn a_lock_left_by_a_finished_thread_is_nobody_elses() {
     let m = new_mutex();
     assert_eq!(

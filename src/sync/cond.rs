@@ -202,8 +202,9 @@ impl Inner {
 
 /// A coroutine takes `m` back after its wait, whatever ended the wait:
 /// in line like any locker, or, cancelled (cancel-returns mode: every
-/// wait now answers `CORO_ECANCELED`), by trying between yields until it
-/// is free. Returns the wait's status.
+/// wait now answers `CORO_ECANCELED`), by reserving it and taking it
+/// between yields once it is free (`Mutex::reserve`). Returns the wait's
+/// status.
 fn relock(m: &Mutex, r: Result<()>) -> Result<()> {
     let r = match m.lock(-1) {
         Ok(()) => return r,
@@ -211,7 +212,9 @@ fn relock(m: &Mutex, r: Result<()>) -> Result<()> {
         // No room to wait in line: take it between yields too.
         Err(_) => r,
     };
-    while m.try_lock().is_err() {
+    let id = wait::caller().id();
+    m.reserve();
+    while !m.take_reserved(id) {
         // Cancelled, the yield comes back at once with CORO_ECANCELED,
         // after the worker's other coroutines had their turn.
         let _ = crate::coro::yield_now();

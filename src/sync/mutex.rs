@@ -35,6 +35,18 @@ struct Inner {
     /// `coro_cond_wait`s that released it and will take it back
     /// (`unlock_bound`).
     bound: usize,
+    /// Cancelled coroutines taking it back at the end of their
+    /// `coro_cond_wait`, which cannot wait in line (`reserve`): while
+    /// any is counted, an unlock leaves the mutex free instead of handing
+    /// it to the queue, and only they may take it free.
+    reserved: usize,
+}
+
+impl Inner {
+    /// Free for a newcomer: nobody holds it or has it reserved.
+    fn is_free(&self) -> bool {
+        self.owner == 0 && self.reserved == 0
+    }
 }
 
 impl Default for Mutex {
@@ -68,7 +80,7 @@ impl Mutex {
         let who = wait::caller();
         let id = who.id();
         let mut g = self.lock_inner();
-        if g.owner == 0 {
+        if g.is_free() {
             g.owner = id;
             return Ok(());
         }
@@ -109,11 +121,31 @@ impl Mutex {
     pub fn try_lock(&self) -> Result<()> {
         let id = wait::caller().id();
         let mut g = self.lock_inner();
-        if g.owner != 0 {
+        if !g.is_free() {
             return Err(Error::Busy);
         }
         g.owner = id;
         Ok(())
+    }
+
+    /// A cancelled coroutine that must take the mutex back (the end of
+    /// its `coro_cond_wait`) but cannot wait in line reserves it; then
+    /// `take_reserved` between yields. Without the reservation a FIFO
+    /// hand-off under contention passes the mutex from waiter to waiter
+    /// and never leaves it free for the one that cannot queue.
+    pub(crate) fn reserve(&self) {
+        self.lock_inner().reserved += 1;
+    }
+
+    /// Takes the mutex reserved by `reserve`, if it is free now.
+    pub(crate) fn take_reserved(&self, id: u64) -> bool {
+        let mut g = self.lock_inner();
+        if g.owner != 0 {
+            return false;
+        }
+        g.owner = id;
+        g.reserved -= 1;
+        true
     }
 
     /// `coro_mutex_unlock`: to the first live waiter, if any.
@@ -139,7 +171,13 @@ impl Mutex {
             return Err(Error::State);
         }
         g.bound += bind as usize;
-        let wake = match Claimed::next(&mut g.queue) {
+        // Reserved: left free for a coroutine that cannot wait in line.
+        let next = if g.reserved > 0 {
+            None
+        } else {
+            Claimed::next(&mut g.queue)
+        };
+        let wake = match next {
             Some(c) => {
                 g.owner = c.id();
                 g.registered -= 1;
@@ -165,7 +203,7 @@ impl Mutex {
     /// Whether the mutex may be freed: not held, nobody waiting.
     pub fn is_idle(&self) -> bool {
         let g = self.lock_inner();
-        g.owner == 0 && g.registered == 0 && g.joining == 0 && g.bound == 0
+        g.owner == 0 && g.registered == 0 && g.joining == 0 && g.bound == 0 && g.reserved == 0
     }
 
     /// The condition wait of `unlock_bound` took the mutex back, or its
@@ -229,7 +267,7 @@ fn park_lock(token: Token, args: LibArgs) {
         // Its wait is over already; its own side unregisters it.
         return;
     }
-    if g.owner != 0 {
+    if !g.is_free() {
         g.queue.push(Waiter::Coroutine(token.0));
         return;
     }
