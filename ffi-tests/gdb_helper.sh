@@ -24,7 +24,10 @@ if ! gdb -nx -batch -ex 'python print("py-ok")' 2>/dev/null | grep -q py-ok; the
     exit 77
 fi
 
+# No thread-exit notes: gdb writes them to the pipe the program writes its
+# summary to, and one landed in the middle of that line.
 out=$(gdb -nx -batch -x "$helper" \
+    -ex 'set print thread-events off' \
     -ex 'break gdb_stop_here' -ex run \
     -ex 'coframe list' \
     -ex 'coframe bt gdb_parked_id' \
