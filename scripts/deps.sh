@@ -18,6 +18,7 @@ check_only=0
 CMD_PKGS="
 gcc:gcc
 g++:g++
+clang:clang++
 make:make
 valgrind:valgrind
 gdb:gdb
@@ -31,7 +32,9 @@ python3:python3
 #   libasan8 libtsan2    gcc 12's AddressSanitizer and ThreadSanitizer runtimes
 #   libubsan1            gcc 12's UndefinedBehaviorSanitizer runtime
 # (gcc 13/14 use the same runtime names; gcc 11 used libasan6/libtsan0.)
-LIB_PKGS="libc6-dev libc6-dbg libasan8 libtsan2 libubsan1"
+#   libclang-rt-14-dev   clang 14's sanitizer runtimes (Debian 12's clang is
+#                        14; ffi-tests builds hpp_host with clang++ -fsanitize=address)
+LIB_PKGS="libc6-dev libc6-dbg libasan8 libtsan2 libubsan1 libclang-rt-14-dev"
 #   gcc-i686-linux-gnu, libc6-dev-i386-cross
 #                        link the i686 tests; libc6-i386 and lib32gcc-s1 run
 #                        them natively (scripts/ports.sh)
@@ -48,6 +51,8 @@ fi
 # LATER ISSUES: add their requirements here.
 #   Boost.Context (the side-by-side benchmarks, issue 4): benches/deps.sh
 #     installs libboost-context-dev when `make bench` runs.
+# clang++ (<coframe.hpp> is built and its compile-fail checks run with g++
+#   and clang++, issue 18).
 # gdb (with its Python, which Debian's gdb has): ffi-tests/gdb_helper.sh
 #   runs scripts/coframe-gdb.py in it on a live process (issue 17).
 # The Zig host test (ffi-tests/host.zig) runs PyPI's ziglang wheel from a
