@@ -5,7 +5,7 @@
 #   $LIBDIR/libcoframe.so.X -> libcoframe.so.X.Y.Z
 #   $LIBDIR/libcoframe.so   -> libcoframe.so.X.Y.Z
 #   $LIBDIR/libcoframe.a
-#   $INCLUDEDIR/coframe.h (and coframe.hpp once it exists)
+#   $INCLUDEDIR/coframe.h, $INCLUDEDIR/coframe.hpp (the C++20 host)
 #   $LIBDIR/pkgconfig/coframe.pc                       from pkg/coframe.pc.in
 #   $LIBDIR/cmake/coframe/coframeConfig.cmake          from pkg/*.cmake.in
 #   $LIBDIR/cmake/coframe/coframeConfigVersion.cmake
@@ -113,9 +113,7 @@ ln -sf "$real" "$d_lib/libcoframe.so"
 install -m 0644 "$BUILD_DIR/libcoframe.a" "$d_lib/libcoframe.a"
 
 install -m 0644 "$root/include/coframe.h" "$d_inc/coframe.h"
-if [ -f "$root/include/coframe.hpp" ]; then
-    install -m 0644 "$root/include/coframe.hpp" "$d_inc/coframe.hpp"
-fi
+install -m 0644 "$root/include/coframe.hpp" "$d_inc/coframe.hpp"
 
 subst() { # subst TEMPLATE OUTPUT
     sed -e "s|@PREFIX@|$(sedesc "$PREFIX")|g" \

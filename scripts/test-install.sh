@@ -1,11 +1,12 @@
 #!/bin/sh
 # `make test-install`: installs coframe into a temporary DESTDIR, checks the
 # layout, then builds and runs pkg/check/main.c against the staged copy
-#   1. through pkg-config (shared library), as C and as C++,
+#   1. through pkg-config (shared library), as C and as C++, and
+#      pkg/check/hpp.cpp over <coframe.hpp> as C++20,
 #   2. through pkg-config --static (libcoframe.a, no libcoframe.so needed),
 #   3. through CMake's find_package(coframe) (coframe::coframe and
-#      coframe::coframe_static), when cmake is installed (scripts/deps.sh
-#      installs it).
+#      coframe::coframe_static; hpp.cpp too), when cmake is installed
+#      (scripts/deps.sh installs it).
 # Set KEEP=1 to keep the temporary directory.
 set -eu
 
@@ -44,14 +45,11 @@ for link in "libcoframe.so.$MAJOR" libcoframe.so; do
     [ -L "$libdir/$link" ] || fail "$link is not a symlink"
     [ "$(readlink "$libdir/$link")" = "$real" ] || fail "$link does not point at $real"
 done
-for f in lib/libcoframe.a include/coframe.h lib/pkgconfig/coframe.pc \
+for f in lib/libcoframe.a include/coframe.h include/coframe.hpp lib/pkgconfig/coframe.pc \
     lib/cmake/coframe/coframeConfig.cmake lib/cmake/coframe/coframeConfigVersion.cmake \
     share/coframe/coframe-gdb.py; do
     [ -f "$stage$prefix/$f" ] || fail "$prefix/$f was not installed"
 done
-if [ -f "$root/include/coframe.hpp" ]; then
-    [ -f "$stage$prefix/include/coframe.hpp" ] || fail "coframe.hpp was not installed"
-fi
 soname=$(objdump -p "$libdir/$real" | awk '$1 == "SONAME" { print $2 }')
 [ "$soname" = "libcoframe.so.$MAJOR" ] || fail "soname is '$soname', not libcoframe.so.$MAJOR"
 
@@ -86,6 +84,12 @@ step "C++, shared, via pkg-config"
     fail "coframe.h does not compile as C++"
 LD_LIBRARY_PATH=$libdir "$tmp/check_cxx" || fail "the C++ program failed"
 
+step "C++20 over <coframe.hpp>, shared, via pkg-config"
+# shellcheck disable=SC2086
+"$CXX" -std=c++20 -Wall -Wextra -Wpedantic -Werror -pthread -o "$tmp/check_hpp" "$root/pkg/check/hpp.cpp" \
+    $cflags $libs || fail "coframe.hpp does not compile against the installed files"
+LD_LIBRARY_PATH=$libdir "$tmp/check_hpp" || fail "the C++20 program failed"
+
 step "C, static, via pkg-config --static"
 # The archive first, by path, so the linker cannot prefer the .so;
 # --as-needed drops the -lcoframe that pkg-config adds again.
@@ -107,6 +111,7 @@ if command -v cmake >/dev/null 2>&1; then
         { cat "$tmp/cmake.log" >&2; fail "cmake could not build against the installed package"; }
     LD_LIBRARY_PATH=$libdir "$tmp/cmake/check_shared" || fail "the CMake shared program failed"
     "$tmp/cmake/check_static" || fail "the CMake static program failed"
+    LD_LIBRARY_PATH=$libdir "$tmp/cmake/check_hpp" || fail "the CMake C++20 program failed"
     # A version from another major series must be refused.
     mkdir -p "$tmp/cmake-major"
     printf 'cmake_minimum_required(VERSION 3.13)\nproject(m NONE)\nfind_package(coframe %s REQUIRED)\n' \
