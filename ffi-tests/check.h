@@ -66,6 +66,9 @@ static inline const char *coro_code_name(int code)
     case CORO_ELOCKHELD: return "CORO_ELOCKHELD";
     case CORO_ESHUTDOWN: return "CORO_ESHUTDOWN";
     case CORO_EIO: return "CORO_EIO";
+    case CORO_EBUSY: return "CORO_EBUSY";
+    case CORO_ECLOSED: return "CORO_ECLOSED";
+    case CORO_PENDING: return "CORO_PENDING";
     default: return "?";
     }
 }

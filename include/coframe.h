@@ -84,6 +84,13 @@
 #define CORO_ECLOSED -11
 
 /**
+ * Not an error: a call that would suspend began its wait in a foreign
+ * frame (`coro_spawn_frame`); return from `resume`, and ask
+ * `coro_frame_resumed` for the call's answer when the frame runs again.
+ */
+#define CORO_PENDING 1
+
+/**
  * Spawn flag: cancellation makes the pending or next suspension return
  * `CORO_ECANCELED` to the body instead of never returning (libdill's model).
  */
@@ -171,6 +178,7 @@ typedef void *(*coro_entry)(void *env);
 
 /**
  * Releases what the environment captured; runs once, after the defers.
+ * (A foreign frame's `destroy` has this type too.)
  */
 typedef void (*coro_env_drop)(void *env);
 
@@ -264,6 +272,72 @@ int coro_spawn(struct coro_runtime *rt,
  * `CORO_SPAWN_CANCEL_RETURNS`, once cancelled).
  */
 int coro_suspend(coro_on_suspend on_suspend, void *arg);
+
+/**
+ * Starts a foreign frame on `rt`: a coroutine whose state machine a
+ * compiler built (a C++20 coroutine, a C state machine), under the same
+ * two references as `coro_spawn`'s. `resume(frame)` runs it on a worker:
+ * when it starts, and each time a wait it began ends. In `resume`, a
+ * call that would suspend (`coro_yield`, `coro_suspend`, `coro_await`,
+ * `coro_wait_fd`, `coro_sleep_until`, `coro_mutex_lock`,
+ * `coro_chan_send`, `coro_chan_recv`) begins its wait and answers
+ * `CORO_PENDING`; `resume` must then return (its value is ignored), and
+ * until it does, calls act as outside any coroutine (another suspending
+ * call answers `CORO_ESTATE`). `resume` returning with no wait begun
+ * means the frame finished: its value is the frame's result.
+ * `destroy(frame)` (may be NULL) runs once when the frame ends, finished
+ * or cancelled, after its defers, never at the same time as `resume`: in
+ * the default mode a cancelled frame is never resumed again. `flags`:
+ * `CORO_SPAWN_*`; with `CORO_SPAWN_CANCEL_RETURNS` a cancel resumes it
+ * and `coro_frame_resumed` answers `CORO_ECANCELED`. `coro_cond_wait`
+ * answers `CORO_ESTATE` in a foreign frame. On an error the frame is
+ * not started and stays the caller's.
+ *
+ * # Safety
+ * As `coro_spawn`; `resume` and `destroy` are safe to call with `frame`
+ * on any worker thread until `destroy` has run.
+ *
+ * Errors: `CORO_EINVAL` (NULL `rt`, `resume` or `out`; unknown flags),
+ * `CORO_ENOMEM`, `CORO_ESHUTDOWN`.
+ */
+int coro_spawn_frame(struct coro_runtime *rt,
+                     coro_entry resume,
+                     coro_env_drop destroy,
+                     void *frame,
+                     uint32_t flags,
+                     struct coro_promise *out);
+
+/**
+ * In a foreign frame's `resume`, after a call answered `CORO_PENDING`:
+ * what that call finally answers (0, `CORO_ETIMEDOUT`, `CORO_ECANCELED`,
+ * `CORO_ECLOSED`, ...). For `coro_await`, `*value` (may be NULL) gets the
+ * child's result; a `coro_chan_recv`'s item is in the buffer it was
+ * given, which must stay valid until then.
+ *
+ * # Safety
+ * `value` is NULL or writable.
+ *
+ * Errors: `CORO_ESTATE` (not in a foreign frame; no wait ended since the
+ * last call: the first run, or asked twice).
+ */
+int coro_frame_resumed(void **value);
+
+/**
+ * Memory for a foreign frame (a C++ coroutine's `operator new`): `size`
+ * bytes, 16-byte aligned; NULL when out of memory.
+ */
+void *coro_frame_alloc(size_t size);
+
+/**
+ * Gives back memory from `coro_frame_alloc` (NULL: nothing). Given back
+ * while a frame ends (from its `destroy`, directly or deeper, or its
+ * defers), it stays valid until that frame is freed, when its last
+ * reference drops; anywhere else it is released at once.
+ *
+ * # Safety
+ * `mem` is NULL or from `coro_frame_alloc`, not given back before.
+ */
+void coro_frame_free(void *mem);
 
 /**
  * Consumes a suspend reference and schedules the coroutine on its worker.
@@ -394,6 +468,13 @@ int coro_lock_note_acquire(const char *what);
  * Errors: `CORO_ESTATE` (no lock noted).
  */
 int coro_lock_note_release(const char *what);
+
+/**
+ * The name given with the running coroutine's last
+ * `coro_lock_note_acquire`, while it holds a noted lock; NULL otherwise
+ * (and outside a coroutine). For the report of a `CORO_ELOCKHELD`.
+ */
+const char *coro_lock_note_name(void);
 
 /**
  * The running coroutine's id (its promise's value); 0 outside a coroutine.

@@ -240,7 +240,8 @@ def saved_sp(layout, frame):
         try:
             co = ctx["Some"]["__0"]["co"]
         except gdb.error:
-            return None, "it has no coroutine"
+            return None, ("it has no stack of its own (a foreign frame, coro_spawn_frame: "
+                          "its state lives in its host's frame)")
         u64p = gdb.lookup_type("u64").pointer()
         sp = int(co["stack_ptr"].address.cast(u64p).dereference())
         initial = int(co["initial_stack_ptr"].address.cast(u64p).dereference())

@@ -10,9 +10,10 @@ use std::sync::atomic::Ordering::*;
 
 use crate::context::{self, LibWait, Resumed, Running, Suspension};
 use crate::error::{Error, Result};
-use crate::frame::slot::{awaiter, Defer, Slot};
+use crate::frame::slot::{awaiter, Defer, ForeignPark, Slot, FOREIGN_FRAME, LOCK_COUNT};
 pub use crate::frame::slot::{DeferFn, Entry, EnvDrop};
 use crate::frame::state::{AwaitStart, Consume, CANCELLED, CANCEL_RETURNS, DONE};
+use crate::frame::wait::Wait;
 use crate::frame::{table, trace};
 pub use crate::frame::{Promise, Token};
 use crate::poll;
@@ -123,6 +124,23 @@ fn init_frame(
         // drop call.
         core::mem::forget(context.replace(new));
     }
+    publish(rt, local, slot, entry, env_ptr.cast(), drop, flags)
+}
+
+/// Publishes a prepared frame in `slot` (its environment or foreign frame
+/// at `env`) and queues it: the tail of both spawns.
+#[inline(always)]
+fn publish(
+    rt: &Runtime,
+    local: Option<&sched::Local>,
+    slot: &'static Slot,
+    entry: Entry,
+    env: *mut c_void,
+    drop: Option<EnvDrop>,
+    flags: u32,
+) -> Result<Promise> {
+    // SAFETY: a free slot is ours until `init` publishes it.
+    let body = unsafe { slot.body() };
     let gen = slot.state.load().gen();
     let promise = Promise::new(slot.index(), gen);
     let worker = rt.pick_worker();
@@ -130,7 +148,7 @@ fn init_frame(
     slot.set_worker(worker);
     body.migratable = flags & SPAWN_MIGRATABLE != 0;
     body.entry = Some(entry);
-    body.env = env_ptr.cast();
+    body.env = env;
     body.env_drop = drop;
     slot.awaiter
         .store(awaiter::mark(gen, awaiter::EMPTY), Relaxed);
@@ -158,6 +176,40 @@ fn init_frame(
         return Err(Error::Shutdown);
     }
     Ok(promise)
+}
+
+/// Starts a foreign frame (`context::foreign`): `resume(frame)` runs it,
+/// `destroy(frame)` ends it.
+pub fn spawn_frame(
+    rt: &Runtime,
+    resume: Entry,
+    destroy: Option<EnvDrop>,
+    frame: *mut c_void,
+    flags: u32,
+) -> Result<Promise> {
+    if flags & !SPAWN_FLAGS != 0 {
+        return Err(Error::Invalid);
+    }
+    if rt.is_closing() {
+        return Err(Error::Shutdown);
+    }
+    let local = sched::local().filter(|l| l.serves(rt));
+    // Not a warm slot: its coroutine would want the slot's yielder, which
+    // a foreign frame's must not have (`Running::is_foreign`).
+    let slot = match local {
+        Some(l) => l.alloc_slot()?,
+        None => table::alloc(None)?,
+    };
+    // SAFETY: a free slot is ours until `publish` publishes it.
+    debug_assert!(unsafe { slot.context() }.is_none());
+    slot.set_yielder(ptr::null());
+    // SAFETY: as above.
+    let body = unsafe { slot.body() };
+    body.locks |= FOREIGN_FRAME;
+    body.foreign_park = None;
+    body.wait_open = false;
+    body.answer = None;
+    publish(rt, local, slot, resume, frame, destroy, flags)
 }
 
 /// Gives back a slot `init_frame` took and published nothing in: to the
@@ -223,8 +275,7 @@ fn no_lock_held<const SUSPEND: bool>(me: &Running) -> Result<()> {
     let body = unsafe { me.slot.body() };
     if !SUSPEND {
         if body.locks & !trace::CHECK_LOCKS != 0 {
-            report_lock_held(me.slot.promise().0, body.lock_what);
-            return Err(Error::LockHeld);
+            return Err(checked_yield(me.slot));
         }
         return Ok(());
     }
@@ -237,18 +288,39 @@ fn no_lock_held<const SUSPEND: bool>(me: &Running) -> Result<()> {
 }
 
 /// `no_lock_held`'s cold path for a suspension point: a noted lock is
-/// held, or check mode. `slot` is the running coroutine's.
+/// held, check mode, or a foreign frame. `slot` is the running
+/// coroutine's.
 #[cold]
 #[inline(never)]
 fn checked_suspension(slot: &'static Slot) -> Result<()> {
     // SAFETY: the running body owns EXEC.
     let body = unsafe { slot.body() };
-    if body.locks & !trace::CHECK_LOCKS != 0 {
+    if body.locks & LOCK_COUNT != 0 {
         report_lock_held(slot.promise().0, body.lock_what);
         return Err(Error::LockHeld);
     }
-    trace::capture(slot);
+    if body.locks & trace::CHECK_LOCKS != 0 {
+        trace::capture(slot);
+    }
     Ok(())
+}
+
+/// `no_lock_held`'s cold path for a yield: a noted lock is held, or the
+/// yield is a foreign frame's, which returns to its worker
+/// (`context::foreign`).
+/// Never comes back to the hot path (an error either way), which then
+/// keeps no register across the call.
+#[cold]
+#[inline(never)]
+fn checked_yield(slot: &'static Slot) -> Error {
+    // SAFETY: the running body owns EXEC.
+    let body = unsafe { slot.body() };
+    if body.locks & LOCK_COUNT != 0 {
+        report_lock_held(slot.promise().0, body.lock_what);
+        return Error::LockHeld;
+    }
+    debug_assert!(body.locks & FOREIGN_FRAME != 0);
+    context::foreign::begin(slot, ForeignPark::Yield)
 }
 
 /// The running coroutine, checked for a suspension.
@@ -266,7 +338,7 @@ pub fn suspend_with(
     arg: *mut c_void,
 ) -> Result<Resumed> {
     let me = suspendable()?;
-    Ok(me.suspend(Suspension::C(on_suspend, arg)))
+    me.park(Suspension::C(on_suspend, arg))
 }
 
 /// `coro_yield`: how the coroutine was resumed (`Resumed::status` is
@@ -447,6 +519,11 @@ fn await_with(
     // it again; a cancel-returns one comes back with CORO_ECANCELED. The
     // child's reference is consumed above.
     if let Some(me) = me.filter(|me| me.slot.state.load().has(CANCELLED)) {
+        if me.is_foreign() {
+            // Its worker acts on the cancel once it parks; in cancel-
+            // returns mode the yield's second half answers CORO_ECANCELED.
+            return Err(context::foreign::begin(me.slot, ForeignPark::Yield));
+        }
         let _ = me.yield_now();
         return Err(Error::Canceled);
     }
@@ -461,7 +538,18 @@ fn await_in_coroutine(me: Running, child: &'static Slot, p: Promise) -> Result<*
     let slot = me.slot;
     // The running body owns EXEC: the wait is its to describe.
     slot.wait.set_await(p);
-    let r = me.suspend(Suspension::Lib(LibWait::new(register_awaiter, [p.0, 0])));
+    let r = me.park(Suspension::Lib(LibWait::new(register_awaiter, [p.0, 0])))?;
+    end_await(slot, child, p, r)
+}
+
+/// The second half of an await in a coroutine: `slot` awaited `child`
+/// (promise `p`) and was resumed as `r` says.
+fn end_await(
+    slot: &'static Slot,
+    child: &'static Slot,
+    p: Promise,
+    r: Resumed,
+) -> Result<*mut c_void> {
     // Resumed, so we own EXEC again.
     slot.wait.clear();
     match r {
@@ -636,7 +724,19 @@ fn poll_wait(me: Running, fd: i32, events: u32, deadline: i64) -> Result<()> {
         return Ok(());
     };
     slot.wait.set_poll(key);
-    let r = me.suspend(Suspension::Lib(LibWait::new(park_in_poller, [key, 0])));
+    let r = me.park(Suspension::Lib(LibWait::new(park_in_poller, [key, 0])))?;
+    end_poll(slot, rt, worker, key, r)
+}
+
+/// The second half of a poller wait: `slot` waited under `key` in the
+/// poller of `worker` and was resumed as `r` says.
+fn end_poll(
+    slot: &'static Slot,
+    rt: &'static Runtime,
+    worker: usize,
+    key: u64,
+    r: Resumed,
+) -> Result<()> {
     // Resumed, so we own EXEC again.
     slot.wait.clear();
     // The poller it began in, though a migratable frame may run on
@@ -688,8 +788,8 @@ pub fn lock_note(what: *const c_char, acquire: bool) -> Result<()> {
         body.locks += 1;
         body.lock_what = what;
     } else {
-        // The count is below check mode's bit (`trace::CHECK_LOCKS`).
-        if body.locks & !trace::CHECK_LOCKS == 0 {
+        // The count is below the flags (`LOCK_COUNT`).
+        if body.locks & LOCK_COUNT == 0 {
             return Err(Error::State);
         }
         body.locks -= 1;
@@ -728,6 +828,67 @@ fn lock_name(what: *const c_char) -> std::borrow::Cow<'static, str> {
         // which outlives the note (the C API's contract).
         unsafe { core::ffi::CStr::from_ptr(what) }.to_string_lossy()
     }
+}
+
+/// The second half of the wait a foreign frame parked in, run when it is
+/// resumed as `r` says, before its host's resume (`context::foreign`):
+/// what the call that began the wait answers. `Pending`: it began
+/// another wait.
+pub(crate) fn end_foreign_wait(slot: &'static Slot, r: Resumed) -> Result<*mut c_void> {
+    match slot.wait.get() {
+        // A yield or a `coro_suspend`.
+        Wait::None => match r {
+            Resumed::Ok => Ok(ptr::null_mut()),
+            _ => Err(Error::Canceled),
+        },
+        Wait::Await(p) => {
+            let child = lookup(p.split()?.0)?;
+            end_await(slot, child, p, r)
+        }
+        Wait::Poll {
+            key, worker, fd, ..
+        } => {
+            let (rt, _) = runtime_of(slot)?;
+            match end_poll(slot, rt, worker, key, r) {
+                // A sleep (`sleep_until`).
+                Err(Error::TimedOut) if fd < 0 => Ok(ptr::null_mut()),
+                other => other.map(|()| ptr::null_mut()),
+            }
+        }
+        Wait::Sync {
+            obj,
+            sending,
+            worker,
+            deadline,
+        } => crate::sync::end_foreign_wait(slot, obj, sending, worker, deadline, r)
+            .map(|()| ptr::null_mut()),
+    }
+}
+
+/// `coro_frame_resumed`: the answer of the wait the running foreign frame
+/// was resumed from, once.
+pub fn frame_resumed() -> Result<*mut c_void> {
+    let slot = context::current().ok_or(Error::State)?;
+    // SAFETY: the running frame owns EXEC.
+    let body = unsafe { slot.body() };
+    if body.locks & FOREIGN_FRAME == 0 {
+        return Err(Error::State);
+    }
+    body.answer.take().ok_or(Error::State)?
+}
+
+/// `coro_lock_note_name`: the name of the running coroutine's last noted
+/// lock, if it holds one.
+pub fn lock_note_name() -> *const c_char {
+    let Some(slot) = context::current() else {
+        return ptr::null();
+    };
+    // SAFETY: the running body owns EXEC.
+    let body = unsafe { slot.body() };
+    if body.locks & LOCK_COUNT == 0 {
+        return ptr::null();
+    }
+    body.lock_what
 }
 
 /// `coro_self_id`.

@@ -31,9 +31,14 @@ pub enum Error {
     Busy,
     /// The channel is closed.
     Closed,
+    /// Not a failure: a wait began in a foreign frame, whose host returns
+    /// from its resume; `coro_frame_resumed` gives the wait's answer once
+    /// the frame runs again (`context::foreign`). Code +1.
+    Pending,
 }
 
-/// Every error, in code order (`CORO_EINVAL` first).
+/// Every failure, in code order (`CORO_EINVAL` first); not `Pending`,
+/// which is none.
 pub const ALL: [Error; 11] = [
     Error::Invalid,
     Error::Stale,
@@ -49,7 +54,7 @@ pub const ALL: [Error; 11] = [
 ];
 
 impl Error {
-    /// The negative integer C sees.
+    /// The integer C sees: negative for a failure.
     pub const fn code(self) -> i32 {
         match self {
             Error::Invalid => -1,
@@ -63,11 +68,15 @@ impl Error {
             Error::Io => -9,
             Error::Busy => -10,
             Error::Closed => -11,
+            Error::Pending => 1,
         }
     }
 
     /// The error for a C status code, `None` for 0 and unknown codes.
     pub fn from_code(code: i32) -> Option<Error> {
+        if code == Error::Pending.code() {
+            return Some(Error::Pending);
+        }
         ALL.iter().copied().find(|e| e.code() == code)
     }
 
@@ -85,6 +94,7 @@ impl Error {
             Error::Io => "operating system error (see errno)\0",
             Error::Busy => "mutex held (try-lock)\0",
             Error::Closed => "channel closed\0",
+            Error::Pending => "wait begun in a foreign frame: return from resume\0",
         }
     }
 }
@@ -112,6 +122,8 @@ mod tests {
             assert!(e.message().ends_with('\0'));
         }
         assert_eq!(Error::from_code(0), None);
+        assert_eq!(Error::from_code(1), Some(Error::Pending));
+        assert!(Error::Pending.code() > 0 && !ALL.contains(&Error::Pending));
         assert_eq!(Error::from_code(-100), None);
     }
 }

@@ -12,6 +12,9 @@
 //! A switched-out coroutine that is cancelled in the default mode is never
 //! resumed: `into_stack` abandons its frames without unwinding them (the
 //! defers, run by the frame, are the cleanup), as FACTS.md advises.
+//! A foreign frame has no stack: `foreign` runs it.
+
+pub mod foreign;
 
 use core::cell::Cell;
 #[cfg(not(feature = "asan"))]
@@ -22,7 +25,8 @@ use core::sync::atomic::Ordering::Relaxed;
 
 use corosensei::{Coroutine, CoroutineResult, Yielder};
 
-use crate::frame::slot::Slot;
+use crate::error::Result;
+use crate::frame::slot::{ForeignPark, FrameMem, Slot};
 use crate::frame::Token;
 use crate::sanitize::Fiber;
 use crate::stack::Stack;
@@ -148,6 +152,9 @@ pub struct ThreadCtx {
     /// The id of the frame whose defers and `env_drop` run on this thread
     /// now (0: none): its own code, which may unlock what it holds.
     finalizing: Cell<u64>,
+    /// Frame memory given back (`coro_frame_free`) while `finalizing`
+    /// runs: it goes with that frame, freed when the frame is.
+    kept_mem: Cell<*mut FrameMem>,
 }
 
 thread_local! {
@@ -156,6 +163,7 @@ thread_local! {
             slot: Cell::new(ptr::null()),
             worker: Cell::new(ptr::null()),
             finalizing: Cell::new(0),
+            kept_mem: Cell::new(ptr::null_mut()),
         }
     };
 }
@@ -248,13 +256,37 @@ pub struct Running {
 impl Running {
     /// Switches the coroutine out to the back of its worker's queue;
     /// returns when it runs again. Consumes `self`, as `suspend` does.
+    /// Stackful bodies only: a foreign frame yields with `foreign::begin`.
     pub fn yield_now(self) -> Resumed {
+        debug_assert!(!self.is_foreign());
         self.switch_out(Switch::YIELD)
+    }
+
+    /// Whether this is a foreign frame (`foreign`), which has no stack of
+    /// its own to switch out of.
+    #[inline(always)]
+    pub fn is_foreign(&self) -> bool {
+        self.yielder.is_null()
+    }
+
+    /// Parks the coroutine as `how` says. A stackful body switches out
+    /// and gets how it was resumed. A foreign frame gets `Pending`: its
+    /// worker parks it once its host returns from the resume, and the
+    /// caller's second half runs when it is resumed (`foreign`). So a
+    /// wait is written as its first half, this call with `?`, and its
+    /// second half in a function of its own, which `foreign` calls too.
+    #[inline(always)]
+    pub fn park(self, how: Suspension) -> Result<Resumed> {
+        if self.is_foreign() {
+            return Err(foreign::begin(self.slot, ForeignPark::Park(how)));
+        }
+        Ok(self.suspend(how))
     }
 
     /// Switches the coroutine out to park; returns when it is resumed.
     /// Consumes `self`: nothing found before a switch is trusted after it.
-    pub fn suspend(self, how: Suspension) -> Resumed {
+    /// Stackful bodies only (`park` is for both kinds).
+    fn suspend(self, how: Suspension) -> Resumed {
         // `how` stays in this call's frame, on the coroutine's stack,
         // until the coroutine is resumed: the worker reads it first.
         self.switch_out(Switch::suspend(&how))

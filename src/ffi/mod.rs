@@ -43,6 +43,10 @@ pub const CORO_EIO: c_int = -9;
 pub const CORO_EBUSY: c_int = -10;
 /// The channel is closed.
 pub const CORO_ECLOSED: c_int = -11;
+/// Not an error: a call that would suspend began its wait in a foreign
+/// frame (`coro_spawn_frame`); return from `resume`, and ask
+/// `coro_frame_resumed` for the call's answer when the frame runs again.
+pub const CORO_PENDING: c_int = 1;
 
 /// Spawn flag: cancellation makes the pending or next suspension return
 /// `CORO_ECANCELED` to the body instead of never returning (libdill's model).
@@ -127,6 +131,7 @@ pub struct coro_config {
 /// given to `coro_spawn`; the return value is what `coro_await` yields.
 pub type coro_entry = Option<unsafe extern "C" fn(env: *mut c_void) -> *mut c_void>;
 /// Releases what the environment captured; runs once, after the defers.
+/// (A foreign frame's `destroy` has this type too.)
 pub type coro_env_drop = Option<unsafe extern "C" fn(env: *mut c_void)>;
 /// Runs after a coroutine has switched out, with the token of that suspension.
 pub type coro_on_suspend = Option<unsafe extern "C" fn(token: coro_token, arg: *mut c_void)>;
@@ -147,6 +152,7 @@ const _: () = {
     assert!(CORO_EIO == Error::Io.code());
     assert!(CORO_EBUSY == Error::Busy.code());
     assert!(CORO_ECLOSED == Error::Closed.code());
+    assert!(CORO_PENDING == Error::Pending.code());
     assert!(CORO_SPAWN_CANCEL_RETURNS == coro::SPAWN_CANCEL_RETURNS);
     assert!(CORO_SPAWN_MIGRATABLE == coro::SPAWN_MIGRATABLE);
     assert!(CORO_READABLE == crate::poll::READABLE);
@@ -382,6 +388,108 @@ pub extern "C" fn coro_suspend(on_suspend: coro_on_suspend, arg: *mut c_void) ->
     })
 }
 
+/// Starts a foreign frame on `rt`: a coroutine whose state machine a
+/// compiler built (a C++20 coroutine, a C state machine), under the same
+/// two references as `coro_spawn`'s. `resume(frame)` runs it on a worker:
+/// when it starts, and each time a wait it began ends. In `resume`, a
+/// call that would suspend (`coro_yield`, `coro_suspend`, `coro_await`,
+/// `coro_wait_fd`, `coro_sleep_until`, `coro_mutex_lock`,
+/// `coro_chan_send`, `coro_chan_recv`) begins its wait and answers
+/// `CORO_PENDING`; `resume` must then return (its value is ignored), and
+/// until it does, calls act as outside any coroutine (another suspending
+/// call answers `CORO_ESTATE`). `resume` returning with no wait begun
+/// means the frame finished: its value is the frame's result.
+/// `destroy(frame)` (may be NULL) runs once when the frame ends, finished
+/// or cancelled, after its defers, never at the same time as `resume`: in
+/// the default mode a cancelled frame is never resumed again. `flags`:
+/// `CORO_SPAWN_*`; with `CORO_SPAWN_CANCEL_RETURNS` a cancel resumes it
+/// and `coro_frame_resumed` answers `CORO_ECANCELED`. `coro_cond_wait`
+/// answers `CORO_ESTATE` in a foreign frame. On an error the frame is
+/// not started and stays the caller's.
+///
+/// # Safety
+/// As `coro_spawn`; `resume` and `destroy` are safe to call with `frame`
+/// on any worker thread until `destroy` has run.
+///
+/// Errors: `CORO_EINVAL` (NULL `rt`, `resume` or `out`; unknown flags),
+/// `CORO_ENOMEM`, `CORO_ESHUTDOWN`.
+#[no_mangle]
+pub unsafe extern "C" fn coro_spawn_frame(
+    rt: *mut coro_runtime,
+    resume: coro_entry,
+    destroy: coro_env_drop,
+    frame: *mut c_void,
+    flags: u32,
+    out: *mut coro_promise,
+) -> c_int {
+    guard(|| {
+        let Some(resume) = resume else {
+            return CORO_EINVAL;
+        };
+        if rt.is_null() || out.is_null() {
+            return CORO_EINVAL;
+        }
+        // SAFETY: `rt` came from `coro_runtime_new`.
+        let rt = match unsafe { live_runtime(rt) } {
+            Ok(rt) => rt,
+            Err(code) => return code,
+        };
+        match coro::spawn_frame(rt, resume, destroy, frame, flags) {
+            Ok(p) => {
+                // SAFETY: `out` is non-null and writable.
+                unsafe { out.write(coro_promise { id: p.0 }) };
+                CORO_OK
+            }
+            Err(e) => e.code(),
+        }
+    })
+}
+
+/// In a foreign frame's `resume`, after a call answered `CORO_PENDING`:
+/// what that call finally answers (0, `CORO_ETIMEDOUT`, `CORO_ECANCELED`,
+/// `CORO_ECLOSED`, ...). For `coro_await`, `*value` (may be NULL) gets the
+/// child's result; a `coro_chan_recv`'s item is in the buffer it was
+/// given, which must stay valid until then.
+///
+/// # Safety
+/// `value` is NULL or writable.
+///
+/// Errors: `CORO_ESTATE` (not in a foreign frame; no wait ended since the
+/// last call: the first run, or asked twice).
+#[no_mangle]
+pub unsafe extern "C" fn coro_frame_resumed(value: *mut *mut c_void) -> c_int {
+    guard(|| match coro::frame_resumed() {
+        Ok(v) => {
+            if !value.is_null() {
+                // SAFETY: non-null `value` is writable by the caller's contract.
+                unsafe { value.write(v) };
+            }
+            CORO_OK
+        }
+        Err(e) => e.code(),
+    })
+}
+
+/// Memory for a foreign frame (a C++ coroutine's `operator new`): `size`
+/// bytes, 16-byte aligned; NULL when out of memory.
+#[no_mangle]
+pub extern "C" fn coro_frame_alloc(size: usize) -> *mut c_void {
+    guard(|| crate::context::foreign::alloc(size))
+}
+
+/// Gives back memory from `coro_frame_alloc` (NULL: nothing). Given back
+/// while a frame ends (from its `destroy`, directly or deeper, or its
+/// defers), it stays valid until that frame is freed, when its last
+/// reference drops; anywhere else it is released at once.
+///
+/// # Safety
+/// `mem` is NULL or from `coro_frame_alloc`, not given back before.
+#[no_mangle]
+pub unsafe extern "C" fn coro_frame_free(mem: *mut c_void) {
+    // SAFETY: the caller's contract.
+    guard(|| unsafe { crate::context::foreign::free(mem) })
+}
+
 /// Consumes a suspend reference and schedules the coroutine on its worker.
 /// On a cancelled coroutine it only drops the reference and returns 0.
 ///
@@ -541,6 +649,14 @@ pub extern "C" fn coro_lock_note_acquire(what: *const c_char) -> c_int {
 #[no_mangle]
 pub extern "C" fn coro_lock_note_release(what: *const c_char) -> c_int {
     guard(|| status(coro::lock_note(what, false)))
+}
+
+/// The name given with the running coroutine's last
+/// `coro_lock_note_acquire`, while it holds a noted lock; NULL otherwise
+/// (and outside a coroutine). For the report of a `CORO_ELOCKHELD`.
+#[no_mangle]
+pub extern "C" fn coro_lock_note_name() -> *const c_char {
+    guard(coro::lock_note_name)
 }
 
 /// The running coroutine's id (its promise's value); 0 outside a coroutine.

@@ -58,6 +58,32 @@ pub enum Given {
     Retry,
 }
 
+/// Set in `Body::locks` of a foreign frame (`coro_spawn_frame`), so that
+/// its suspension points take the lock check's cold path, where a foreign
+/// frame parks (`context::foreign`): a stackful body pays nothing for it.
+pub const FOREIGN_FRAME: u32 = 1 << 30;
+
+/// The count of noted locks in `Body::locks`, below its flags.
+pub const LOCK_COUNT: u32 = !(CHECK_LOCKS | FOREIGN_FRAME);
+
+/// What a foreign frame's host left for its worker when its resume
+/// returned after a wait began (`context::foreign`).
+#[derive(Clone, Copy)]
+pub enum ForeignPark {
+    /// `coro_yield`: to the back of the queue.
+    Yield,
+    /// Park as this says (every other wait).
+    Park(crate::context::Suspension),
+}
+
+/// Memory a host got from `coro_frame_alloc` and gave back while a frame
+/// ended: released when the frame is freed (`context::foreign`).
+#[repr(C, align(16))]
+pub struct FrameMem {
+    pub next: *mut FrameMem,
+    pub size: usize,
+}
+
 /// What only the `EXEC` owner reads or writes.
 pub struct Body {
     /// The frame's runtime; null while the slot is free. Not counted: a
@@ -93,8 +119,19 @@ pub struct Body {
     /// In check mode `trace::CHECK_LOCKS` is set too, for good: every
     /// suspension point then takes the lock check's cold path, which
     /// captures the backtrace (`trace.rs`) and counts below the bit.
+    /// `FOREIGN_FRAME` marks a foreign frame; `LOCK_COUNT` is the count.
     pub locks: u32,
     pub lock_what: *const c_char,
+    /// A foreign frame: the wait its host began in the resume that is
+    /// running or just returned (`None`: none began).
+    pub foreign_park: Option<ForeignPark>,
+    /// A foreign frame parked in a wait whose second half runs when it is
+    /// resumed; then `answer` holds what the wait's call answers, until
+    /// `coro_frame_resumed` takes it.
+    pub wait_open: bool,
+    pub answer: Option<crate::error::Result<*mut c_void>>,
+    /// Frame memory given back while the frame ended, freed with it.
+    pub frame_mem: *mut FrameMem,
 }
 
 impl Body {
@@ -121,6 +158,10 @@ impl Body {
             sync_timer: crate::frame::wait::NO_TIMER,
             locks: if check { CHECK_LOCKS } else { 0 },
             lock_what: ptr::null(),
+            foreign_park: None,
+            wait_open: false,
+            answer: None,
+            frame_mem: ptr::null_mut(),
         }
     }
 }
@@ -170,6 +211,7 @@ pub struct Slot {
     pub blocker: Blocker,
     /// The running body's corosensei yielder, set by the body on its first
     /// run and read by the body's library calls (both `EXEC` owners).
+    /// Null for a foreign frame, which has no stack to switch out of.
     yielder: Cell<*const ()>,
 }
 

@@ -50,10 +50,6 @@ pub(super) fn run<const NESTED: bool>(
     nested: Option<&mut Nested>,
 ) -> Option<&'static Slot> {
     let snap = slot.state.load();
-    // SAFETY: we own EXEC (rule 3); the body is not running.
-    let ctx = unsafe { slot.context() }
-        .as_mut()
-        .expect("queued frame has a context");
     let how = if snap.has(CANCELLED) {
         // SAFETY: we own EXEC.
         let body = unsafe { slot.body() };
@@ -73,7 +69,33 @@ pub(super) fn run<const NESTED: bool>(
     } else {
         Resumed::Ok
     };
-    match ctx.resume(local.ctx, slot, how) {
+    // SAFETY: we own EXEC (rule 3); the body is not running.
+    let Some(ctx) = unsafe { slot.context() }.as_mut() else {
+        // A foreign frame: no stack.
+        return run_foreign(local, slot, how);
+    };
+    let step = ctx.resume(local.ctx, slot, how);
+    after::<NESTED>(local, slot, nested, step)
+}
+
+/// `run` for a foreign frame (`context::foreign`), which never runs nested
+/// (`Local::run_awaited_now`). Out of line, so that a stackful frame's
+/// switch stays inlined in the worker's loop.
+#[inline(never)]
+fn run_foreign(local: &Local, slot: &'static Slot, how: Resumed) -> Option<&'static Slot> {
+    let step = context::foreign::resume(local.ctx, slot, how);
+    after::<false>(local, slot, None, step)
+}
+
+/// What `run` does once the frame's body stopped as `step` says.
+#[inline(always)]
+fn after<const NESTED: bool>(
+    local: &Local,
+    slot: &'static Slot,
+    nested: Option<&mut Nested>,
+    step: Step,
+) -> Option<&'static Slot> {
+    match step {
         Step::Returned(value) if NESTED => match nested {
             Some(n) => {
                 n.end = finish_inline(slot, Outcome::Returned(value), Some(local), Some(n.gen))
@@ -228,7 +250,7 @@ fn finish_inline(
     if !body.defers.is_empty() || body.env_drop.is_some() {
         run_cleanup(slot, body, cancelled);
     }
-    let kept = body.locks & !crate::frame::trace::CHECK_LOCKS;
+    let kept = body.locks & crate::frame::slot::LOCK_COUNT;
     if kept != 0 {
         // Reported before the end is published, so an awaiter sees it.
         crate::coro::report_lock_kept(slot.promise().0, kept, body.lock_what);
@@ -273,6 +295,7 @@ fn finish_inline(
 fn run_cleanup(slot: &'static Slot, body: &mut Body, cancelled: bool) {
     let ctx = context::thread_ctx();
     let outer = ctx.set_finalizing(slot.promise().0);
+    let outer_mem = context::foreign::collect(ctx);
     while let Some(d) = body.defers.pop() {
         if !d.on_error_only || cancelled {
             // SAFETY: registered by the coroutine with coro_defer/errdefer.
@@ -280,9 +303,11 @@ fn run_cleanup(slot: &'static Slot, body: &mut Body, cancelled: bool) {
         }
     }
     if let Some(drop_env) = body.env_drop.take() {
-        // SAFETY: the frame's own copy of the environment, dropped once.
+        // SAFETY: the frame's own copy of the environment, or a foreign
+        // frame's destroy with its frame, called once.
         unsafe { drop_env(body.env) };
     }
+    context::foreign::keep(ctx, body, outer_mem);
     ctx.set_finalizing(outer);
 }
 
@@ -352,9 +377,12 @@ fn release(slot: &'static Slot, body: &mut Body) {
         body.env_drop.is_none() && body.defers.is_empty() && slot.wait.get() == Wait::None,
         "freed a frame that did not finish"
     );
+    if !body.frame_mem.is_null() {
+        context::foreign::free_kept(body);
+    }
     body.rt = core::ptr::null();
-    // Keeps check mode's bit (`trace::CHECK_LOCKS`): one `and` to
-    // memory, as the store of 0 was.
+    // Keeps check mode's bit (`trace::CHECK_LOCKS`), and clears a
+    // foreign frame's: one `and` to memory, as the store of 0 was.
     body.locks &= crate::frame::trace::CHECK_LOCKS;
     slot.owner.store(0, core::sync::atomic::Ordering::Release);
     slot.state.release();

@@ -149,12 +149,29 @@ impl Chan {
                     self.thread_waits(&tw, dir, deadline)?
                 }
             };
-            match given {
-                Given::Granted => return Ok(()),
-                Given::Closed => return Err(Error::Closed),
-                // Its park found the channel ready but could not finish.
-                Given::Retry | Given::Nothing => continue,
+            if let Some(done) = outcome(given) {
+                return done;
             }
+        }
+    }
+
+    /// The end of a foreign frame's `op`, whose wait was given `given`
+    /// (`sync::end_foreign_wait`): done, or `op` again.
+    ///
+    /// # Safety
+    /// As `send` / `recv`.
+    pub(crate) unsafe fn go_on(
+        &self,
+        given: Given,
+        sending: bool,
+        item: *mut u8,
+        deadline: i64,
+    ) -> Result<()> {
+        let dir = if sending { Dir::Send } else { Dir::Recv };
+        match outcome(given) {
+            Some(done) => done,
+            // SAFETY: the caller's contract.
+            None => unsafe { self.op(dir, item, deadline) },
         }
     }
 
@@ -327,6 +344,17 @@ impl Inner {
         self.queue(dir).reserve(n)?;
         self.registered = n;
         Ok(())
+    }
+}
+
+/// What a wait that was given `given` makes of an `op`: its answer, or
+/// `None` to try again (its park found the channel ready but could not
+/// finish the hand-off).
+fn outcome(given: Given) -> Option<Result<()>> {
+    match given {
+        Given::Granted => Some(Ok(())),
+        Given::Closed => Some(Err(Error::Closed)),
+        Given::Retry | Given::Nothing => None,
     }
 }
 

@@ -76,6 +76,9 @@ impl Cond {
         }
         match who {
             Caller::Worker(_) => Err(Error::State),
+            // Its relock may have to wait again after the wake-up, which a
+            // foreign frame's one pending wait cannot (docs/API.md).
+            Caller::Coroutine(me) if me.is_foreign() => Err(Error::State),
             Caller::Coroutine(me) => {
                 // Not waiting yet: `m` is still held.
                 crate::coro::suspension_point(&me)?;

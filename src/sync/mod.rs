@@ -93,3 +93,31 @@ impl Obj {
         }
     }
 }
+
+/// The second half of a foreign frame's wait on `obj` (`context::foreign`),
+/// run when the frame is resumed as `r` says: `sending`, `deadline` and
+/// `worker` as its `Wait::Sync` recorded them. A channel's hand-off that
+/// must be tried again is (and may begin another wait: `Pending`).
+pub(crate) fn end_foreign_wait(
+    slot: &'static crate::frame::slot::Slot,
+    obj: Obj,
+    sending: bool,
+    worker: usize,
+    deadline: i64,
+    r: crate::context::Resumed,
+) -> crate::error::Result<()> {
+    let given = wait::end_wait(slot, obj, worker, r)?;
+    match obj {
+        Obj::Mutex(_) => Ok(()),
+        Obj::Chan(ch) => {
+            // SAFETY: the running frame owns EXEC.
+            let item = unsafe { slot.body() }.sync_buf;
+            // SAFETY: the channel and the item are the host's, valid
+            // until its call ends (`coro_chan_send`'s contract), and the
+            // call ends when the frame hears this answer.
+            unsafe { (*ch).go_on(given, sending, item, deadline) }
+        }
+        // `Cond::wait` does not begin in a foreign frame.
+        Obj::Cond(_) => Err(crate::error::Error::State),
+    }
+}

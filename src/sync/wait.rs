@@ -399,18 +399,25 @@ pub(crate) fn wait_coroutine(
     body.sync_buf = buf;
     body.sync_timer = timer.unwrap_or(NO_TIMER);
     slot.wait.set_sync(obj, sending, worker, deadline);
-    let r = me.suspend(Suspension::Lib(LibWait {
+    let r = me.park(Suspension::Lib(LibWait {
         park,
         unparked: Some(unparked),
         args: [obj.arg(), timer.unwrap_or(NO_TIMER)],
-    }));
+    }))?;
+    end_wait(slot, obj, worker, r)
+}
+
+/// The second half of `wait_coroutine`: the coroutine of `slot` waited on
+/// `obj`, its timer (if any) in the poller of `worker`, and was resumed
+/// as `r` says.
+pub(crate) fn end_wait(slot: &'static Slot, obj: Obj, worker: usize, r: Resumed) -> Result<Given> {
     // SAFETY: resumed, so we own EXEC again.
     let body = unsafe { slot.body() };
     let given = core::mem::replace(&mut body.given, Given::Nothing);
-    body.sync_timer = NO_TIMER;
+    let timer = core::mem::replace(&mut body.sync_timer, NO_TIMER);
     slot.wait.clear();
-    if let Some(key) = timer {
-        let _ = rt.pollers[worker].end(key);
+    if let (true, Some(rt)) = (timer != NO_TIMER, body.runtime()) {
+        let _ = rt.pollers[worker].end(timer);
     }
     if given != Given::Nothing {
         return Ok(given);
