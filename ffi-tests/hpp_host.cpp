@@ -1045,6 +1045,49 @@ void test_tasks(coframe::runtime &rt)
         CHECK(wait_until([] { return task_dtors == 1; }));
     }
 
+    // A cancelled task's frame gives back the mutex it holds (its guard's
+    // destructor runs in destroy, as the coroutine), and a task cancelled
+    // while it waits for the mutex, or to send a boxed item, was given
+    // neither: it unlocks nothing and frees its item (ASan's leak check).
+    {
+        coframe::mutex m;
+        task_dtors = 0;
+        task_parked = 0;
+        auto holder = coframe::spawn(rt, [&m]() -> coframe::task<void> {
+            auto g = co_await m.lock();
+            Tracked local(task_dtors);
+            task_parked++;
+            co_await coframe::sleep_for(1h);
+        });
+        CHECK(wait_until([] { return task_parked == 1; }));
+        holder.cancel();
+        CHECK(wait_until([] { return task_dtors == 1; }));
+        auto g = m.try_lock();
+        CHECK(g.owns_lock());
+        auto waiter = coframe::spawn(rt, [&m]() -> coframe::task<void> {
+            task_parked++;
+            auto g2 = co_await m.lock();
+            task_dtors += 100; // never: cancelled while waiting
+        });
+        coframe::channel<std::string> full(1);
+        full.send(std::string(100, 'f'));
+        auto sender = coframe::spawn(rt, [&full]() -> coframe::task<void> {
+            task_parked++;
+            co_await full.async_send(std::string(200, 's'));
+            task_dtors += 100; // never: the channel stays full
+        });
+        CHECK(wait_until([] { return task_parked == 3; }));
+        std::this_thread::sleep_for(2ms);
+        waiter.cancel();
+        sender.cancel();
+        std::this_thread::sleep_for(2ms);
+        CHECK(task_dtors == 1);
+        CHECK(g.owns_lock());
+        g.unlock();
+        CHECK(m.try_lock().owns_lock()); // free: the cancelled waiter was not handed it
+        CHECK(full.recv() == std::string(100, 'f'));
+    }
+
     // CP.52 in a task: a co_await of a library wait while a lock_guard is
     // held throws lock_held naming the lock.
     {
