@@ -710,6 +710,23 @@ void test_lockheld(coframe::runtime &rt)
     });
     CHECK(q.get() == 2);
 
+    // get() refused while a lock_guard is held keeps the promise: it can
+    // be awaited once the guard is gone.
+    auto kept = coframe::spawn(rt, [&rt, &sm] {
+        auto child = coframe::spawn(rt, [] { return 11; });
+        bool refused = false;
+        {
+            coframe::lock_guard g(sm);
+            try {
+                (void)child.get();
+            } catch (const coframe::error &e) {
+                refused = e.code() == coframe::errc::lock_held;
+            }
+        }
+        return refused && child.valid() ? child.get() : -1;
+    });
+    CHECK(kept.get() == 11);
+
     // Nested guards: with the inner one released, the outer one is named.
     std::recursive_mutex rm;
     std::mutex inner_m;

@@ -639,7 +639,8 @@ public:
         const int rc = coro_await(p_, nullptr);
         consumed(rc);
         if (rc != 0) {
-            drop_state();
+            if (p_.id == 0)
+                drop_state(); // else still held (CORO_ELOCKHELD, CORO_ESTATE): try again later
             detail::throw_error(rc, "coro_await");
         }
         return take();
@@ -744,7 +745,8 @@ public:
     {
         const int rc = op_.end();
         if (rc != 0) {
-            p_.drop_state();
+            if (p_.p_.id == 0)
+                p_.drop_state(); // else not consumed: the promise is still held
             throw_error(rc, rc == CORO_EINVAL ? "co_await of a coframe::promise (empty?)" : "coro_await");
         }
         return p_.take();
