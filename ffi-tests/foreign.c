@@ -26,6 +26,10 @@
  *              receivers, and the other way round: every item once
  *   misuse     coro_cond_wait in a foreign frame, bad spawns,
  *              coro_frame_resumed outside one, coro_strerror(CORO_PENDING)
+ *   shutdown   frames parked in each kind of wait (sleep, coro_suspend, mutex,
+ *              channel, fd, after a yield), some detached, some in
+ *              cancel-returns mode, when their runtime shuts down: each is
+ *              destroyed once, frame memory freed, no frame left
  *   race       ROUNDS migratable frames suspend again and again while two
  *              threads resume their tokens and cancel some: destroy exactly
  *              once each, every await consistent with it (TSan and ASan)
@@ -562,6 +566,96 @@ static void test_misuse(coro_runtime *rt)
     CHECK(coro_lock_note_name() == NULL);
 }
 
+/* ---------------------------------------------------------------- shutdown */
+
+/* Frames parked in every kind of wait when their runtime shuts down: each
+ * is destroyed once, its frame memory freed (LSan, valgrind), no frame left. */
+struct stuck {
+    int line, rc;
+    void *value;
+    int kind;
+    coro_mutex *m;
+    coro_chan *ch;
+    int fd;
+    long item;
+    void *mem;
+};
+
+static void ignore_token(coro_token t, void *arg)
+{
+    (void)t;
+    (void)arg;
+}
+
+static void *stuck_resume(void *p)
+{
+    struct stuck *f = p;
+    FRAME_BEGIN(f);
+    f->mem = coro_frame_alloc(100);
+    /* (No inner switch: WAIT's case labels must belong to FRAME_BEGIN's.) */
+    if (f->kind == 0) {
+        WAIT(f, coro_sleep_until(-1));
+    } else if (f->kind == 1) {
+        WAIT(f, coro_suspend(ignore_token, NULL));
+    } else if (f->kind == 2) {
+        WAIT(f, coro_mutex_lock(f->m, -1));
+    } else if (f->kind == 3) {
+        WAIT(f, coro_chan_recv(f->ch, &f->item, -1));
+    } else if (f->kind == 4) {
+        WAIT(f, coro_wait_fd(f->fd, CORO_READABLE, coro_now() + 60000000000LL));
+    } else {
+        WAIT(f, coro_yield());
+        CHECK_RC(f->rc, 0);
+        WAIT(f, coro_sleep_until(-1));
+    }
+    /* Only a cancel-returns frame comes back, with CORO_ECANCELED. */
+    CHECK_RC(f->rc, CORO_ECANCELED);
+    FRAME_END(f);
+    return NULL;
+}
+
+static void stuck_destroy(void *p)
+{
+    struct stuck *f = p;
+    coro_frame_free(f->mem);
+    atomic_fetch_add(&destroyed, 1);
+}
+
+static void test_shutdown(void)
+{
+    atomic_store(&destroyed, 0);
+    uint64_t base = coro_live_frames();
+    coro_runtime *rt = check_runtime(2);
+    REQUIRE(rt != NULL);
+    coro_mutex *m;
+    coro_chan *ch;
+    int fds[2];
+    REQUIRE_RC(coro_mutex_new(&m), 0);
+    REQUIRE_RC(coro_chan_new(sizeof(long), 1, &ch), 0);
+    REQUIRE(pipe(fds) == 0);
+    REQUIRE_RC(coro_mutex_lock(m, -1), 0); /* this thread holds it: kind 2 waits */
+    enum { N = 60 };
+    static struct stuck frames[N];
+    for (int i = 0; i < N; i++) {
+        frames[i] = (struct stuck){ .kind = i % 6, .m = m, .ch = ch, .fd = fds[0] };
+        coro_promise p;
+        REQUIRE_RC(coro_spawn_frame(rt, stuck_resume, stuck_destroy, &frames[i],
+                                    i % 4 == 0 ? CORO_SPAWN_CANCEL_RETURNS : 0, &p),
+                   0);
+        if (i % 2)
+            CHECK_RC(coro_detach(p), 0);
+    }
+    sleep_ms(50); /* let them park */
+    CHECK_RC(coro_runtime_shutdown(rt), 0);
+    CHECK_EQ(atomic_load(&destroyed), N);
+    CHECK_FRAMES_BACK_TO(base, 5000);
+    CHECK_RC(coro_mutex_unlock(m), 0);
+    CHECK_RC(coro_mutex_free(m), 0);
+    CHECK_RC(coro_chan_free(ch), 0);
+    close(fds[0]);
+    close(fds[1]);
+}
+
 /* -------------------------------------------------------------------- race */
 
 #define RACE_SUSPENSIONS 8
@@ -686,5 +780,6 @@ int main(int argc, char **argv)
     test_misuse(rt);
     test_race(rt, rounds);
     CHECK_RC(coro_runtime_shutdown(rt), 0);
+    test_shutdown();
     return check_summary();
 }

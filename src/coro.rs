@@ -834,13 +834,23 @@ fn lock_name(what: *const c_char) -> std::borrow::Cow<'static, str> {
 /// resumed as `r` says, before its host's resume (`context::foreign`):
 /// what the call that began the wait answers. `Pending`: it began
 /// another wait.
+#[inline(always)]
 pub(crate) fn end_foreign_wait(slot: &'static Slot, r: Resumed) -> Result<*mut c_void> {
-    match slot.wait.get() {
-        // A yield or a `coro_suspend`.
-        Wait::None => match r {
+    // A yield or a `coro_suspend`: the common case, and nothing to end.
+    if slot.wait.get() == Wait::None {
+        return match r {
             Resumed::Ok => Ok(ptr::null_mut()),
             _ => Err(Error::Canceled),
-        },
+        };
+    }
+    end_foreign_library_wait(slot, r)
+}
+
+/// `end_foreign_wait` of one of the library's own waits.
+#[inline(never)]
+fn end_foreign_library_wait(slot: &'static Slot, r: Resumed) -> Result<*mut c_void> {
+    match slot.wait.get() {
+        Wait::None => unreachable!("a yield's end is end_foreign_wait's"),
         Wait::Await(p) => {
             let child = lookup(p.split()?.0)?;
             end_await(slot, child, p, r)

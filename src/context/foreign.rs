@@ -43,7 +43,8 @@ pub(crate) fn begin(slot: &'static Slot, park: ForeignPark) -> Error {
     body.foreign_park = Some(park);
     body.wait_open = true;
     // Switched out, as far as the library is concerned (rule 1 above).
-    thread_ctx().hide();
+    // SAFETY: set by `resume`, which runs below us on this thread.
+    unsafe { &*body.foreign_ctx }.hide();
     Error::Pending
 }
 
@@ -51,14 +52,15 @@ pub(crate) fn begin(slot: &'static Slot, park: ForeignPark) -> Error {
 /// owns `EXEC`; `ctx` is its thread's context.
 pub(crate) fn resume(ctx: &ThreadCtx, slot: &'static Slot, how: Resumed) -> Step {
     ctx.slot.set(slot);
-    let step = run(slot, how);
+    let step = run(ctx, slot, how);
     ctx.slot.set(ptr::null());
     step
 }
 
-fn run(slot: &'static Slot, how: Resumed) -> Step {
+fn run(ctx: &ThreadCtx, slot: &'static Slot, how: Resumed) -> Step {
     // SAFETY: our caller owns EXEC and lends it to the frame.
     let body = unsafe { slot.body() };
+    body.foreign_ctx = ctx;
     if core::mem::take(&mut body.wait_open) {
         let answer = crate::coro::end_foreign_wait(slot, how);
         // SAFETY: as above; the wait's second half is done with the body.

@@ -132,6 +132,10 @@ pub struct Body {
     pub answer: Option<crate::error::Result<*mut c_void>>,
     /// Frame memory given back while the frame ended, freed with it.
     pub frame_mem: *mut FrameMem,
+    /// The context of the thread a foreign frame's resume runs on, set
+    /// by the worker around it: where a wait it begins hides the frame,
+    /// without a thread-local lookup (`context::foreign::begin`).
+    pub foreign_ctx: *const crate::context::ThreadCtx,
 }
 
 impl Body {
@@ -162,6 +166,7 @@ impl Body {
             wait_open: false,
             answer: None,
             frame_mem: ptr::null_mut(),
+            foreign_ctx: ptr::null(),
         }
     }
 }
