@@ -1,7 +1,7 @@
 # coframe: build, test and install. GNU make.
 #
 #   make            build the library (target/release/libcoframe.{so,a})
-#   make demo       install system packages if needed, build, run c-examples' demo
+#   make demo       install system packages if needed, build, run the c-examples and cpp-examples demos
 #   make test       everything CI runs (.ci/run is `make test`)
 #   make install    PREFIX=/usr/local DESTDIR= LIBDIR=$(PREFIX)/lib INCLUDEDIR=$(PREFIX)/include
 #   make help       the full list
@@ -53,11 +53,14 @@ build-asan:
 deps:
 	@sh scripts/deps.sh
 
-## demo: deps, build, then the c-examples demo
+## demo: deps, build, then the c-examples demo and the cpp-examples demo (C++20 tasks)
 demo: deps build
 	$(MAKE) -C c-examples demo
+	@echo
+	@echo "=================================================================="
+	$(MAKE) -C cpp-examples demo
 
-## test: deps, build, lint, Rust tests, loom, header drift, ffi-tests, c-examples, install
+## test: deps, build, lint, Rust tests, loom, header drift, ffi-tests, c-examples, cpp-examples, install
 test:
 	@MAKE="$(MAKE)" sh scripts/steps.sh $(TEST_STEPS)
 
@@ -97,16 +100,10 @@ test-ffi: build-tsan build-asan
 	    echo "ffi-tests/Makefile is missing" >&2; exit 1; fi
 	$(MAKE) -C ffi-tests test
 
-## test-examples: make -C c-examples test, skipped if c-examples has no test target
+## test-examples: make -C c-examples test, then make -C cpp-examples test
 test-examples:
-	@if [ ! -f c-examples/Makefile ]; then \
-	    sh scripts/skip.sh "c-examples/Makefile does not exist yet"; \
-	elif LC_ALL=C $(MAKE) -C c-examples -n test 2>&1 | grep -q "No rule to make target 'test'\."; then \
-	    sh scripts/skip.sh "c-examples/Makefile has no test target"; \
-	else \
-	    echo "$(MAKE) -C c-examples test"; \
-	    $(MAKE) -C c-examples test; \
-	fi
+	$(MAKE) -C c-examples test
+	$(MAKE) -C cpp-examples test
 
 ## test-install: make install into a temporary DESTDIR, then build and run a C program against it
 test-install:
@@ -140,7 +137,7 @@ fuzz:
 clean:
 	$(CARGO) clean
 	rm -rf benches/compare/target fuzz/target
-	@for d in ffi-tests c-examples; do \
+	@for d in ffi-tests c-examples cpp-examples; do \
 	    if [ -f $$d/Makefile ]; then $(MAKE) -C $$d clean || true; fi; \
 	done
 
