@@ -1085,7 +1085,7 @@ COLORS = {
 GROUPS = [("yield", "a. yield round trip"), ("spawn", "b. spawn + await"),
           ("xthread", "c. cross-thread round trip"), ("echo", "e. echo round trip"),
           ("mutex", "h. mutex hand-off"), ("chan", "i. channel round trip"),
-          ("task_yield", "j. C++20 task yield"), ("task_spawn", "k. C++20 spawn + await")]
+          ("task_yield", "j. C++20 yield"), ("task_spawn", "k. C++20 spawn")]
 
 
 def esc(s):
@@ -1093,11 +1093,19 @@ def esc(s):
 
 
 def write_svg(R, path):
-    W = 1400
+    groups = []
+    for g, title in GROUPS:
+        keys = [k for k, v in R["ops"].items() if v.get("group") == g]
+        if keys:
+            groups.append((g, title, keys))
+    nbars = sum(len(k) for _, _, k in groups)
+    gap = 40
     panel_h = 400
     top = 70
     left = 80
     right = 20
+    # At least 29 px a bar, so that a figure like "1,434" stays over its own bar.
+    W = max(1400, round(left + right + gap * (len(groups) + 1) + 29 * nbars))
     H = top + 2 * panel_h + 80
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" '
            'font-family="DejaVu Sans, Arial, sans-serif">',
@@ -1107,12 +1115,6 @@ def write_svg(R, path):
            f'<text x="{W / 2}" y="52" text-anchor="middle" font-size="13" fill="#444">'
            f'{esc(R["machine"]["cpu"])}, {R["machine"]["cores"]} cores, {R["mode"]} mode, {R["date"]}; '
            'log scale; lower is better; dashed: issue 4 target</text>']
-    groups = []
-    for g, title in GROUPS:
-        keys = [k for k, v in R["ops"].items() if v.get("group") == g]
-        groups.append((g, title, keys))
-    nbars = sum(len(k) for _, _, k in groups)
-    gap = 40
     plot_w = W - left - right
     bar_w = (plot_w - gap * (len(groups) + 1)) / max(nbars, 1)
 
