@@ -1,6 +1,8 @@
 #!/bin/sh
 # What `make bench` needs besides the library's own build: g++ and
-# Boost.Context (Debian's libboost-context-dev, the C++ peer), libuv
+# Boost.Context (Debian's libboost-context-dev, the C++ peer), Boost.Asio
+# (libboost-dev: header-only, the C++20 coroutines' peer; g++ 10 or later
+# for -std=c++20 coroutines), libuv
 # (libuv1-dev, the C event-loop peer of the echo benches), valgrind
 # (instruction counts), python3 (the runner), gcc. Missing packages are
 # installed with apt-get when this runs as root (`apt-get update` once,
@@ -20,6 +22,13 @@ for f in /usr/lib/*/libboost_context.so /usr/lib/libboost_context.so /usr/local/
 done
 if [ ! -f /usr/include/boost/context/fiber.hpp ] || [ "$have_lib" = 0 ]; then
     missing="$missing libboost-context-dev"
+fi
+
+# Boost.Asio's C++20 coroutines (asio::awaitable, Boost 1.70 and later):
+# headers only. libboost-context-dev pulls them in on Debian; asked for on
+# their own in case Boost.Context came from elsewhere.
+if [ ! -f /usr/include/boost/asio/awaitable.hpp ]; then
+    missing="$missing libboost-dev"
 fi
 
 # libuv: the header and the library to link.

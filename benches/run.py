@@ -47,6 +47,7 @@ CBENCH = os.path.join(BIN, "cbench")
 LOADGEN = os.path.join(BIN, "loadgen")
 FIBER = os.path.join(BIN, "fiber")
 UVBENCH = os.path.join(BIN, "uvbench")
+TASKBENCH = os.path.join(BIN, "taskbench")
 CG_DIR = os.path.join(BIN, "callgrind")
 DOCS = os.path.join(ROOT, "docs", "bench")
 
@@ -61,11 +62,15 @@ MODES = {
 
 FAMILY_SHORT = {"coframe": "coframe", "coframe_c": "coframe (C)", "coframe_thread": "coframe (thread)",
                 "corosensei": "corosensei", "may": "may", "boost": "Boost", "tokio": "tokio",
-                "libuv": "libuv"}
+                "libuv": "libuv", "coframe_cpp": "coframe (C++)", "asio": "Asio",
+                "handwritten": "hand-written"}
 FAMILY_LEGEND = [("coframe", "coframe, Rust through the C ABI"), ("coframe_c", "coframe from C (libcoframe.so)"),
                  ("coframe_thread", "coframe driven by a plain thread"), ("corosensei", "corosensei 0.3.4"),
                  ("may", "may"), ("boost", "Boost.Context fiber"), ("tokio", "tokio"),
-                 ("libuv", "libuv"), ("machine", "the machine alone (no library)")]
+                 ("libuv", "libuv"), ("machine", "the machine alone (no library)"),
+                 ("coframe_cpp", "coframe from C++20 (task<T>, coframe.hpp)"),
+                 ("asio", "Boost.Asio C++20 coroutines"),
+                 ("handwritten", "hand-written C++20 task, FIFO scheduler")]
 
 # Issue 4's reference figures for the peers (measured on a VM like ours).
 REF = {
@@ -179,6 +184,28 @@ def impls(m):
                               ("may", {"mutex": "may::sync::Mutex", "chan": "may mpsc (unbounded)"}[g]))
            for where in ("one thread" if w == "1" else
                          ("2 workers, migratable" if lib == "coframe" else "2 workers"),)},
+        # j. C++20 tasks' yield: two tasks on one thread alternate; one op =
+        # one `co_await yield()` that returns (the task goes to the back of
+        # the queue, the other one runs), as in a.
+        "task_yield.coframe": I("coframe task<T>, co_await coframe::yield(), one worker",
+                                [TASKBENCH, "yield_coframe"], 1_000_000, (50_000, 100_000), 2,
+                                "task_yield", "coframe_cpp"),
+        "task_yield.asio": I("Boost.Asio awaitable, co_await post(ex, use_awaitable), one thread",
+                             [TASKBENCH, "yield_asio"], 500_000, (20_000, 40_000), 2,
+                             "task_yield", "asio"),
+        "task_yield.handwritten": I("hand-written task, FIFO scheduler, one thread",
+                                    [TASKBENCH, "yield_hand"], 10_000_000, (500_000, 1_000_000), 2,
+                                    "task_yield", "handwritten"),
+        # k. C++20 tasks' spawn + await of an empty task, from a task.
+        "task_spawn.coframe": I("coframe, co_await coframe::spawn(rt, empty) in a task, one worker",
+                                [TASKBENCH, "spawn_coframe"], 500_000, (20_000, 40_000), 1,
+                                "task_spawn", "coframe_cpp"),
+        "task_spawn.asio": I("Boost.Asio, co_await co_spawn(ex, empty(), use_awaitable), one thread",
+                             [TASKBENCH, "spawn_asio"], 200_000, (10_000, 20_000), 1,
+                             "task_spawn", "asio"),
+        "task_spawn.handwritten": I("hand-written task: create, queue, await its end, free",
+                                    [TASKBENCH, "spawn_hand"], 5_000_000, (100_000, 200_000), 1,
+                                    "task_spawn", "handwritten"),
         # f. scale: the same loops with K parked coroutines on the runtime.
         # Timed in one process (--live 1000, then --live2 big, back to back);
         # counted by callgrind in one process per K.
@@ -531,6 +558,11 @@ def versions():
     v["boost (libboost-context-dev)"] = sh(
         ["dpkg-query", "-W", "-f=${Version}", "libboost-context-dev"]) or "?"
     try:
+        m = re.search(r'#define BOOST_LIB_VERSION "([^"]+)"', open("/usr/include/boost/version.hpp").read())
+        v["boost.asio (headers, /usr/include/boost)"] = m.group(1).replace("_", ".") if m else "?"
+    except OSError:
+        v["boost.asio (headers, /usr/include/boost)"] = "?"
+    try:
         m = re.search(r'^version = "([^"]+)"', open(os.path.join(ROOT, "Cargo.toml")).read(), re.M)
         v["coframe"] = m.group(1) if m else "?"
     except OSError:
@@ -708,6 +740,22 @@ def build_rows(R, m):
                     note += ("; " if note else "") + ("may parks and wakes through its own queues and "
                                                        "system calls, which callgrind does not count")
                 row(f"{op}, {where}", ck, pk, "", None, note)
+    # j. and k.: C++20 tasks (issue 18), no target. The stackful row from C
+    # beside them shows what the same call costs without a foreign frame.
+    for g, op, stackful in (("task_yield", "j. C++20 task: co_await yield()", "yield.coframe_c"),
+                            ("task_spawn", "k. C++20 task: spawn + await (empty)", "spawn.coframe_c")):
+        ck = f"{g}.coframe"
+        if ck not in R["ops"]:
+            continue  # results from before issue 18 (--render)
+        row(op, ck, f"{g}.asio", "", None,
+            "Asio's awaitable on an io_context run by one thread (concurrency hint 1)"
+            if g == "task_yield" else "")
+        row(op, ck, f"{g}.handwritten", "", None,
+            "the floor: a lazy task, a ring of coroutine handles and a loop that resumes them, no library"
+            + ("; a finished task resumes its awaiter by symmetric transfer" if g == "task_spawn" else ""))
+        row(op, ck, stackful, "", None,
+            "coframe's own stackful coroutine doing the same from C: what the task's foreign frame and "
+            "coframe.hpp add or save")
     # 6. scale
     sc = {}
     for op in ("yield", "spawn"):
@@ -956,7 +1004,9 @@ def write_md(R, m, rows, targets, path):
     L.append(f"""- Every bench is its own process: `benches/compare` (Rust: coframe through `coframe::ffi`, the C ABI
   exactly as C calls it, statically linked; corosensei, may, tokio), `benches/c/cbench.c` (coframe from C through
   `libcoframe.so`), `benches/boost/fiber.cpp` (Boost.Context, `g++ -O2`), `benches/uv/uvbench.c` (libuv's echo
-  client and server), `benches/c/loadgen.c` (the echo load).
+  client and server), `benches/c/loadgen.c` (the echo load), `benches/cpp/taskbench.cpp` (C++20 tasks:
+  coframe's `task<T>` through `coframe.hpp` and `libcoframe.so`, Boost.Asio's `awaitable` and a hand-written
+  task, `g++ -O2 -std=c++20`).
   Commands, iteration counts and raw samples are in results.json.
 - **Time**: each bench runs one warm-up and {m['reps']} timed repetitions of N iterations and reports ns/op per
   repetition; the table shows the median (for the cross-thread benches, the median over {m['processes']}
@@ -999,6 +1049,18 @@ def write_md(R, m, rows, targets, path):
   may: `may::sync::mpsc` (unbounded; may has no bounded channel, and a ping-pong holds one item at most).
   "One thread": a one-worker coframe runtime, tokio's current-thread runtime, may with one worker; "2
   workers": two worker threads, coframe's coroutines spawned `CORO_SPAWN_MIGRATABLE` (DESIGN section 12).
+  j. one op = one `co_await` of a yield that returns: two C++20 tasks on one thread alternate, as in a.
+  coframe: two `coframe::task<void>`s spawned on a one-worker runtime (foreign frames), each
+  `co_await coframe::yield()` (`coro_yield`); Asio: two `asio::awaitable<void>`s `co_spawn`ed on an
+  `io_context` that the main thread runs (concurrency hint 1), each `co_await asio::post(ex, use_awaitable)`;
+  hand-written: a cppcoro-style lazy task on a FIFO ring of coroutine handles that one loop resumes, the yield
+  an awaitable that queues its caller. k. one op = a task spawns an empty task and awaits it: the child's
+  frame is made and queued, the parent suspends, the child runs to its end, the parent resumes with its
+  result and the child's frame is freed. coframe: `co_await coframe::spawn(rt, empty)` (`coro_spawn_frame`,
+  then `coro_await` of the promise), one worker; Asio: `co_await co_spawn(ex, empty(), use_awaitable)`;
+  hand-written: the child is queued, its end resumes the parent by symmetric transfer. coframe's drivers
+  are tasks that read the clock before and after, as a.'s and b.'s coroutines do; Asio's and the
+  hand-written loops run on the main thread, which reads the clock around them.
 - Memory benches run in their own processes; RSS is VmRSS from /proc/self/status.
 - Quick mode (`make bench`) uses {MODES['quick']['mem_count']:,} coroutines for memory and
   {MODES['quick']['scale_big']:,} for scale; `make bench FULL=1` uses 1,000,000 for both, longer loops and
@@ -1020,10 +1082,12 @@ COLORS = {
     "coframe": "#1f5fbf", "coframe_c": "#5b9bef", "coframe_thread": "#9cc3f5",
     "corosensei": "#7a7a7a", "may": "#c9821c", "boost": "#2e9a5a", "tokio": "#c0392b",
     "libuv": "#8e44ad", "machine": "#444444",
+    "coframe_cpp": "#0d2f6e", "asio": "#e377c2", "handwritten": "#bcbd22",
 }
 GROUPS = [("yield", "a. yield round trip"), ("spawn", "b. spawn + await"),
           ("xthread", "c. cross-thread round trip"), ("echo", "e. echo round trip"),
-          ("mutex", "h. mutex hand-off"), ("chan", "i. channel round trip")]
+          ("mutex", "h. mutex hand-off"), ("chan", "i. channel round trip"),
+          ("task_yield", "j. C++20 yield"), ("task_spawn", "k. C++20 spawn")]
 
 
 def esc(s):
@@ -1031,11 +1095,19 @@ def esc(s):
 
 
 def write_svg(R, path):
-    W = 1400
+    groups = []
+    for g, title in GROUPS:
+        keys = [k for k, v in R["ops"].items() if v.get("group") == g]
+        if keys:
+            groups.append((g, title, keys))
+    nbars = sum(len(k) for _, _, k in groups)
+    gap = 40
     panel_h = 400
     top = 70
     left = 80
     right = 20
+    # At least 29 px a bar, so that a figure like "1,434" stays over its own bar.
+    W = max(1400, round(left + right + gap * (len(groups) + 1) + 29 * nbars))
     H = top + 2 * panel_h + 80
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" '
            'font-family="DejaVu Sans, Arial, sans-serif">',
@@ -1045,12 +1117,6 @@ def write_svg(R, path):
            f'<text x="{W / 2}" y="52" text-anchor="middle" font-size="13" fill="#444">'
            f'{esc(R["machine"]["cpu"])}, {R["machine"]["cores"]} cores, {R["mode"]} mode, {R["date"]}; '
            'log scale; lower is better; dashed: issue 4 target</text>']
-    groups = []
-    for g, title in GROUPS:
-        keys = [k for k, v in R["ops"].items() if v.get("group") == g]
-        groups.append((g, title, keys))
-    nbars = sum(len(k) for _, _, k in groups)
-    gap = 40
     plot_w = W - left - right
     bar_w = (plot_w - gap * (len(groups) + 1)) / max(nbars, 1)
 
@@ -1164,7 +1230,7 @@ def main():
     mode = "full" if args.full else "quick"
     m = MODES[mode]
     t_start = time.time()
-    for b in (COMPARE, CBENCH, LOADGEN, FIBER, UVBENCH):
+    for b in (COMPARE, CBENCH, LOADGEN, FIBER, UVBENCH, TASKBENCH):
         if not os.path.exists(b):
             sys.exit(f"run.py: {b} is missing: run `make bench` (it builds everything first)")
     os.makedirs(CG_DIR, exist_ok=True)
