@@ -287,7 +287,10 @@ int coro_suspend(coro_on_suspend on_suspend, void *arg);
  * means the frame finished: its value is the frame's result.
  * `destroy(frame)` (may be NULL) runs once when the frame ends, finished
  * or cancelled, after its defers, never at the same time as `resume`: in
- * the default mode a cancelled frame is never resumed again. `flags`:
+ * the default mode a cancelled frame is never resumed again, except once
+ * if its wait was handed what it waited for (the lock, an item, room)
+ * before the cancel came: that wait answers 0, so nothing handed over is
+ * lost, and the cancel acts at its next suspension point. `flags`:
  * `CORO_SPAWN_*`; with `CORO_SPAWN_CANCEL_RETURNS` a cancel resumes it
  * and `coro_frame_resumed` answers `CORO_ECANCELED`. `coro_cond_wait`
  * answers `CORO_ESTATE` in a foreign frame. On an error the frame is
@@ -324,7 +327,8 @@ int coro_frame_resumed(void **value);
 
 /**
  * Memory for a foreign frame (a C++ coroutine's `operator new`): `size`
- * bytes, 16-byte aligned; NULL when out of memory.
+ * bytes, 16-byte aligned (no more: a frame whose locals need more is not
+ * supported); NULL when out of memory.
  */
 void *coro_frame_alloc(size_t size);
 

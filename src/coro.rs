@@ -296,7 +296,10 @@ fn checked_suspension(slot: &'static Slot) -> Result<()> {
     // SAFETY: the running body owns EXEC.
     let body = unsafe { slot.body() };
     if body.locks & LOCK_COUNT != 0 {
-        report_lock_held(slot.promise().0, body.lock_what);
+        report_lock_held(
+            slot.promise().0,
+            body.lock_names.innermost(body.locks & LOCK_COUNT),
+        );
         return Err(Error::LockHeld);
     }
     if body.locks & trace::CHECK_LOCKS != 0 {
@@ -316,7 +319,10 @@ fn checked_yield(slot: &'static Slot) -> Error {
     // SAFETY: the running body owns EXEC.
     let body = unsafe { slot.body() };
     if body.locks & LOCK_COUNT != 0 {
-        report_lock_held(slot.promise().0, body.lock_what);
+        report_lock_held(
+            slot.promise().0,
+            body.lock_names.innermost(body.locks & LOCK_COUNT),
+        );
         return Error::LockHeld;
     }
     debug_assert!(body.locks & FOREIGN_FRAME != 0);
@@ -784,15 +790,17 @@ pub fn lock_note(what: *const c_char, acquire: bool) -> Result<()> {
     };
     // SAFETY: the running body owns EXEC.
     let body = unsafe { slot.body() };
+    // The count is below the flags (`LOCK_COUNT`).
+    let held = body.locks & LOCK_COUNT;
     if acquire {
+        body.lock_names.acquired(what, held);
         body.locks += 1;
-        body.lock_what = what;
     } else {
-        // The count is below the flags (`LOCK_COUNT`).
-        if body.locks & LOCK_COUNT == 0 {
+        if held == 0 {
             return Err(Error::State);
         }
         body.locks -= 1;
+        body.lock_names.released(what, held - 1);
     }
     Ok(())
 }
@@ -895,10 +903,7 @@ pub fn lock_note_name() -> *const c_char {
     };
     // SAFETY: the running body owns EXEC.
     let body = unsafe { slot.body() };
-    if body.locks & LOCK_COUNT == 0 {
-        return ptr::null();
-    }
-    body.lock_what
+    body.lock_names.innermost(body.locks & LOCK_COUNT)
 }
 
 /// `coro_self_id`.

@@ -401,7 +401,10 @@ pub extern "C" fn coro_suspend(on_suspend: coro_on_suspend, arg: *mut c_void) ->
 /// means the frame finished: its value is the frame's result.
 /// `destroy(frame)` (may be NULL) runs once when the frame ends, finished
 /// or cancelled, after its defers, never at the same time as `resume`: in
-/// the default mode a cancelled frame is never resumed again. `flags`:
+/// the default mode a cancelled frame is never resumed again, except once
+/// if its wait was handed what it waited for (the lock, an item, room)
+/// before the cancel came: that wait answers 0, so nothing handed over is
+/// lost, and the cancel acts at its next suspension point. `flags`:
 /// `CORO_SPAWN_*`; with `CORO_SPAWN_CANCEL_RETURNS` a cancel resumes it
 /// and `coro_frame_resumed` answers `CORO_ECANCELED`. `coro_cond_wait`
 /// answers `CORO_ESTATE` in a foreign frame. On an error the frame is
@@ -471,7 +474,8 @@ pub unsafe extern "C" fn coro_frame_resumed(value: *mut *mut c_void) -> c_int {
 }
 
 /// Memory for a foreign frame (a C++ coroutine's `operator new`): `size`
-/// bytes, 16-byte aligned; NULL when out of memory.
+/// bytes, 16-byte aligned (no more: a frame whose locals need more is not
+/// supported); NULL when out of memory.
 #[no_mangle]
 pub extern "C" fn coro_frame_alloc(size: usize) -> *mut c_void {
     guard(|| crate::context::foreign::alloc(size))

@@ -66,6 +66,70 @@ pub const FOREIGN_FRAME: u32 = 1 << 30;
 /// The count of noted locks in `Body::locks`, below its flags.
 pub const LOCK_COUNT: u32 = !(CHECK_LOCKS | FOREIGN_FRAME);
 
+/// The names of the innermost noted locks a coroutine holds (CP.52), for
+/// its reports and `coro_lock_note_name`: the last `DEPTH` acquired and
+/// not released. Deeper ones, and a release that names no held lock, are
+/// only counted (in `Body::locks`); a name is never kept past its release,
+/// since the caller may free it then.
+pub struct LockNames {
+    names: [*const c_char; LockNames::DEPTH],
+    /// How many of `names` are held (the innermost last).
+    len: usize,
+}
+
+impl LockNames {
+    const DEPTH: usize = 4;
+
+    const fn new() -> LockNames {
+        LockNames {
+            names: [ptr::null(); LockNames::DEPTH],
+            len: 0,
+        }
+    }
+
+    /// `what` was acquired on top of `held` others. It is named only if
+    /// every lock below it is (a count of 0 starts afresh: a frame may
+    /// have ended holding some).
+    pub fn acquired(&mut self, what: *const c_char, held: u32) {
+        if held == 0 {
+            self.len = 0;
+        }
+        if held as usize == self.len && self.len < Self::DEPTH {
+            self.names[self.len] = what;
+            self.len += 1;
+        }
+    }
+
+    /// `what` was released, leaving `held` held. With every held lock
+    /// named, its name goes (the innermost if `what` names none of them);
+    /// with deeper ones unnamed, a name it matches may be either, so all
+    /// are forgotten: a name is never kept past its lock's release.
+    pub fn released(&mut self, what: *const c_char, held: u32) {
+        let named = &self.names[..self.len];
+        if held as usize + 1 == self.len {
+            if let Some(i) = named.iter().rposition(|&n| n == what) {
+                self.names.copy_within(i + 1..self.len, i);
+            }
+            self.len -= 1;
+        } else if named.contains(&what) {
+            self.len = 0;
+        }
+        if held == 0 {
+            self.len = 0;
+        }
+    }
+
+    /// The innermost held lock's name, with `held` noted locks held (the
+    /// count is the truth: names past a frame's end are not cleared);
+    /// null if none, or if it is deeper than the names kept.
+    pub fn innermost(&self, held: u32) -> *const c_char {
+        if held == 0 || held as usize != self.len {
+            return ptr::null();
+        }
+        self.names[self.len - 1]
+    }
+}
+
 /// What a foreign frame's host left for its worker when its resume
 /// returned after a wait began (`context::foreign`).
 #[derive(Clone, Copy)]
@@ -121,7 +185,7 @@ pub struct Body {
     /// captures the backtrace (`trace.rs`) and counts below the bit.
     /// `FOREIGN_FRAME` marks a foreign frame; `LOCK_COUNT` is the count.
     pub locks: u32,
-    pub lock_what: *const c_char,
+    pub lock_names: LockNames,
     /// A foreign frame: the wait its host began in the resume that is
     /// running or just returned (`None`: none began).
     pub foreign_park: Option<ForeignPark>,
@@ -161,7 +225,7 @@ impl Body {
             relock: ptr::null(),
             sync_timer: crate::frame::wait::NO_TIMER,
             locks: if check { CHECK_LOCKS } else { 0 },
-            lock_what: ptr::null(),
+            lock_names: LockNames::new(),
             foreign_park: None,
             wait_open: false,
             answer: None,
@@ -335,6 +399,62 @@ impl Slot {
         // SAFETY: as above; THREAD was never published.
         unsafe { self.blocker.unprepare() };
         false
+    }
+}
+
+#[cfg(test)]
+mod lock_names_tests {
+    use super::LockNames;
+    use core::ffi::c_char;
+
+    fn name(s: &'static [u8]) -> *const c_char {
+        s.as_ptr().cast()
+    }
+
+    /// A released name is never given out again, nested or not, and an
+    /// outer lock's name comes back when the inner one goes.
+    #[test]
+    fn names_follow_the_held_locks() {
+        let (a, b, c) = (name(b"a\0"), name(b"b\0"), name(b"c\0"));
+        let mut n = LockNames::new();
+        assert!(n.innermost(0).is_null());
+        n.acquired(a, 0);
+        n.acquired(b, 1);
+        assert_eq!(n.innermost(2), b);
+        n.released(b, 1);
+        assert_eq!(n.innermost(1), a);
+        // Out of order: the outer one first.
+        n.acquired(c, 1);
+        n.released(a, 1);
+        assert_eq!(n.innermost(1), c);
+        n.released(c, 0);
+        assert!(n.innermost(0).is_null());
+        // Deeper than the names kept: unknown, never a stale one.
+        let names: Vec<_> = [b"0\0", b"1\0", b"2\0", b"3\0", b"4\0", b"5\0"]
+            .iter()
+            .map(|s| name(*s))
+            .collect();
+        for (held, &w) in names.iter().enumerate() {
+            n.acquired(w, held as u32);
+        }
+        assert!(n.innermost(6).is_null());
+        n.released(names[5], 5);
+        n.released(names[4], 4);
+        assert_eq!(n.innermost(4), names[3]);
+        n.released(names[3], 3);
+        assert_eq!(n.innermost(3), names[2]);
+        // The same name for nested locks, deeper than the names kept: a
+        // release could be any of them, so none is named any more.
+        for held in 0..6 {
+            n.acquired(a, held);
+        }
+        n.released(a, 5);
+        assert!(n.innermost(5).is_null());
+        n.released(a, 4);
+        assert!(n.innermost(4).is_null());
+        // A name left by a frame that ended holding it is not given out
+        // once the count says nothing is held.
+        assert!(n.innermost(0).is_null());
     }
 }
 

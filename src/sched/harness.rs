@@ -253,7 +253,7 @@ fn finish_inline(
     let kept = body.locks & crate::frame::slot::LOCK_COUNT;
     if kept != 0 {
         // Reported before the end is published, so an awaiter sees it.
-        crate::coro::report_lock_kept(slot.promise().0, kept, body.lock_what);
+        crate::coro::report_lock_kept(slot.promise().0, kept, body.lock_names.innermost(kept));
     }
     let value = match outcome {
         Outcome::Returned(v) if !cancelled => v,
