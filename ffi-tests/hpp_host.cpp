@@ -32,7 +32,10 @@
  *              yield, mutex and channel in tasks, this_coro and get()
  *              refused in a task, cancel of a task parked in a sleep
  *              destroys its frame (its locals' destructors run once,
- *              get() throws canceled), lock_guard across a co_await
+ *              get() throws canceled), lock_guard across a co_await,
+ *              co_await suspend(on_suspend): its token resumed by a
+ *              thread, cancelled (the frame destroyed), on_suspend's
+ *              exception rethrown by the co_await
  *
  * `hpp_host NAME...` runs only those groups. Ends with "hpp_host: N
  * passed, N failed"; exits 1 on any failure.
@@ -1028,6 +1031,45 @@ void test_tasks(coframe::runtime &rt)
         t.cancel();
         CHECK(task_dtors == 2);
     }
+    // co_await suspend(on_suspend): the token goes to a thread that resumes
+    // it; a token cancelled there destroys the task (its local's destructor
+    // runs once, get() throws canceled); an exception from on_suspend comes
+    // back from the co_await.
+    {
+        Mailbox box;
+        task_dtors = 0;
+        auto parker = [&box](int v) -> coframe::task<int> {
+            Tracked t(task_dtors);
+            co_await coframe::suspend([&box](coframe::token tk) { box.put(std::move(tk)); });
+            co_return v;
+        };
+        auto resumed = coframe::spawn(rt, parker, 7);
+        std::thread th([&box] { box.take().resume(); });
+        th.join();
+        CHECK(resumed.get() == 7);
+        CHECK(task_dtors == 1);
+        auto cancelled = coframe::spawn(rt, parker, 8);
+        coframe::token tk = box.take();
+        CHECK(tk);
+        std::move(tk).cancel();
+        CHECK(wait_until([] { return task_dtors == 2; }));
+        CHECK_THROWS(cancelled.get(), coframe::canceled, true);
+        auto throwing = coframe::spawn(rt, [&box]() -> coframe::task<int> {
+            try {
+                co_await coframe::suspend([&box](coframe::token t) {
+                    box.put(std::move(t));
+                    throw std::runtime_error("on_suspend threw");
+                });
+            } catch (const std::runtime_error &e) {
+                co_return std::string(e.what()) == "on_suspend threw" ? 9 : -1;
+            }
+            co_return 0;
+        });
+        box.take().resume();
+        CHECK(throwing.get() == 9);
+        CHECK(task_dtors == 2);
+    }
+
     // A task awaiting a cancelled task's promise gets canceled.
     {
         task_dtors = 0;
