@@ -57,9 +57,12 @@
 #endif
 
 // Functions that read the thread-local state of this header. Never
-// inlined (nor, with GCC, analysed across calls): a compiler may keep a
-// thread-local's address across a co_await, and the task may then run on
-// another thread (docs/CPP.md, "Thread-local state").
+// inlined (nor, with GCC, analysed across calls), and each body opens
+// with COFRAME_DETAIL_OPAQUE, so that no compiler infers that it reads no
+// memory and merges or hoists its calls (LLVM did that to the library's
+// own thread_ctx: docs/TESTING.md): a compiler may keep a thread-local's
+// address across a co_await, and the task may then run on another thread
+// (docs/CPP.md, "Thread-local state").
 #if defined(__clang__)
 #define COFRAME_DETAIL_NOINLINE __attribute__((noinline))
 #elif defined(__GNUC__)
@@ -68,6 +71,11 @@
 #define COFRAME_DETAIL_NOINLINE __declspec(noinline)
 #else
 #define COFRAME_DETAIL_NOINLINE
+#endif
+#if defined(__GNUC__) || defined(__clang__)
+#define COFRAME_DETAIL_OPAQUE() __asm__ volatile("" ::: "memory")
+#else
+#define COFRAME_DETAIL_OPAQUE() ((void)0)
 #endif
 
 namespace coframe {
@@ -245,10 +253,15 @@ inline thread_local task_root *tls_task = nullptr;
 
 /// The task whose resume runs on this thread, if any. Not inlined: see
 /// COFRAME_DETAIL_NOINLINE.
-COFRAME_DETAIL_NOINLINE inline task_root *current_task() noexcept { return tls_task; }
+COFRAME_DETAIL_NOINLINE inline task_root *current_task() noexcept
+{
+    COFRAME_DETAIL_OPAQUE();
+    return tls_task;
+}
 
 COFRAME_DETAIL_NOINLINE inline task_root *exchange_current_task(task_root *r) noexcept
 {
+    COFRAME_DETAIL_OPAQUE();
     task_root *old = tls_task;
     tls_task = r;
     return old;
@@ -270,7 +283,11 @@ struct noted_lock {
     noted_lock *outer;
 };
 inline thread_local noted_lock *tls_noted = nullptr;
-COFRAME_DETAIL_NOINLINE inline noted_lock *&noted_locks() noexcept { return tls_noted; }
+COFRAME_DETAIL_NOINLINE inline noted_lock *&noted_locks() noexcept
+{
+    COFRAME_DETAIL_OPAQUE();
+    return tls_noted;
+}
 
 /// The innermost noted lock the running code holds: that of the innermost
 /// live coframe::lock_guard (coro_lock_note_name names the last one
@@ -622,7 +639,8 @@ public:
         const int rc = coro_await(p_, nullptr);
         consumed(rc);
         if (rc != 0) {
-            drop_state();
+            if (p_.id == 0)
+                drop_state(); // else still held (CORO_ELOCKHELD, CORO_ESTATE): try again later
             detail::throw_error(rc, "coro_await");
         }
         return take();
@@ -727,7 +745,8 @@ public:
     {
         const int rc = op_.end();
         if (rc != 0) {
-            p_.drop_state();
+            if (p_.p_.id == 0)
+                p_.drop_state(); // else not consumed: the promise is still held
             throw_error(rc, rc == CORO_EINVAL ? "co_await of a coframe::promise (empty?)" : "coro_await");
         }
         return p_.take();
@@ -1878,5 +1897,6 @@ auto spawn(runtime &rt, F &&f, Args &&...args)
 } // namespace coframe
 
 #undef COFRAME_DETAIL_NOINLINE
+#undef COFRAME_DETAIL_OPAQUE
 
 #endif // COFRAME_HPP
