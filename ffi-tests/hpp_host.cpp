@@ -873,6 +873,14 @@ void test_tasks(coframe::runtime &rt)
     CHECK_THROWS(coframe::spawn(rt, thrower).get(), std::runtime_error, std::string(e.what()) == "task threw");
     CHECK(coframe::spawn(rt, catcher).get() == 10);
     CHECK(coframe::spawn(rt, deep, 200).get() == 200);
+    // A callable that throws while it makes the task: spawn throws it and
+    // keeps nothing (the ASan runs' leak check sees the shared result).
+    {
+        const auto live = coro_live_frames();
+        CHECK_THROWS(coframe::spawn(rt, []() -> coframe::task<int> { throw std::runtime_error("no task"); }),
+                     std::runtime_error, std::string(e.what()) == "no task");
+        CHECK(coro_live_frames() == live);
+    }
 
     // A lambda task with captures, destroyed before it runs (the fiasco).
     {

@@ -1814,7 +1814,16 @@ promise<R> spawn_task(runtime &rt, F &&f, A &&...a)
         delete res;
         throw;
     }
-    st->start();
+    try {
+        st->start();
+    } catch (...) {
+        // Making the task threw (the callable, or no memory for its
+        // frame): the frame's reference goes with the state, the
+        // promise's here.
+        st.reset();
+        res->release();
+        throw;
+    }
     coro_promise p{};
     const int rc = coro_spawn_frame(rt.native(), &state::resume, &state::destroy, st.get(), 0, &p);
     if (rc != 0) {
