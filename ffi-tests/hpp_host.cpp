@@ -32,7 +32,10 @@
  *              yield, mutex and channel in tasks, this_coro and get()
  *              refused in a task, cancel of a task parked in a sleep
  *              destroys its frame (its locals' destructors run once,
- *              get() throws canceled), lock_guard across a co_await
+ *              get() throws canceled), lock_guard across a co_await,
+ *              co_await suspend(on_suspend): its token resumed by a
+ *              thread, cancelled (the frame destroyed), on_suspend's
+ *              exception rethrown by the co_await
  *
  * `hpp_host NAME...` runs only those groups. Ends with "hpp_host: N
  * passed, N failed"; exits 1 on any failure.
@@ -870,6 +873,14 @@ void test_tasks(coframe::runtime &rt)
     CHECK_THROWS(coframe::spawn(rt, thrower).get(), std::runtime_error, std::string(e.what()) == "task threw");
     CHECK(coframe::spawn(rt, catcher).get() == 10);
     CHECK(coframe::spawn(rt, deep, 200).get() == 200);
+    // A callable that throws while it makes the task: spawn throws it and
+    // keeps nothing (the ASan runs' leak check sees the shared result).
+    {
+        const auto live = coro_live_frames();
+        CHECK_THROWS(coframe::spawn(rt, []() -> coframe::task<int> { throw std::runtime_error("no task"); }),
+                     std::runtime_error, std::string(e.what()) == "no task");
+        CHECK(coro_live_frames() == live);
+    }
 
     // A lambda task with captures, destroyed before it runs (the fiasco).
     {
@@ -1048,6 +1059,45 @@ void test_tasks(coframe::runtime &rt)
         // it park yet.
         CHECK(wait_until([] { return task_dtors == 2; }));
     }
+    // co_await suspend(on_suspend): the token goes to a thread that resumes
+    // it; a token cancelled there destroys the task (its local's destructor
+    // runs once, get() throws canceled); an exception from on_suspend comes
+    // back from the co_await.
+    {
+        Mailbox box;
+        task_dtors = 0;
+        auto parker = [&box](int v) -> coframe::task<int> {
+            Tracked t(task_dtors);
+            co_await coframe::suspend([&box](coframe::token tk) { box.put(std::move(tk)); });
+            co_return v;
+        };
+        auto resumed = coframe::spawn(rt, parker, 7);
+        std::thread th([&box] { box.take().resume(); });
+        th.join();
+        CHECK(resumed.get() == 7);
+        CHECK(task_dtors == 1);
+        auto cancelled = coframe::spawn(rt, parker, 8);
+        coframe::token tk = box.take();
+        CHECK(tk);
+        std::move(tk).cancel();
+        CHECK(wait_until([] { return task_dtors == 2; }));
+        CHECK_THROWS(cancelled.get(), coframe::canceled, true);
+        auto throwing = coframe::spawn(rt, [&box]() -> coframe::task<int> {
+            try {
+                co_await coframe::suspend([&box](coframe::token t) {
+                    box.put(std::move(t));
+                    throw std::runtime_error("on_suspend threw");
+                });
+            } catch (const std::runtime_error &e) {
+                co_return std::string(e.what()) == "on_suspend threw" ? 9 : -1;
+            }
+            co_return 0;
+        });
+        box.take().resume();
+        CHECK(throwing.get() == 9);
+        CHECK(task_dtors == 2);
+    }
+
     // Cancellation flows down: cancelling a task that awaits another
     // task's promise cancels that task too (its frame is destroyed).
     {

@@ -9,7 +9,7 @@
  *   coframe::token              the suspend reference: resume(), cancel()
  *   coframe::task<T>            a lazy C++20 coroutine that runs on coframe
  *   coframe::this_coro          waits for stackful bodies (std::this_thread's)
- *   readable, writable, sleep_for, sleep_until, yield
+ *   readable, writable, sleep_for, sleep_until, yield, suspend
  *                               awaitables for tasks
  *   coframe::mutex, channel<T>  suspension-aware mutex and channel
  *   coframe::lock_guard<M>      a std::lock_guard that refuses suspensions (CP.52)
@@ -1072,6 +1072,55 @@ struct yield : detail::simple_wait<yield> {
     static constexpr const char *what = "coro_yield";
 };
 
+/// co_await suspend(on_suspend): this_coro::suspend for tasks. The task
+/// suspends; once it has switched out, on_suspend(token) runs on the
+/// worker (the awaitable, which holds a copy of on_suspend, stays where
+/// it is meanwhile), and whoever ends up with the token resumes the task
+/// or cancels it. A task cancelled there is destroyed, not resumed: its
+/// locals' destructors run, on the thread that cancels. An exception
+/// from on_suspend is rethrown by the co_await once the task runs again.
+template <class F>
+class suspend {
+    static_assert(std::is_invocable_v<F &, token>,
+                  "coframe::suspend: on_suspend must be callable with a coframe::token");
+
+public:
+    explicit suspend(F on_suspend) noexcept(std::is_nothrow_move_constructible_v<F>) : fn_(std::move(on_suspend)) {}
+    bool await_ready() const noexcept { return false; }
+    template <class P>
+    bool await_suspend(std::coroutine_handle<P> h) noexcept
+    {
+        return op_.begin(h, coro_suspend(&callback, this));
+    }
+    void await_resume()
+    {
+        const int rc = op_.end();
+        if (exc_)
+            std::rethrow_exception(std::exchange(exc_, nullptr));
+        detail::check(rc, "coro_suspend");
+    }
+
+private:
+    // Runs on the worker after the task switched out: its frame, and so
+    // this awaitable, lives until the callback returns.
+    static void callback(coro_token t, void *arg) noexcept
+    {
+        auto *self = static_cast<suspend *>(arg);
+        try {
+            self->fn_(token(t));
+        } catch (...) {
+            self->exc_ = std::current_exception();
+        }
+    }
+
+    F fn_;
+    std::exception_ptr exc_;
+    detail::wait_op op_;
+};
+
+template <class F>
+suspend(F) -> suspend<F>;
+
 // =====================================================================
 // this_coro: for stackful bodies, as std::this_thread
 // =====================================================================
@@ -1765,7 +1814,16 @@ promise<R> spawn_task(runtime &rt, F &&f, A &&...a)
         delete res;
         throw;
     }
-    st->start();
+    try {
+        st->start();
+    } catch (...) {
+        // Making the task threw (the callable, or no memory for its
+        // frame): the frame's reference goes with the state, the
+        // promise's here.
+        st.reset();
+        res->release();
+        throw;
+    }
     coro_promise p{};
     const int rc = coro_spawn_frame(rt.native(), &state::resume, &state::destroy, st.get(), 0, &p);
     if (rc != 0) {
