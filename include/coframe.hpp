@@ -1008,35 +1008,38 @@ struct task_state final : task_root {
 // Awaitables for task bodies
 // =====================================================================
 
-/// co_await readable(fd[, deadline]): waits until fd is readable (or in
-/// error or hung up). Throws error(errc::timed_out) at the deadline.
-struct readable : detail::simple_wait<readable> {
+namespace detail {
+
+/// A readiness wait on fd for `Events` (CORO_READABLE or CORO_WRITABLE):
+/// what readable and writable are.
+template <class Derived, std::uint32_t Events>
+class fd_wait : public simple_wait<Derived> {
+public:
     template <class Dur = clock::duration>
-    explicit readable(int fd, std::chrono::time_point<clock, Dur> deadline = {}) noexcept
-        : fd_(fd), deadline_(detail::deadline_ns(deadline))
+    explicit fd_wait(int fd, std::chrono::time_point<clock, Dur> deadline = {}) noexcept
+        : fd_(fd), deadline_(deadline_ns(deadline))
     {
     }
-    int start() noexcept { return coro_wait_fd(fd_, CORO_READABLE, deadline_); }
-    static constexpr const char *what = "coro_wait_fd (readable)";
+    int start() noexcept { return coro_wait_fd(fd_, Events, deadline_); }
 
 private:
     int fd_;
     std::int64_t deadline_;
 };
 
-/// co_await writable(fd[, deadline]): as readable, for writing.
-struct writable : detail::simple_wait<writable> {
-    template <class Dur = clock::duration>
-    explicit writable(int fd, std::chrono::time_point<clock, Dur> deadline = {}) noexcept
-        : fd_(fd), deadline_(detail::deadline_ns(deadline))
-    {
-    }
-    int start() noexcept { return coro_wait_fd(fd_, CORO_WRITABLE, deadline_); }
-    static constexpr const char *what = "coro_wait_fd (writable)";
+} // namespace detail
 
-private:
-    int fd_;
-    std::int64_t deadline_;
+/// co_await readable(fd[, deadline]): waits until fd is readable (or in
+/// error or hung up). Throws error(errc::timed_out) at the deadline.
+struct readable : detail::fd_wait<readable, CORO_READABLE> {
+    using fd_wait::fd_wait;
+    static constexpr const char *what = "coro_wait_fd (readable)";
+};
+
+/// co_await writable(fd[, deadline]): as readable, for writing.
+struct writable : detail::fd_wait<writable, CORO_WRITABLE> {
+    using fd_wait::fd_wait;
+    static constexpr const char *what = "coro_wait_fd (writable)";
 };
 
 /// co_await sleep_for(d): the deadline counts from the co_await.
