@@ -11,6 +11,11 @@
  *     detach it, take a token and resume or cancel it, replay a consumed
  *     (stale) handle, make up a handle that names no frame, pass a promise
  *     as a token, wake a descriptor, or misuse a call outside a coroutine.
+ *   - A third of the coroutines are foreign frames (coro_spawn_frame): C
+ *     state machines in memory from coro_frame_alloc, which their destroy
+ *     gives back, running a script of the same waits (suspend, yield,
+ *     sleep, socket waits, children of either kind, pool awaits, the mutex
+ *     and the channel).
  *   - Coroutines run random scripts: they suspend (their token goes to the
  *     pool), yield, sleep, wait on shared sockets (some with CORO_KEEP) and
  *     on a pipe of their own that nobody writes (so the deadline ends it),
@@ -163,6 +168,7 @@ static _Atomic uint64_t stale_promises[STALE], stale_tokens[STALE];
 static int sockets[SOCKETS][2];
 
 /* Counts, for the summary and the final accounting. */
+static atomic_long n_foreign;
 static atomic_long n_ops, n_spawned, n_spawn_refused, n_awaited_ok, n_awaited_cancelled,
     n_stale_ok, n_resumed, n_cancelled, n_detached, n_wakes, n_timeouts,
     n_shutdowns, n_pipes_opened, n_pipes_closed, n_bodies_cancelled;
@@ -355,6 +361,36 @@ static int sync_step(struct env *e, int what)
     }
 }
 
+/* ---- foreign frames --------------------------------------------------- */
+
+/* A foreign frame's state machine: WAIT(f, call) runs `call`; if it answers
+ * CORO_PENDING, resume returns and the machine goes on here when resumed,
+ * with f->rc set to coro_frame_resumed's answer (ffi-tests/foreign.c). */
+#define FRAME_BEGIN(f) switch ((f)->line) { case 0:
+#define FRAME_END(f) }
+#define WAIT(f, call)                                                                              \
+    do {                                                                                           \
+        (f)->rc = (call);                                                                          \
+        if ((f)->rc == CORO_PENDING) {                                                             \
+            (f)->line = __LINE__;                                                                  \
+            return NULL;                                                                           \
+        case __LINE__:                                                                             \
+            (f)->rc = coro_frame_resumed(&(f)->value);                                             \
+        }                                                                                          \
+    } while (0)
+
+struct fframe {
+    int line, rc;
+    void *value;
+    struct env e; /* the script and the bookkeeping, as a stackful body's */
+    int s, steps, choice, k;
+    long child, item;
+    coro_promise p;
+};
+
+static void *fbody(void *frame);
+static void fdestroy(void *frame);
+
 /* Spawns a coroutine for record `rec` on `ep`. 0 or the status. */
 static int spawn_on(struct epoch *ep, long rec, uint64_t seed, int depth, uint64_t *rng,
                     coro_promise *out)
@@ -366,7 +402,23 @@ static int spawn_on(struct epoch *ep, long rec, uint64_t seed, int depth, uint64
     case 3: flags = CORO_SPAWN_CANCEL_RETURNS | CORO_SPAWN_MIGRATABLE; break;
     }
     struct env e = { rec, ep, seed | 1, depth, (flags & CORO_SPAWN_CANCEL_RETURNS) != 0, -1, -1 };
-    int rc = coro_spawn(ep->rt, body, &e, sizeof e, on_drop, flags, out);
+    int rc;
+    if (below(rng, 3) == 0) {
+        struct fframe *f = coro_frame_alloc(sizeof *f);
+        if (!f) {
+            rc = CORO_ENOMEM; /* only with faults armed */
+        } else {
+            memset(f, 0, sizeof *f);
+            f->e = e;
+            rc = coro_spawn_frame(ep->rt, fbody, fdestroy, f, flags, out);
+            if (rc != CORO_OK)
+                coro_frame_free(f); /* not started: still ours */
+            else
+                atomic_fetch_add(&n_foreign, 1);
+        }
+    } else {
+        rc = coro_spawn(ep->rt, body, &e, sizeof e, on_drop, flags, out);
+    }
     if (rc == CORO_OK) {
         atomic_store(&records[rec].promise, out->id);
         atomic_store(&records[rec].spawned, 1);
@@ -585,6 +637,134 @@ static void *body(void *envp)
             break;
         }
     }
+    return done;
+}
+
+static void fdestroy(void *frame)
+{
+    struct fframe *f = frame;
+    on_drop(&f->e);
+    coro_frame_free(f); /* kept until the frame is freed */
+}
+
+/* body()'s script, as a state machine (no pipe of its own, no condition:
+ * coro_cond_wait answers CORO_ESTATE in a foreign frame). */
+static void *fbody(void *frame)
+{
+    struct fframe *f = frame;
+    struct env *e = &f->e;
+    long rec = e->rec;
+    int cr = e->cancel_returns;
+    void *done = (void *)(intptr_t)(rec + 1);
+    FRAME_BEGIN(f);
+    atomic_store(&records[rec].started, 1);
+    f->rc = coro_defer(on_defer, (void *)(intptr_t)rec);
+    EXPECT(f->rc == CORO_OK || fault_status(f->rc), "coro_defer (foreign)", f->rc, rec);
+    atomic_store(&records[rec].defer_set, f->rc == CORO_OK);
+    f->rc = coro_errdefer(on_errdefer, (void *)(intptr_t)rec);
+    EXPECT(f->rc == CORO_OK || fault_status(f->rc), "coro_errdefer (foreign)", f->rc, rec);
+    atomic_store(&records[rec].errdefer_set, f->rc == CORO_OK);
+    f->steps = 1 + (int)below(&e->rng, 8);
+    for (f->s = 0; f->s < f->steps; f->s++) {
+        f->choice = (int)below(&e->rng, 10);
+        if (f->choice < 2) {
+            WAIT(f, coro_suspend(token_to_pool, e));
+            if (body_status(f->rc, cr, 0, "coro_suspend (foreign)", rec))
+                return done;
+        } else if (f->choice == 2) {
+            WAIT(f, coro_yield());
+            if (body_status(f->rc, cr, 0, "coro_yield (foreign)", rec))
+                return done;
+        } else if (f->choice == 3) {
+            WAIT(f, coro_sleep_until(coro_now() + (int64_t)below(&e->rng, 200000)));
+            if (body_status(f->rc, cr, 0, "coro_sleep_until (foreign)", rec))
+                return done;
+        } else if (f->choice == 4) {
+            f->k = (int)below(&e->rng, SOCKETS);
+            WAIT(f, coro_wait_fd(sockets[f->k][0],
+                                 CORO_READABLE | (below(&e->rng, 2) ? CORO_KEEP : 0),
+                                 coro_now() + (int64_t)below(&e->rng, 500000)));
+            if (f->rc == CORO_OK) {
+                char buf[64];
+                while (recv(sockets[f->k][0], buf, sizeof buf, MSG_DONTWAIT) > 0) {
+                }
+            }
+            if (body_status(f->rc, cr, 1, "coro_wait_fd(socket) (foreign)", rec))
+                return done;
+        } else if (f->choice == 5) {
+            /* A child of either kind: awaited here, or handed to the pool. */
+            if (e->depth >= MAX_DEPTH || coro_live_frames() > (uint64_t)live_cap)
+                continue;
+            f->child = new_record();
+            if (f->child < 0)
+                continue;
+            f->rc = spawn_on(e->epoch, f->child, next_rand(&e->rng), e->depth + 1, &e->rng, &f->p);
+            if (f->rc != CORO_OK) {
+                EXPECT((f->rc == CORO_ESHUTDOWN && atomic_load(&e->epoch->dying)) ||
+                           fault_status(f->rc),
+                       "spawn (foreign body)", f->rc, f->child);
+                continue;
+            }
+            if (below(&e->rng, 2) == 0 && pool_put(e->epoch->promises, &e->rng, (uint64_t)f->child + 1))
+                continue;
+            f->value = NULL;
+            WAIT(f, coro_await(f->p, &f->value));
+            put_stale(stale_promises, &e->rng, f->p.id);
+            body_await_result(e, f->child, f->rc, f->value, "coro_await(child) (foreign)");
+        } else if (f->choice == 6) {
+            /* Somebody else's promise, from the pool. */
+            uint64_t cell = pool_take(e->epoch->promises, &e->rng);
+            if (!cell)
+                continue;
+            f->child = (long)cell - 1;
+            f->p.id = atomic_load(&records[f->child].promise);
+            if (f->p.id == coro_self_id()) {
+                f->rc = coro_await(f->p, NULL);
+                EXPECT(f->rc == CORO_EINVAL, "coro_await(self) (foreign)", f->rc, rec);
+                f->rc = coro_detach(f->p);
+                EXPECT(f->rc == CORO_OK, "coro_detach(self) (foreign)", f->rc, rec);
+                put_stale(stale_promises, &e->rng, f->p.id);
+                continue;
+            }
+            f->value = NULL;
+            WAIT(f, coro_await(f->p, &f->value));
+            put_stale(stale_promises, &e->rng, f->p.id);
+            body_await_result(e, f->child, f->rc, f->value, "coro_await(pool) (foreign)");
+        } else if (f->choice == 7) {
+            /* The mutex; held across a yield only in cancel-returns mode
+             * (a default-mode frame cancelled there would be abandoned
+             * holding it: it registers no defer to unlock). */
+            WAIT(f, coro_mutex_lock(shared_m, coro_now() + (int64_t)below(&e->rng, 1000000)));
+            if (f->rc != CORO_OK) {
+                if (sync_status(f->rc, e, "coro_mutex_lock (foreign)"))
+                    return done;
+                continue;
+            }
+            f->item = shared_count;
+            f->rc = CORO_OK;
+            if (cr && below(&e->rng, 8) == 0)
+                WAIT(f, coro_yield());
+            shared_count = f->item + 1;
+            atomic_fetch_add(&n_locked, 1);
+            EXPECT(coro_mutex_unlock(shared_m) == CORO_OK, "coro_mutex_unlock (foreign)", 0, rec);
+            if (f->rc == CORO_ECANCELED)
+                return done;
+        } else if (f->choice == 8) {
+            f->item = rec;
+            WAIT(f, coro_chan_send(shared_ch, &f->item, coro_now() + (int64_t)below(&e->rng, 1000000)));
+            if (f->rc == CORO_OK)
+                atomic_fetch_add(&n_sent, 1);
+            if (sync_status(f->rc, e, "coro_chan_send (foreign)"))
+                return done;
+        } else {
+            WAIT(f, coro_chan_recv(shared_ch, &f->item, coro_now() + (int64_t)below(&e->rng, 1000000)));
+            if (f->rc == CORO_OK)
+                atomic_fetch_add(&n_received, 1);
+            if (sync_status(f->rc, e, "coro_chan_recv (foreign)"))
+                return done;
+        }
+    }
+    FRAME_END(f);
     return done;
 }
 
@@ -1035,10 +1215,10 @@ int main(int argc, char **argv)
         list_fds();
     }
 
-    printf("chaos: %ld operations, %ld spawns (%ld refused: shutting down, or faults), %ld "
-           "bodies started, %ld runtimes shut down under the threads\n",
-           atomic_load(&n_ops), spawned, atomic_load(&n_spawn_refused), started,
-           atomic_load(&n_shutdowns));
+    printf("chaos: %ld operations, %ld spawns (%ld of them foreign frames; %ld refused: shutting "
+           "down, or faults), %ld bodies started, %ld runtimes shut down under the threads\n",
+           atomic_load(&n_ops), spawned, atomic_load(&n_foreign), atomic_load(&n_spawn_refused),
+           started, atomic_load(&n_shutdowns));
     printf("chaos: the slowest shutdown took %.1f ms\n", slowest_shutdown * 1e3);
     printf("chaos: mutex taken %ld times, %ld signals, %ld items sent, %ld received, %ld left\n",
            atomic_load(&n_locked), atomic_load(&n_signals), atomic_load(&n_sent),
