@@ -24,10 +24,11 @@
 //!    `on_suspend` callback, does the library wait and resumes the fiber's
 //!    token when it ends; the fiber cancels the helper (default mode: it
 //!    never runs again) once it is back, whoever woke it.
-//! 3. A wake beats a cancel: a futex waiter that was both handed a wake
-//!    and cancelled returns normally, and the cancel stays pending for the
-//!    next cancelation point, so no wake-up is lost (a `Mutex.unlock`
-//!    wakes exactly one waiter).
+//! 3. A futex wait ended by a cancel returns as a spurious wake-up, as
+//!    std.Io.Threaded's and std.Io.Uring's do: error.Canceled comes from
+//!    the cancelation point at the start of the caller's retry. So a
+//!    waiter never takes a wake (`Mutex.unlock` hands out exactly one)
+//!    and then answers error.Canceled without looking at the word again.
 //! 4. A fiber finds its record through `coro_self_id()`: the id's low 32
 //!    bits are its frame slot + 1 (docs/API.md, "Handles"), which indexes
 //!    a process-wide table written by the fiber itself at its start and
@@ -971,8 +972,6 @@ const FutexNode = struct {
     prev: ?*FutexNode = null,
     next: ?*FutexNode = null,
     listed: bool = false,
-    /// Unlisted by a `futexWake` (rule 3), under the bucket's lock.
-    woken: bool = false,
 
     fn enqueue(ctx: *anyopaque, w: Waiter) bool {
         const n: *FutexNode = @ptrCast(@alignCast(ctx));
@@ -989,13 +988,12 @@ const FutexNode = struct {
         return true;
     }
 
-    /// After the wait: unlisted, and whether a wake did it.
-    fn settle(n: *FutexNode) bool {
+    /// After the wait: unlisted (a wake did it, or the waiter does now).
+    fn settle(n: *FutexNode) void {
         const b = n.io.bucket(n.ptr);
         b.mutex.lockUncancelable(n.io.tio());
         defer b.mutex.unlock(n.io.tio());
         if (n.listed) unlink(b, n);
-        return n.woken;
     }
 
     fn unlink(b: *FutexBucket, n: *FutexNode) void {
@@ -1018,13 +1016,10 @@ fn futexWaitInner(self: *CoIo, ptr: *const u32, expected: u32, deadline: i64, ma
     if (deadline >= 0 and c.coro_now() >= deadline) return;
     var node: FutexNode = .{ .io = self, .ptr = ptr, .expected = expected };
     const outcome = self.waitQueued(caller, cancelable, &FutexNode.enqueue, &node, deadline);
-    const woken = node.settle();
-    if (woken) return; // rule 3
-    switch (outcome) {
-        .resumed => {},
-        .cancel_pending => return caller.fiber.deliver(),
-        .shutdown => if (may_cancel) return error.Canceled,
-    }
+    // Woken, timed out, or interrupted by a cancel (rule 3): the caller
+    // looks at the word again, and its retry's check delivers the cancel.
+    node.settle();
+    if (outcome == .shutdown and may_cancel) return error.Canceled;
 }
 
 fn futexWait(userdata: ?*anyopaque, ptr: *const u32, expected: u32, timeout: Io.Timeout) Io.Cancelable!void {
@@ -1055,7 +1050,6 @@ fn futexWake(userdata: ?*anyopaque, ptr: *const u32, max_waiters: u32) void {
                 break;
             }
             FutexNode.unlink(b, node);
-            node.woken = true;
             batch[n] = node.waiter;
             n += 1;
             left -= 1;
