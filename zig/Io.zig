@@ -179,6 +179,10 @@ const Fiber = struct {
     protection: Io.CancelProtection = .unblocked,
     /// error.Canceled was returned and `recancel` was not called since.
     acknowledged: bool = false,
+    /// The kept helper (rule 2), and its promise. Only the task touches
+    /// these (and its `on_suspend` callbacks, while it is suspended).
+    helper: ?*HelperCtl = null,
+    helper_promise: c.coro_promise = .{ .id = 0 },
 
     fn cancelable(f: *const Fiber) bool {
         return f.protection == .unblocked and !f.acknowledged;
@@ -193,6 +197,44 @@ const Fiber = struct {
     fn deliver(f: *Fiber) error{Canceled} {
         f.acknowledged = true;
         return error.Canceled;
+    }
+
+    /// In `on_suspend`: gives the wait to the kept helper, spawning it if
+    /// there is none. false: no memory for one.
+    fn handToHelper(f: *Fiber, s: *Suspension, token: u64) bool {
+        if (f.helper) |h| {
+            const t = h.park_token.swap(0, .acq_rel);
+            if (t != 0) {
+                h.take(s, token);
+                s.kept = h;
+                _ = c.coro_resume(.{ .id = t });
+                return true;
+            }
+            f.retireHelper(s.io);
+        }
+        const h = s.io.gpa.create(HelperCtl) catch return false;
+        h.* = .{};
+        h.take(s, token);
+        const env: HelperCtl.Env = .{ .ctl = h, .gpa = &s.io.gpa };
+        var promise: c.coro_promise = .{ .id = 0 };
+        if (c.coro_spawn(s.io.rt, &HelperCtl.entry, &env, @sizeOf(HelperCtl.Env), &HelperCtl.drop, c.CORO_SPAWN_MIGRATABLE, &promise) != c.CORO_OK) {
+            s.io.gpa.destroy(h);
+            return false;
+        }
+        f.helper = h;
+        f.helper_promise = promise;
+        s.kept = h;
+        return true;
+    }
+
+    /// Lets the kept helper go: cancelled (parked, it ends at once; still
+    /// waiting, its wait ends and it never runs again).
+    fn retireHelper(f: *Fiber, self: *CoIo) void {
+        const h = f.helper orelse return;
+        _ = c.coro_cancel_async(f.helper_promise);
+        h.unref(self.gpa);
+        f.helper = null;
+        f.helper_promise = .{ .id = 0 };
     }
 
     /// From any thread, while the record is alive (the caller holds a
@@ -328,17 +370,23 @@ const Outcome = enum {
 /// One suspension (rules 1 and 2). `enqueue`, if any, runs in `on_suspend`
 /// with the waiter; it returns false when the condition holds already
 /// (then the coroutine is resumed at once). `fd >= 0` or `deadline >= 0`
-/// spawns the helper that waits on them.
+/// hands the wait to a helper: the task's kept one, or one spawned for
+/// this wait alone (a coroutine coframe.Io did not make).
 const Suspension = struct {
     enqueue: ?*const fn (ctx: *anyopaque, w: Waiter) bool = null,
     ctx: *anyopaque = undefined,
     fd: c_int = -1,
     events: u32 = 0,
     deadline: i64 = -1,
-    /// Set: publish the token for Io cancellation.
+    /// The task suspending, if it is one: it keeps its helper.
     fiber: ?*Fiber = null,
-    rt: *c.coro_runtime,
+    /// Publish the token for Io cancellation (rule 1).
+    cancelable: bool = false,
+    io: *CoIo,
+    /// A helper spawned for this wait alone.
     helper: c.coro_promise = .{ .id = 0 },
+    /// The kept helper that took this wait.
+    kept: ?*HelperCtl = null,
     helper_failed: bool = false,
 
     fn onSuspend(token: c.coro_token, arg: ?*anyopaque) callconv(.c) void {
@@ -350,35 +398,48 @@ const Suspension = struct {
             }
         }
         if (s.fd >= 0 or s.deadline >= 0) {
-            const env: HelperEnv = .{ .token = token.id, .deadline = s.deadline, .fd = s.fd, .events = s.events };
-            if (c.coro_spawn(s.rt, &HelperEnv.entry, &env, @sizeOf(HelperEnv), null, 0, &s.helper) != c.CORO_OK) {
-                s.helper = .{ .id = 0 };
+            const ok = if (s.fiber) |f| f.handToHelper(s, token.id) else s.spawnOnce(token.id);
+            if (!ok) {
                 s.helper_failed = true;
                 _ = c.coro_resume(token);
                 return;
             }
         }
-        if (s.fiber) |f| {
+        if (s.cancelable) {
+            const f = s.fiber.?;
             f.wait_token.store(token.id, .seq_cst);
             if (f.cancel_requested.load(.seq_cst)) _ = c.coro_resume(token);
         }
     }
 
+    fn spawnOnce(s: *Suspension, token: u64) bool {
+        const env: HelperEnv = .{ .token = token, .deadline = s.deadline, .fd = s.fd, .events = s.events };
+        if (c.coro_spawn(s.io.rt, &HelperEnv.entry, &env, @sizeOf(HelperEnv), null, 0, &s.helper) == c.CORO_OK) return true;
+        s.helper = .{ .id = 0 };
+        return false;
+    }
+
     /// Suspends the calling coroutine (rule 2: no other thread may end a
-    /// library wait, so the helper does it).
+    /// library wait, so a helper does it).
     fn run(s: *Suspension) Outcome {
         const rc = c.coro_suspend(&onSuspend, s);
-        if (s.fiber) |f| f.wait_token.store(0, .seq_cst);
+        if (s.cancelable) s.fiber.?.wait_token.store(0, .seq_cst);
         if (s.helper.id != 0) _ = c.coro_cancel_async(s.helper);
+        if (s.kept) |h| {
+            // Not parked again: it did not end its wait (a cancel, a wake or
+            // the shutdown woke us), or has not parked yet. Let it go.
+            if (h.park_token.load(.acquire) == 0) s.fiber.?.retireHelper(s.io);
+        }
         if (rc != c.CORO_OK) return .shutdown;
-        if (s.fiber) |f| if (f.cancel_requested.load(.acquire)) return .cancel_pending;
+        if (s.cancelable) if (s.fiber.?.cancel_requested.load(.acquire)) return .cancel_pending;
         return .resumed;
     }
 };
 
-/// The helper of rule 2: waits on `fd` (or sleeps until `deadline`), then
-/// resumes the waiting fiber's token. Spawned in the default mode, so a
-/// cancel (the fiber is back already) ends it where it waits.
+/// A helper spawned for one wait (rule 2), for coroutines that coframe.Io
+/// did not make: waits on `fd` (or sleeps until `deadline`), then resumes
+/// the waiter's token. Default mode, so a cancel (the waiter is back
+/// already) ends it where it waits.
 const HelperEnv = extern struct {
     token: u64,
     deadline: i64,
@@ -390,6 +451,69 @@ const HelperEnv = extern struct {
         _ = if (h.fd >= 0) c.coro_wait_fd(h.fd, h.events, h.deadline) else c.coro_sleep_until(h.deadline);
         _ = c.coro_resume(.{ .id = h.token });
         return null;
+    }
+};
+
+/// A task's kept helper (rule 2): one coroutine per task that does its
+/// library waits one after the other. It parks between waits; the task's
+/// `on_suspend` writes the next wait here and resumes it. Spawned
+/// `CORO_SPAWN_MIGRATABLE` (its code keeps no thread-local state), so
+/// that resume, made on the task's worker while that worker has nothing
+/// else to run, moves it there: the wait registers with the task's own
+/// epoll and the wake-up stays on one thread. A helper that did not park
+/// again when the task got back (it was woken by something else) is
+/// cancelled and replaced at the next wait. Two references: the task's,
+/// dropped when it lets the helper go, and the helper's, dropped by its
+/// `env_drop`, after which its body never runs; so the helper only ever
+/// writes here while the block is alive.
+const HelperCtl = struct {
+    refs: std.atomic.Value(u32) = .init(2),
+    fd: c_int = -1,
+    events: u32 = 0,
+    deadline: i64 = -1,
+    task_token: u64 = 0,
+    /// The helper's token while it is parked, 0 while it works.
+    park_token: std.atomic.Value(u64) = .init(0),
+
+    fn unref(h: *HelperCtl, gpa: Allocator) void {
+        if (h.refs.fetchSub(1, .acq_rel) == 1) gpa.destroy(h);
+    }
+
+    fn take(h: *HelperCtl, s: *const Suspension, token: u64) void {
+        h.fd = s.fd;
+        h.events = s.events;
+        h.deadline = s.deadline;
+        h.task_token = token;
+    }
+
+    const Env = extern struct {
+        ctl: *HelperCtl,
+        gpa: *const Allocator,
+    };
+
+    const Park = struct { ctl: *HelperCtl, task_token: u64 };
+
+    fn entry(raw: ?*anyopaque) callconv(.c) ?*anyopaque {
+        const env: *Env = @ptrCast(@alignCast(raw));
+        const h = env.ctl;
+        while (true) {
+            const fd = h.fd;
+            _ = if (fd >= 0) c.coro_wait_fd(fd, h.events, h.deadline) else c.coro_sleep_until(h.deadline);
+            var park: Park = .{ .ctl = h, .task_token = h.task_token };
+            if (c.coro_suspend(&parked, &park) != c.CORO_OK) return null;
+        }
+    }
+
+    /// Parked: say so, then wake the task, last (it may let us go at once).
+    fn parked(token: c.coro_token, arg: ?*anyopaque) callconv(.c) void {
+        const park: *Park = @ptrCast(@alignCast(arg));
+        park.ctl.park_token.store(token.id, .release);
+        _ = c.coro_resume(.{ .id = park.task_token });
+    }
+
+    fn drop(raw: ?*anyopaque) callconv(.c) void {
+        const env: *Env = @ptrCast(@alignCast(raw));
+        env.ctl.unref(env.gpa.*);
     }
 };
 
@@ -419,7 +543,7 @@ fn waitFd(self: *CoIo, caller: Caller, fd: c_int, events: u32, deadline: i64) Io
                 return;
             }
             if (f.cancel_requested.load(.acquire)) return f.deliver();
-            var s: Suspension = .{ .fd = fd, .events = events, .deadline = deadline, .fiber = f, .rt = self.rt };
+            var s: Suspension = .{ .fd = fd, .events = events, .deadline = deadline, .fiber = f, .cancelable = true, .io = self };
             switch (s.run()) {
                 .resumed => {},
                 .cancel_pending => return f.deliver(),
@@ -456,8 +580,9 @@ fn waitQueued(
                 .enqueue = enqueue,
                 .ctx = ctx,
                 .deadline = deadline,
-                .fiber = if (cancelable) caller.fiber else null,
-                .rt = self.rt,
+                .fiber = if (caller == .fiber) caller.fiber else null,
+                .cancelable = cancelable,
+                .io = self,
             };
             return s.run();
         },
@@ -570,6 +695,7 @@ const TaskEnv = struct {
                 env.start.group(env.context());
             },
         }
+        fiber.retireHelper(self);
         if (registered) registry.clear(fiber.id);
         env.end(self);
         return null;
