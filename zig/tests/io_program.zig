@@ -19,6 +19,9 @@
 //!   once       a task that swallows error.Canceled sleeps again without
 //!              it (only the next cancelation point is cancelled)
 //!   propagate  cancelling a task that awaits a future cancels the future
+//!   groupwait  cancelling a task in `Group.await` cancels the group's
+//!              tasks (their defers run) and its await answers
+//!              error.Canceled once they all ended
 //!   mutex      4 tasks add 1 under an `Io.Mutex` 2,000 times each
 //!   timeout    `Io.Condition.waitTimeout` of 10 ms answers error.Timeout
 //!              after at least 10 ms; `io.sleep` sleeps at least its time
@@ -296,6 +299,30 @@ fn propagate(io: Io, out: *Io.Writer) !void {
     try out.print("propagate: outer={any} inner_defers={d}\n", .{ r, defers.load(.acquire) });
 }
 
+// ------------------------------------------------------------- groupwait
+
+fn member(io: Io, defers: *Counter) Io.Cancelable!void {
+    defer _ = defers.fetchAdd(1, .monotonic);
+    try io.sleep(.fromSeconds(10), .awake);
+}
+
+fn groupAwaiter(io: Io, defers: *Counter, started: *Io.Event) Io.Cancelable!u32 {
+    var g: Io.Group = .init;
+    for (0..3) |_| g.concurrent(io, member, .{ io, defers }) catch return 0;
+    started.set(io);
+    try g.await(io);
+    return 1;
+}
+
+fn groupWait(io: Io, out: *Io.Writer) !void {
+    var defers: Counter = .init(0);
+    var started: Io.Event = .unset;
+    var f = try io.concurrent(groupAwaiter, .{ io, &defers, &started });
+    try started.wait(io);
+    const r = f.cancel(io);
+    try out.print("groupwait: awaiter={any} member_defers={d}\n", .{ r, defers.load(.acquire) });
+}
+
 // ----------------------------------------------------------------- mutex
 
 fn adder(io: Io, mutex: *Io.Mutex, total: *u64, n: u32) Io.Cancelable!void {
@@ -341,6 +368,7 @@ pub fn run(io: Io, options: Options, out: *Io.Writer) !void {
     try protect(io, out);
     try once(io, out);
     try propagate(io, out);
+    try groupWait(io, out);
     try mutexes(io, out);
     try timeouts(io, out);
 }

@@ -15,6 +15,9 @@
 //!   refused     connect to a port nobody listens on: ConnectionRefused,
 //!               as on std.Io.Threaded
 //!   sleep       a sleeping task is cancelled within milliseconds
+//!   connect     a connect with a timeout to a listener whose backlog is
+//!               full answers error.Timeout after it (std.Io.Threaded
+//!               0.17.1 panics on a connect timeout: coframe.Io only)
 const std = @import("std");
 const Io = std.Io;
 const coframe = @import("coframe");
@@ -280,4 +283,42 @@ fn sleepBody(io: Io) !void {
 
 test "a sleeping task is cancelled at once" {
     try withIo(2, sleepBody);
+}
+
+// ------------------------------------------------------------- connect
+
+fn connectTimeout(io: Io) !void {
+    // A listener that never accepts, with the smallest backlog: once its
+    // queue is full the kernel drops the SYNs, and a connect waits.
+    const any: Io.net.IpAddress = .{ .ip4 = .loopback(0) };
+    var server = try any.listen(io, .{ .kernel_backlog = 1 });
+    defer server.deinit(io);
+    var streams: [16]Io.net.Stream = undefined;
+    var n: usize = 0;
+    defer for (streams[0..n]) |st| st.close(io);
+    var timed_out = false;
+    while (n < streams.len and !timed_out) {
+        const t0 = Io.Clock.awake.now(io);
+        if (server.socket.address.connect(io, .{ .mode = .stream, .timeout = .{ .duration = .{ .raw = .fromMilliseconds(50), .clock = .awake } } })) |st| {
+            streams[n] = st;
+            n += 1;
+        } else |err| switch (err) {
+            error.Timeout => {
+                const ms = t0.durationTo(Io.Clock.awake.now(io)).toMilliseconds();
+                try testing.expect(ms >= 50 and ms < 1000);
+                timed_out = true;
+            },
+            else => return err,
+        }
+    }
+    try testing.expect(timed_out);
+}
+
+fn connectTask(io: Io) !void {
+    var f = try io.concurrent(connectTimeout, .{io});
+    try f.await(io);
+}
+
+test "a connect to a full backlog answers error.Timeout after its timeout" {
+    try withIo(2, connectTask);
 }
