@@ -20,10 +20,12 @@
 //!    CORO_ESTALE and does nothing.
 //! 2. Waits that coframe holds itself (`coro_wait_fd`, `coro_sleep_until`)
 //!    cannot be ended by a token resume. A cancelable fiber therefore
-//!    suspends on its own token and a helper coroutine, spawned from the
-//!    `on_suspend` callback, does the library wait and resumes the fiber's
-//!    token when it ends; the fiber cancels the helper (default mode: it
-//!    never runs again) once it is back, whoever woke it.
+//!    suspends on its own token, and its `on_suspend` callback hands the
+//!    library wait to a helper coroutine, which resumes the fiber's token
+//!    when the wait ends. Each fiber keeps one helper, parked between
+//!    waits and migratable, so that it follows the fiber's worker; one
+//!    that was overtaken (the fiber was woken by something else) is
+//!    cancelled (default mode: it never runs again) and replaced.
 //! 3. A futex wait ended by a cancel returns as a spurious wake-up, as
 //!    std.Io.Threaded's and std.Io.Uring's do: error.Canceled comes from
 //!    the cancelation point at the start of the caller's retry. So a
