@@ -1,0 +1,132 @@
+//! The Zig package of coframe (docs/ZIG.md). Written for Zig 0.17.1, the
+//! version scripts/zig.sh pins.
+//!
+//!   zig build           checks that libcoframe is there (the module is
+//!                       compiled by the packages that import it)
+//!
+//! Options:
+//!   -Dsystem-coframe=true  link an installed libcoframe, found through
+//!                          pkg-config (then the linker's search path)
+//!   -Dcoframe-lib=DIR      link the libcoframe.so in DIR (an rpath to DIR is set)
+//!   (neither)              link the one cargo builds here: target/release
+//!                          (`make`, or `cargo build --release`, first)
+//!
+//! Another project adds coframe with
+//!   .dependencies = .{ .coframe = .{ .path = "path/to/coframe" } },
+//! in its build.zig.zon and
+//!   exe.root_module.addImport("coframe", b.dependency("coframe", .{}).module("coframe"));
+//! in its build.zig (zig/consumer/ does exactly this).
+const std = @import("std");
+
+/// Where libcoframe comes from.
+const Link = union(enum) {
+    /// An installed one: pkg-config, then the linker's search path.
+    system,
+    /// The libcoframe.so in this absolute directory, which is the rpath too.
+    dir: []const u8,
+};
+
+pub fn build(b: *std.Build) void {
+    const target = b.standardTargetOptions(.{});
+    const optimize = b.standardOptimizeOption(.{});
+
+    const system_lib = b.option(bool, "system-coframe", "Link an installed libcoframe (pkg-config, then the linker's search path)") orelse false;
+    const lib_dir = b.option([]const u8, "coframe-lib", "Directory holding the libcoframe.so to link (default: target/release)");
+    if (system_lib and lib_dir != null) std.debug.panic("coframe: -Dsystem-coframe and -Dcoframe-lib exclude each other", .{});
+    const link: Link = if (system_lib)
+        .system
+    else
+        .{ .dir = absolute(b, lib_dir orelse b.pathJoin(&.{ rootPath(b), "target", "release" })) };
+
+    // The module `coframe`, for this package and the ones that depend on it.
+    const coframe = b.addModule("coframe", moduleOptions(b, target, optimize));
+    linkCoframe(b, coframe, link);
+
+    // ----------------------------------------------------------------
+    // coframe.Io (issue 19, points 3 and 4): its module, tests and bench
+    // steps go here.
+    // ----------------------------------------------------------------
+}
+
+/// zig/coframe.zig, importing the C API: include/coframe.h through
+/// translate-c, a module only zig/c.zig imports (Zig 0.17 has no @cImport).
+fn moduleOptions(b: *std.Build, target: std.Build.ResolvedTarget, optimize: std.builtin.Optimize) std.Build.Module.CreateOptions {
+    const translate = b.addTranslateC(.{
+        .root_source_file = b.path("include/coframe.h"),
+        .target = target,
+        .optimize = optimize,
+    });
+    return .{
+        .root_source_file = b.path("zig/coframe.zig"),
+        .target = target,
+        .optimize = optimize,
+        .link_libc = true,
+        .imports = b.graph.arena.dupe(std.Build.Module.Import, &.{
+            .{ .name = "coframe_h", .module = translate.createModule() },
+        }) catch @panic("OOM"),
+    };
+}
+
+fn linkCoframe(b: *std.Build, m: *std.Build.Module, link: Link) void {
+    switch (link) {
+        .system => m.linkSystemLibrary("coframe", .{ .use_pkg_config = .yes }),
+        .dir => |dir| {
+            // Check that the library is there, with the soname link next to
+            // it (`make` makes it; cargo alone does not). The check's output
+            // directory (which holds no header) joins the include path, so
+            // that every compilation using the module, a dependent
+            // package's too, comes after the check.
+            const check = b.addSystemCommand(&.{
+                "sh", "-c",
+                \\test -f "$1/libcoframe.so" || {
+                \\    echo "coframe: $1/libcoframe.so is missing: run 'make' (or 'cargo build --release') in the coframe tree, or use -Dcoframe-lib=DIR or -Dsystem-coframe=true" >&2
+                \\    exit 1
+                \\}
+                \\test -e "$1/libcoframe.so.0" || ln -sf libcoframe.so "$1/libcoframe.so.0"
+                \\echo "$1"
+                ,
+                "sh", dir,
+            });
+            check.has_side_effects = true;
+            m.addIncludePath(check.captureStdOut(.{}).dirname());
+            m.addLibraryPath(.{ .cwd_relative = dir });
+            m.addRPath(.{ .cwd_relative = dir });
+            m.linkSystemLibrary("coframe", .{ .use_pkg_config = .no });
+        },
+    }
+}
+
+fn addTests(
+    b: *std.Build,
+    coframe: *std.Build.Module,
+    target: std.Build.ResolvedTarget,
+    optimize: std.builtin.Optimize,
+    use_llvm: ?bool,
+) *std.Build.Step.Compile {
+    return b.addTest(.{
+        .name = if (use_llvm == true) "coframe-test-valgrind" else "coframe-test",
+        .use_llvm = use_llvm,
+        .root_module = b.createModule(.{
+            .root_source_file = b.path("zig/tests/main.zig"),
+            .target = target,
+            .optimize = optimize,
+            .link_libc = true,
+            .imports = b.graph.arena.dupe(std.Build.Module.Import, &.{
+                .{ .name = "coframe", .module = coframe },
+            }) catch @panic("OOM"),
+        }),
+    });
+}
+
+/// The package's root directory (as given: absolute when `zig build` runs
+/// in it, relative with --build-file).
+fn rootPath(b: *std.Build) []const u8 {
+    return b.root.root_dir.path orelse ".";
+}
+
+/// `p` made absolute against the current directory: an rpath must be.
+fn absolute(b: *std.Build, p: []const u8) []const u8 {
+    if (std.fs.path.isAbsolute(p)) return p;
+    const cwd = std.process.currentPathAlloc(b.graph.io, b.graph.arena) catch @panic("coframe: cannot read the current directory");
+    return std.fs.path.resolve(b.graph.arena, &.{ cwd, p }) catch @panic("OOM");
+}
