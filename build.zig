@@ -1,8 +1,10 @@
 //! The Zig package of coframe (docs/ZIG.md). Written for Zig 0.17.1, the
 //! version scripts/zig.sh pins.
 //!
-//!   zig build           checks that libcoframe is there (the module is
-//!                       compiled by the packages that import it)
+//!   zig build test      the module's tests (zig/tests/)
+//!   zig build valgrind  the tests under valgrind, built for valgrind
+//!                       (baseline CPU, LLVM's DWARF), fewer rounds
+//!   zig build           installs the tests to zig-out/bin
 //!
 //! Options:
 //!   -Dsystem-coframe=true  link an installed libcoframe, found through
@@ -43,8 +45,33 @@ pub fn build(b: *std.Build) void {
     linkCoframe(b, coframe, link);
 
     // ----------------------------------------------------------------
+    // Tests: zig/tests/*.zig against the module, as another package sees it.
+    const tests = addTests(b, coframe, target, optimize, null);
+    b.installArtifact(tests);
+    const test_step = b.step("test", "Run the tests of the Zig package");
+    test_step.dependOn(&b.addRunArtifact(tests).step);
+
+    // The tests under valgrind: a build of their own, since valgrind 3.19
+    // knows neither every instruction of the native CPU nor the DWARF 5
+    // forms of Zig's own backend. The runner's plain mode: one line a test.
+    const vg_target = b.resolveTargetQuery(.{ .cpu_model = .baseline });
+    const vg_coframe = b.createModule(moduleOptions(b, vg_target, optimize));
+    linkCoframe(b, vg_coframe, link);
+    const vg_tests = addTests(b, vg_coframe, vg_target, optimize, true);
+    // (`env`, not setEnvironmentVariable, which would freeze the whole
+    // environment of the configure run into the cached configuration.)
+    const valgrind = b.addSystemCommand(&.{
+        "env",                              "COFRAME_TEST_SMALL=1",       "valgrind",
+        "-q",                               "--error-exitcode=99",        "--leak-check=full",
+        "--errors-for-leak-kinds=definite", "--show-leak-kinds=definite", "--fair-sched=yes",
+    });
+    valgrind.addArtifactArg(vg_tests);
+    valgrind.has_side_effects = true;
+    b.step("valgrind", "Run the tests under valgrind (fewer rounds)").dependOn(&valgrind.step);
+
+    // ----------------------------------------------------------------
     // coframe.Io (issue 19, points 3 and 4): its module, tests and bench
-    // steps go here.
+    // steps go here, and its tests join `test_step`.
     // ----------------------------------------------------------------
 }
 
