@@ -1,7 +1,7 @@
 # coframe: build, test and install. GNU make.
 #
 #   make            build the library (target/release/libcoframe.{so,a})
-#   make demo       install system packages if needed, build, run the c-examples and cpp-examples demos
+#   make demo       install system packages if needed, build, run the c-examples, cpp-examples and Zig demos
 #   make test       everything CI runs (.ci/run is `make test`)
 #   make install    PREFIX=/usr/local DESTDIR= LIBDIR=$(PREFIX)/lib INCLUDEDIR=$(PREFIX)/include
 #   make help       the full list
@@ -53,12 +53,16 @@ build-asan:
 deps:
 	@sh scripts/deps.sh
 
-## demo: deps, build, then the c-examples demo and the cpp-examples demo (C++20 tasks)
+## demo: deps, build, then the c-examples demo, the cpp-examples demo (C++20 tasks) and the Zig example
 demo: deps build
 	$(MAKE) -C c-examples demo
 	@echo
 	@echo "=================================================================="
 	$(MAKE) -C cpp-examples demo
+	@echo
+	@echo "=================================================================="
+	@echo "zig build demo: zig/examples/pipeline.zig, with the Zig scripts/zig.sh pins"
+	@zig=$$(sh scripts/zig.sh) && $$zig build demo --summary none
 
 ## test: deps, build, lint, Rust tests, loom, header drift, ffi-tests, c-examples, cpp-examples, install
 test:

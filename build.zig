@@ -1,10 +1,13 @@
 //! The Zig package of coframe (docs/ZIG.md). Written for Zig 0.17.1, the
 //! version scripts/zig.sh pins.
 //!
-//!   zig build test      the module's tests (zig/tests/)
+//!   zig build test      the module's tests (zig/tests/) and the example in
+//!                       its test mode
+//!   zig build demo      runs the example, zig/examples/pipeline.zig
+//!                       (arguments after `--` go to it)
 //!   zig build valgrind  the tests under valgrind, built for valgrind
 //!                       (baseline CPU, LLVM's DWARF), fewer rounds
-//!   zig build           installs the tests to zig-out/bin
+//!   zig build           installs the example and the tests to zig-out/bin
 //!
 //! Options:
 //!   -Dsystem-coframe=true  link an installed libcoframe, found through
@@ -68,6 +71,26 @@ pub fn build(b: *std.Build) void {
     valgrind.addArtifactArg(vg_tests);
     valgrind.has_side_effects = true;
     b.step("valgrind", "Run the tests under valgrind (fewer rounds)").dependOn(&valgrind.step);
+
+    // ----------------------------------------------------------------
+    // The example: zig/examples/pipeline.zig.
+    const example = b.addExecutable(.{
+        .name = "coframe-pipeline",
+        .root_module = b.createModule(.{
+            .root_source_file = b.path("zig/examples/pipeline.zig"),
+            .target = target,
+            .optimize = optimize,
+            .imports = &.{.{ .name = "coframe", .module = coframe }},
+        }),
+    });
+    b.installArtifact(example);
+    const demo = b.addRunArtifact(example);
+    demo.addPassthruArgs();
+    b.step("demo", "Run the example (zig/examples/pipeline.zig)").dependOn(&demo.step);
+    // In `zig build test`: a small run, checked by its exit status.
+    const example_small = b.addRunArtifact(example);
+    example_small.addArgs(&.{ "--quiet", "4", "300" });
+    test_step.dependOn(&example_small.step);
 
     // ----------------------------------------------------------------
     // coframe.Io (issue 19, points 3 and 4): its module, tests and bench
