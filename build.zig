@@ -1,8 +1,9 @@
 //! The Zig package of coframe (docs/ZIG.md). Written for Zig 0.17.1, the
 //! version scripts/zig.sh pins.
 //!
-//!   zig build test      the module's tests (zig/tests/) and the example in
-//!                       its test mode
+//!   zig build test      the module's tests (zig/tests/), the example in its
+//!                       test mode, and a consumer project that takes this
+//!                       package as a dependency by path (zig/consumer/)
 //!   zig build demo      runs the example, zig/examples/pipeline.zig
 //!                       (arguments after `--` go to it)
 //!   zig build valgrind  the tests under valgrind, built for valgrind
@@ -91,6 +92,13 @@ pub fn build(b: *std.Build) void {
     const example_small = b.addRunArtifact(example);
     example_small.addArgs(&.{ "--quiet", "4", "300" });
     test_step.dependOn(&example_small.step);
+
+    // The consumer project: a package that takes this one by path, built
+    // and run by a `zig build` of its own.
+    const consumer = b.addSystemCommand(&.{ b.graph.zig_exe, "build", "run" });
+    consumer.setCwd(b.path("zig/consumer"));
+    consumer.has_side_effects = true;
+    test_step.dependOn(&consumer.step);
 
     // ----------------------------------------------------------------
     // coframe.Io (issue 19, points 3 and 4): its module, tests and bench
