@@ -136,9 +136,11 @@ pub fn Channel(comptime T: type) type {
 
         /// `send`, giving up with `error.TimedOut`.
         pub fn timedSend(ch: Self, item: T, timeout: Timeout) Error!void {
-            var buf: [item_size]u8 align(@alignOf(T)) = undefined;
-            @memcpy(buf[0..@sizeOf(T)], std.mem.asBytes(&item));
-            return coframe.check(c.coro_chan_send(ch.ptr, &buf, timeout.toDeadline()));
+            // The library copies item_size bytes from here: the item itself
+            // (no second copy on a coroutine's stack), or one byte for a
+            // zero-size T.
+            const bytes: *const anyopaque = if (@sizeOf(T) == 0) &@as(u8, 0) else @ptrCast(&item);
+            return coframe.check(c.coro_chan_send(ch.ptr, bytes, timeout.toDeadline()));
         }
 
         /// The next item, waiting for one. `error.Closed` once the channel
@@ -149,10 +151,10 @@ pub fn Channel(comptime T: type) type {
 
         /// `recv`, giving up with `error.TimedOut`.
         pub fn timedRecv(ch: Self, timeout: Timeout) Error!T {
-            var buf: [item_size]u8 align(@alignOf(T)) = undefined;
-            try coframe.check(c.coro_chan_recv(ch.ptr, &buf, timeout.toDeadline()));
             var item: T = undefined;
-            @memcpy(std.mem.asBytes(&item), buf[0..@sizeOf(T)]);
+            var byte: u8 = undefined;
+            const bytes: *anyopaque = if (@sizeOf(T) == 0) &byte else @ptrCast(&item);
+            try coframe.check(c.coro_chan_recv(ch.ptr, bytes, timeout.toDeadline()));
             return item;
         }
 
