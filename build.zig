@@ -71,7 +71,8 @@ pub fn build(b: *std.Build) void {
     });
     valgrind.addArtifactArg(vg_tests);
     valgrind.has_side_effects = true;
-    b.step("valgrind", "Run the tests under valgrind (fewer rounds)").dependOn(&valgrind.step);
+    const valgrind_step = b.step("valgrind", "Run the tests under valgrind (fewer rounds)");
+    valgrind_step.dependOn(&valgrind.step);
 
     // ----------------------------------------------------------------
     // The example: zig/examples/pipeline.zig.
@@ -101,9 +102,100 @@ pub fn build(b: *std.Build) void {
     test_step.dependOn(&consumer.step);
 
     // ----------------------------------------------------------------
-    // coframe.Io (issue 19, points 3 and 4): its module, tests and bench
-    // steps go here, and its tests join `test_step`.
+    // coframe.Io (issue 19, points 3 and 4; docs/ZIG-IO.md): zig/Io.zig,
+    // in the module as `coframe.Io`.
+    //   zig/tests/io_tests.zig   its own tests, in `zig build test`
+    //   zig/tests/io_run.zig     runs zig/tests/io_program.zig (written only
+    //                            against std.Io) on coframe.Io and on
+    //                            std.Io.Threaded: `zig build io-run -- both`
+    //                            fails unless the two reports are the same;
+    //                            `zig build test` runs that too
+    //   benches/zig/iobench.zig  the bench (`zig build iobench`: fast mode,
+    //                            baseline CPU, for callgrind; make bench)
+    const io_tests = addIoTest(b, coframe, target, optimize, "zig/tests/io_tests.zig", "coframe-io-test", null);
+    b.installArtifact(io_tests);
+    test_step.dependOn(&b.addRunArtifact(io_tests).step);
+    const io_run = addIoExe(b, coframe, target, optimize, "zig/tests/io_run.zig", "coframe-io-run", null);
+    b.installArtifact(io_run);
+    const io_run_step = b.addRunArtifact(io_run);
+    io_run_step.addPassthruArgs();
+    b.step("io-run", "Run the std.Io program on coframe.Io and/or std.Io.Threaded (-- coframe|threaded|both)").dependOn(&io_run_step.step);
+    const io_same = b.addRunArtifact(io_run);
+    io_same.addArg("both");
+    io_same.expectExitCode(0);
+    test_step.dependOn(&io_same.step);
+    // Under valgrind with the tests above: io_tests and a small `both`.
+    const vg_io_tests = addIoTest(b, vg_coframe, vg_target, optimize, "zig/tests/io_tests.zig", "coframe-io-test-valgrind", true);
+    const vg_io_run = addIoExe(b, vg_coframe, vg_target, optimize, "zig/tests/io_run.zig", "coframe-io-run-valgrind", true);
+    for ([_]*std.Build.Step.Compile{ vg_io_tests, vg_io_run }) |bin| {
+        const run = b.addSystemCommand(&.{
+            "env",                              "COFRAME_TEST_SMALL=1",       "valgrind",
+            "-q",                               "--error-exitcode=99",        "--leak-check=full",
+            "--errors-for-leak-kinds=definite", "--show-leak-kinds=definite", "--fair-sched=yes",
+        });
+        run.addArtifactArg(bin);
+        if (bin == vg_io_run) run.addArgs(&.{ "both", "--connections", "4", "--messages", "20" });
+        run.has_side_effects = true;
+        valgrind_step.dependOn(&run.step);
+    }
+    // The bench: fast, for the baseline CPU (valgrind decodes it; the C
+    // benches are baseline too), whatever -Doptimize says.
+    const bench_coframe = b.createModule(moduleOptions(b, vg_target, .fast));
+    linkCoframe(b, bench_coframe, link);
+    const iobench = b.addExecutable(.{
+        .name = "iobench",
+        .root_module = b.createModule(.{
+            .root_source_file = b.path("benches/zig/iobench.zig"),
+            .target = vg_target,
+            .optimize = .fast,
+            .link_libc = true,
+            .imports = &.{.{ .name = "coframe", .module = bench_coframe }},
+        }),
+    });
+    b.step("iobench", "Install benches/zig/iobench.zig (fast, baseline CPU) to zig-out/bin").dependOn(&b.addInstallArtifact(iobench, .{}).step);
     // ----------------------------------------------------------------
+}
+
+fn addIoTest(
+    b: *std.Build,
+    coframe: *std.Build.Module,
+    target: std.Build.ResolvedTarget,
+    optimize: std.builtin.Optimize,
+    root: []const u8,
+    name: []const u8,
+    use_llvm: ?bool,
+) *std.Build.Step.Compile {
+    return b.addTest(.{ .name = name, .use_llvm = use_llvm, .root_module = ioModule(b, coframe, target, optimize, root) });
+}
+
+fn addIoExe(
+    b: *std.Build,
+    coframe: *std.Build.Module,
+    target: std.Build.ResolvedTarget,
+    optimize: std.builtin.Optimize,
+    root: []const u8,
+    name: []const u8,
+    use_llvm: ?bool,
+) *std.Build.Step.Compile {
+    return b.addExecutable(.{ .name = name, .use_llvm = use_llvm, .root_module = ioModule(b, coframe, target, optimize, root) });
+}
+
+fn ioModule(
+    b: *std.Build,
+    coframe: *std.Build.Module,
+    target: std.Build.ResolvedTarget,
+    optimize: std.builtin.Optimize,
+    root: []const u8,
+) *std.Build.Module {
+    return b.createModule(.{
+        .root_source_file = b.path(root),
+        .target = target,
+        .optimize = optimize,
+        .link_libc = true,
+        .imports = b.graph.arena.dupe(std.Build.Module.Import, &.{
+            .{ .name = "coframe", .module = coframe },
+        }) catch @panic("OOM"),
+    });
 }
 
 /// zig/coframe.zig, importing the C API: include/coframe.h through

@@ -1346,7 +1346,7 @@ fn netConnectIp(
     var so_len: posix.socklen_t = @sizeOf(i32);
     if (errnoOf(posix.system.getsockopt(fd, posix.SOL.SOCKET, posix.SO.ERROR, @ptrCast(&so_error), &so_len)) != .SUCCESS)
         return error.Unexpected;
-    if (so_error != 0) return connectErrno(@enumFromInt(so_error));
+    if (so_error != 0) return connectErrno(@fromBackingInt(@intCast(so_error)));
     setNonblocking(fd, false) catch return error.Unexpected;
     addr_len = @sizeOf(PosixAddress);
     if (errnoOf(posix.system.getsockname(fd, &storage.any, &addr_len)) != .SUCCESS) return error.Unexpected;

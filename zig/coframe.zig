@@ -22,6 +22,10 @@ pub const SpawnOptions = Runtime.SpawnOptions;
 pub const Promise = @import("promise.zig").Promise;
 pub const AwaitResult = @import("promise.zig").AwaitResult;
 
+/// A `std.Io` whose tasks are this runtime's coroutines (docs/ZIG-IO.md):
+/// `var co: coframe.Io = undefined; try co.init(gpa, .{}); const io = co.io();`
+pub const Io = @import("Io.zig");
+
 /// The promise `rt.spawn(func, ...)` returns: for arrays and fields.
 pub fn PromiseOf(comptime func: anytype) type {
     return Promise(Runtime.ReturnType(func));
