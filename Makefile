@@ -1,7 +1,7 @@
 # coframe: build, test and install. GNU make.
 #
 #   make            build the library (target/release/libcoframe.{so,a})
-#   make demo       install system packages if needed, build, run the c-examples and cpp-examples demos
+#   make demo       install system packages if needed, build, run the c-examples, cpp-examples and Zig demos
 #   make test       everything CI runs (.ci/run is `make test`)
 #   make install    PREFIX=/usr/local DESTDIR= LIBDIR=$(PREFIX)/lib INCLUDEDIR=$(PREFIX)/include
 #   make help       the full list
@@ -23,14 +23,14 @@ SONAME_MAJOR = $(shell sh scripts/version.sh major)
 
 # The steps of `make test`, in order. Those before ':' must pass for the
 # rest to run; after ':' every step runs and the summary counts them.
-TEST_STEPS := deps build : lint test-rust test-loom test-ports test-drift test-ffi test-examples test-install
+TEST_STEPS := deps build : lint test-rust test-loom test-ports test-drift test-ffi test-examples test-zig test-install
 
 .DEFAULT_GOAL := build
 # Prerequisites run left to right (deps before build); cargo and the
 # sub-makes parallelise on their own.
 .NOTPARALLEL:
 .PHONY: build build-tsan build-asan deps demo test lint fmt clippy test-rust \
-        test-loom test-ports test-drift test-ffi test-examples test-install install bench \
+        test-loom test-ports test-drift test-ffi test-examples test-zig test-install install bench \
         fuzz clean help
 
 ## build: cargo build --release; target/release/libcoframe.so.0 -> libcoframe.so
@@ -53,14 +53,18 @@ build-asan:
 deps:
 	@sh scripts/deps.sh
 
-## demo: deps, build, then the c-examples demo and the cpp-examples demo (C++20 tasks)
+## demo: deps, build, then the c-examples demo, the cpp-examples demo (C++20 tasks) and the Zig example
 demo: deps build
 	$(MAKE) -C c-examples demo
 	@echo
 	@echo "=================================================================="
 	$(MAKE) -C cpp-examples demo
+	@echo
+	@echo "=================================================================="
+	@echo "zig build demo: zig/examples/pipeline.zig, with the Zig scripts/zig.sh pins"
+	@zig=$$(sh scripts/zig.sh) && $$zig build demo --summary none
 
-## test: deps, build, lint, Rust tests, loom, header drift, ffi-tests, c-examples, cpp-examples, install
+## test: deps, build, lint, Rust tests, loom, header drift, ffi-tests, c-examples, cpp-examples, Zig package, install
 test:
 	@MAKE="$(MAKE)" sh scripts/steps.sh $(TEST_STEPS)
 
@@ -105,6 +109,10 @@ test-examples:
 	$(MAKE) -C c-examples test
 	$(MAKE) -C cpp-examples test
 
+## test-zig: the Zig package: zig build test, the tests under valgrind and the safe mode, README.md's Zig block (scripts/test-zig.sh)
+test-zig:
+	@sh scripts/test-zig.sh
+
 ## test-install: make install into a temporary DESTDIR, then build and run a C program against it
 test-install:
 	@MAKE="$(MAKE)" sh scripts/test-install.sh
@@ -136,7 +144,7 @@ fuzz:
 ## clean: cargo clean (target/, including target/loom and target/tsan), the bench crate's target, and the sub-directories' clean
 clean:
 	$(CARGO) clean
-	rm -rf benches/compare/target fuzz/target
+	rm -rf benches/compare/target fuzz/target .zig-cache zig-out zig/consumer/.zig-cache zig/consumer/zig-out
 	@for d in ffi-tests c-examples cpp-examples; do \
 	    if [ -f $$d/Makefile ]; then $(MAKE) -C $$d clean || true; fi; \
 	done

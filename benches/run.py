@@ -48,6 +48,7 @@ LOADGEN = os.path.join(BIN, "loadgen")
 FIBER = os.path.join(BIN, "fiber")
 UVBENCH = os.path.join(BIN, "uvbench")
 TASKBENCH = os.path.join(BIN, "taskbench")
+IOBENCH = os.path.join(BIN, "iobench")
 CG_DIR = os.path.join(BIN, "callgrind")
 DOCS = os.path.join(ROOT, "docs", "bench")
 
@@ -63,14 +64,17 @@ MODES = {
 FAMILY_SHORT = {"coframe": "coframe", "coframe_c": "coframe (C)", "coframe_thread": "coframe (thread)",
                 "corosensei": "corosensei", "may": "may", "boost": "Boost", "tokio": "tokio",
                 "libuv": "libuv", "coframe_cpp": "coframe (C++)", "asio": "Asio",
-                "handwritten": "hand-written"}
+                "handwritten": "hand-written", "coframe_zig": "coframe.Io",
+                "zig_threaded": "Io.Threaded"}
 FAMILY_LEGEND = [("coframe", "coframe, Rust through the C ABI"), ("coframe_c", "coframe from C (libcoframe.so)"),
                  ("coframe_thread", "coframe driven by a plain thread"), ("corosensei", "corosensei 0.3.4"),
                  ("may", "may"), ("boost", "Boost.Context fiber"), ("tokio", "tokio"),
                  ("libuv", "libuv"), ("machine", "the machine alone (no library)"),
                  ("coframe_cpp", "coframe from C++20 (task<T>, coframe.hpp)"),
                  ("asio", "Boost.Asio C++20 coroutines"),
-                 ("handwritten", "hand-written C++20 task, FIFO scheduler")]
+                 ("handwritten", "hand-written C++20 task, FIFO scheduler"),
+                 ("coframe_zig", "coframe.Io (Zig std.Io on coframe)"),
+                 ("zig_threaded", "Zig std.Io.Threaded")]
 
 # Issue 4's reference figures for the peers (measured on a VM like ours).
 REF = {
@@ -206,6 +210,29 @@ def impls(m):
         "task_spawn.handwritten": I("hand-written task: create, queue, await its end, free",
                                     [TASKBENCH, "spawn_hand"], 5_000_000, (100_000, 200_000), 1,
                                     "task_spawn", "handwritten"),
+        # l. the same std.Io code (benches/zig/iobench.zig, Zig 0.17.1) on
+        # coframe.Io and on std.Io.Threaded, run inside a task: spawn
+        # (io.concurrent of an empty function + await), ping-pong (two tasks,
+        # two Io.Queue(u32) of capacity 1: futex waits and wakes) and the
+        # 64-byte loopback echo round trip. std.Io.Uring does not compile in
+        # 0.17.1 (docs/ZIG-IO.md), so it has no row.
+        **{f"zigio.{op}_{impl}{sfx}": I(label, [IOBENCH, f"{op}_{impl}"] + extra, iters, cg, 1, "zigio",
+                                        "coframe_zig" if impl == "coframe" else "zig_threaded", short)
+           for op, impl, sfx, extra, iters, cg, label, short in (
+               ("spawn", "coframe", "", ["--workers", "2"], 20_000, (2_000, 4_000),
+                "coframe.Io, 2 workers: io.concurrent(empty) + await, in a task", "coframe.Io spawn"),
+               ("spawn", "coframe", "1", ["--workers", "1"], 200_000, (20_000, 40_000),
+                "coframe.Io, 1 worker: io.concurrent(empty) + await, in a task", "coframe.Io spawn (1w)"),
+               ("spawn", "threaded", "", [], 20_000, (2_000, 4_000),
+                "std.Io.Threaded: io.concurrent(empty) + await, in a task", "Threaded spawn"),
+               ("pingpong", "coframe", "", ["--workers", "2"], 50_000, (5_000, 10_000),
+                "coframe.Io, 2 workers: two tasks, two Io.Queue(u32) of capacity 1", "coframe.Io ping-pong"),
+               ("pingpong", "threaded", "", [], 20_000, (2_000, 4_000),
+                "std.Io.Threaded: two tasks, two Io.Queue(u32) of capacity 1", "Threaded ping-pong"),
+               ("echo", "coframe", "", ["--workers", "2"], 10_000, (1_000, 2_000),
+                "coframe.Io, 2 workers: std.Io.net client and server tasks", "coframe.Io echo"),
+               ("echo", "threaded", "", [], 10_000, (1_000, 2_000),
+                "std.Io.Threaded: std.Io.net client and server tasks", "Threaded echo"))},
         # f. scale: the same loops with K parked coroutines on the runtime.
         # Timed in one process (--live 1000, then --live2 big, back to back);
         # counted by callgrind in one process per K.
@@ -756,6 +783,20 @@ def build_rows(R, m):
         row(op, ck, stackful, "", None,
             "coframe's own stackful coroutine doing the same from C: what the task's foreign frame and "
             "coframe.hpp add or save")
+    # l. std.Io (issue 19, point 4), no target: the same Zig code on
+    # coframe.Io and on std.Io.Threaded.
+    if "zigio.spawn_coframe" in R["ops"]:
+        row("l. std.Io: concurrent + await (empty)", "zigio.spawn_coframe", "zigio.spawn_threaded", "", None,
+            "Threaded hands the task to a pool thread; coframe.Io spawns a coroutine, placed round robin "
+            "(every other one lands on the other worker, whose wake-up the figure includes)")
+        row("l. std.Io: concurrent + await (empty)", "zigio.spawn_coframe1", "zigio.spawn_threaded", "", None,
+            "coframe.Io on one worker: the spawn stays on the awaiting task's thread")
+        row("l. std.Io: Io.Queue ping-pong (round trip)", "zigio.pingpong_coframe", "zigio.pingpong_threaded",
+            "", None, "Io.Queue is Io.Mutex + Io.Condition over the futex calls: coframe.Io suspends "
+            "the tasks on its futex table, Threaded blocks threads in FUTEX_WAIT")
+        row("l. std.Io: loopback echo round trip (64 B)", "zigio.echo_coframe", "zigio.echo_threaded", "", None,
+            "std.Io.net streams; coframe.Io's waits go through each task's kept helper (docs/ZIG-IO.md); "
+            "std.Io.Uring, the evented peer, does not compile in Zig 0.17.1")
     # 6. scale
     sc = {}
     for op in ("yield", "spawn"):
@@ -1083,11 +1124,13 @@ COLORS = {
     "corosensei": "#7a7a7a", "may": "#c9821c", "boost": "#2e9a5a", "tokio": "#c0392b",
     "libuv": "#8e44ad", "machine": "#444444",
     "coframe_cpp": "#0d2f6e", "asio": "#e377c2", "handwritten": "#bcbd22",
+    "coframe_zig": "#17becf", "zig_threaded": "#f7b6d2",
 }
 GROUPS = [("yield", "a. yield round trip"), ("spawn", "b. spawn + await"),
           ("xthread", "c. cross-thread round trip"), ("echo", "e. echo round trip"),
           ("mutex", "h. mutex hand-off"), ("chan", "i. channel round trip"),
-          ("task_yield", "j. C++20 yield"), ("task_spawn", "k. C++20 spawn")]
+          ("task_yield", "j. C++20 yield"), ("task_spawn", "k. C++20 spawn"),
+          ("zigio", "l. Zig std.Io")]
 
 
 def esc(s):
@@ -1230,7 +1273,7 @@ def main():
     mode = "full" if args.full else "quick"
     m = MODES[mode]
     t_start = time.time()
-    for b in (COMPARE, CBENCH, LOADGEN, FIBER, UVBENCH, TASKBENCH):
+    for b in (COMPARE, CBENCH, LOADGEN, FIBER, UVBENCH, TASKBENCH, IOBENCH):
         if not os.path.exists(b):
             sys.exit(f"run.py: {b} is missing: run `make bench` (it builds everything first)")
     os.makedirs(CG_DIR, exist_ok=True)

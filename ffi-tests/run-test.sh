@@ -6,23 +6,25 @@
 #       and appends "PASS LABEL", "FAIL LABEL (why)" or, when COMMAND exits
 #       77 (a tool it needs is missing; it says which), "SKIP LABEL" to
 #       RESULTS; always exits 0 so that every test runs.
-#   run-test.sh --summary RESULTS
-#       prints every result and "ffi-tests: N passed, N failed" (and ", N
-#       skipped" if any); exits 1 if anything failed or nothing passed.
+#   run-test.sh --summary RESULTS [NAME]
+#       prints every result and "NAME: N passed, N failed" (and ", N
+#       skipped" if any; NAME is ffi-tests unless given); exits 1 if
+#       anything failed or nothing passed.
 set -u
 
 if [ "$1" = "--summary" ]; then
     results=$2
-    [ -f "$results" ] || { echo "ffi-tests: no results"; exit 1; }
+    name=${3:-ffi-tests}
+    [ -f "$results" ] || { echo "$name: no results"; exit 1; }
     echo "=================================================================="
     cat "$results"
     passed=$(grep -c '^PASS' "$results")
     failed=$(grep -c '^FAIL' "$results")
     skipped=$(grep -c '^SKIP' "$results")
     if [ "$skipped" -gt 0 ]; then
-        echo "ffi-tests: $passed passed, $failed failed, $skipped skipped"
+        echo "$name: $passed passed, $failed failed, $skipped skipped"
     else
-        echo "ffi-tests: $passed passed, $failed failed"
+        echo "$name: $passed passed, $failed failed"
     fi
     [ "$failed" -eq 0 ] && [ "$passed" -gt 0 ]
     exit $?

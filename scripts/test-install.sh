@@ -6,7 +6,10 @@
 #   2. through pkg-config --static (libcoframe.a, no libcoframe.so needed),
 #   3. through CMake's find_package(coframe) (coframe::coframe and
 #      coframe::coframe_static; hpp.cpp too), when cmake is installed
-#      (scripts/deps.sh installs it).
+#      (scripts/deps.sh installs it),
+#   4. from Zig: zig/consumer/ (a project taking the Zig package by path)
+#      built with -Dsystem-coframe=true, which finds the staged library
+#      through the same pkg-config, with the Zig scripts/zig.sh pins.
 # Set KEEP=1 to keep the temporary directory.
 set -eu
 
@@ -121,6 +124,20 @@ if command -v cmake >/dev/null 2>&1; then
     fi
 else
     step "cmake is not installed: CMake package not checked (scripts/deps.sh installs it)"
+fi
+
+if zig=$(sh "$root/scripts/zig.sh" 2>"$tmp/zig.log"); then
+    step "Zig: zig/consumer with -Dsystem-coframe=true, via pkg-config"
+    (cd "$root/zig/consumer" && $zig build install run -Dsystem-coframe=true --cache-dir "$tmp/zig-cache" \
+        --prefix "$tmp/zig-out" --summary none) || fail "the Zig consumer failed against the installed library"
+    runpath=$(objdump -p "$tmp/zig-out/bin/consumer" | awk '$1 == "RUNPATH" { print $2 }')
+    case $runpath in
+    "$libdir"*) ;;
+    *) fail "the Zig consumer's RUNPATH is '$runpath', not the installed $libdir" ;;
+    esac
+else
+    cat "$tmp/zig.log" >&2
+    step "no Zig (scripts/zig.sh failed): the Zig package not checked against the install"
 fi
 
 step "ok"
