@@ -475,6 +475,9 @@ void run(int connections, int leavers, long round_trips, ending how)
     const long expected = clients_n * round_trips;
     // The leavers' connection tasks end by themselves (EOF).
     wait_until([&] { return srv.stats.closed_ended >= leavers; });
+    // A connection task counts its bytes once its send returned; the
+    // client may have read them and finished before that task runs again.
+    wait_until([&] { return srv.stats.bytes >= expected * static_cast<long>(msg_size); });
     if (verbose) {
         std::printf("%ld client tasks (client runtime: 1 worker) connected and made %ld round trips of %zu bytes "
                     "each:\n",

@@ -376,7 +376,9 @@ int coro_await(struct coro_promise p, void **result);
 /**
  * Consumes the async reference and cancels the coroutine. If it is
  * suspended its defers run before this returns; if it is running, it acts
- * at its next suspension point.
+ * at its next suspension point. A coroutine whose `on_suspend` callback is
+ * still running counts as running: its worker runs the defers as soon as
+ * the callback returns.
  *
  * Errors: `CORO_EINVAL`, `CORO_ESTALE`.
  */
