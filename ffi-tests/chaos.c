@@ -72,6 +72,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "frame_machine.h"
 
 #ifdef CHAOS_FAULTS
 #include <sys/resource.h>
@@ -363,21 +364,7 @@ static int sync_step(struct env *e, int what)
 
 /* ---- foreign frames --------------------------------------------------- */
 
-/* A foreign frame's state machine: WAIT(f, call) runs `call`; if it answers
- * CORO_PENDING, resume returns and the machine goes on here when resumed,
- * with f->rc set to coro_frame_resumed's answer (ffi-tests/foreign.c). */
-#define FRAME_BEGIN(f) switch ((f)->line) { case 0:
-#define FRAME_END(f) }
-#define WAIT(f, call)                                                                              \
-    do {                                                                                           \
-        (f)->rc = (call);                                                                          \
-        if ((f)->rc == CORO_PENDING) {                                                             \
-            (f)->line = __LINE__;                                                                  \
-            return NULL;                                                                           \
-        case __LINE__:                                                                             \
-            (f)->rc = coro_frame_resumed(&(f)->value);                                             \
-        }                                                                                          \
-    } while (0)
+/* FRAME_BEGIN, FRAME_END, WAIT: frame_machine.h. */
 
 struct fframe {
     int line, rc;

@@ -43,23 +43,9 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "frame_machine.h"
 
-/* A state machine's suspension points: WAIT(f, call) runs `call`; if it
- * answers CORO_PENDING, resume returns and the machine goes on here when
- * resumed, with f->rc set to coro_frame_resumed's answer (and f->value to
- * an await's value). Otherwise f->rc is the call's answer. */
-#define FRAME_BEGIN(f) switch ((f)->line) { case 0:
-#define FRAME_END(f) }
-#define WAIT(f, call)                                                                              \
-    do {                                                                                           \
-        (f)->rc = (call);                                                                          \
-        if ((f)->rc == CORO_PENDING) {                                                             \
-            (f)->line = __LINE__;                                                                  \
-            return NULL;                                                                           \
-        case __LINE__:                                                                             \
-            (f)->rc = coro_frame_resumed(&(f)->value);                                             \
-        }                                                                                          \
-    } while (0)
+/* FRAME_BEGIN, FRAME_END, WAIT: frame_machine.h. */
 
 static atomic_int destroyed, resumes, defers_run;
 
