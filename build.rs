@@ -15,6 +15,7 @@ fn main() {
     let crate_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
     let out_dir = PathBuf::from(env::var("OUT_DIR").unwrap());
     println!("cargo:rerun-if-changed=src/ffi");
+    println!("cargo:rerun-if-changed=src/frame/handle.rs");
     println!("cargo:rerun-if-changed=cbindgen.toml");
     println!("cargo:rerun-if-env-changed=COFRAME_NO_HEADER");
 
@@ -35,6 +36,8 @@ fn main() {
         .expect("cbindgen.toml is valid");
     let bindings = match cbindgen::Builder::new()
         .with_src(crate_dir.join("src/ffi/mod.rs"))
+        // The handles' C shapes live with the frame (src/ffi re-exports them).
+        .with_src(crate_dir.join("src/frame/handle.rs"))
         .with_config(config)
         .generate()
     {

@@ -340,7 +340,7 @@ fn suspendable() -> Result<Running> {
 /// `coro_suspend`: park, then `on_suspend(token, arg)` on the worker.
 /// Returns how the coroutine was resumed, as `yield_now` does.
 pub fn suspend_with(
-    on_suspend: unsafe extern "C" fn(crate::ffi::coro_token, *mut c_void),
+    on_suspend: unsafe extern "C" fn(crate::frame::handle::coro_token, *mut c_void),
     arg: *mut c_void,
 ) -> Result<Resumed> {
     let me = suspendable()?;

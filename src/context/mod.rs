@@ -64,7 +64,7 @@ impl LibWait {
 pub enum Suspension {
     /// A C callback from `coro_suspend`, and its argument.
     C(
-        unsafe extern "C" fn(crate::ffi::coro_token, *mut c_void),
+        unsafe extern "C" fn(crate::frame::handle::coro_token, *mut c_void),
         *mut c_void,
     ),
     /// One of the library's own waits, which holds the token itself

@@ -101,20 +101,9 @@ unsafe fn live_runtime<'a>(rt: *mut coro_runtime) -> Result<&'a Runtime, c_int> 
     unsafe { live.as_ref() }.ok_or(CORO_ESHUTDOWN)
 }
 
-/// The async reference: consumed by `coro_await`, `coro_cancel_async` or
-/// `coro_detach`. Slot index and generation; a zeroed value is invalid.
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct coro_promise {
-    pub id: u64,
-}
-
-/// The suspend reference: consumed by `coro_resume` or `coro_cancel_suspend`.
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct coro_token {
-    pub id: u64,
-}
+// The handles as C passes them live with the frame, which the layers
+// below this one take them from; this layer only re-exports them.
+pub use crate::frame::handle::{coro_promise, coro_token};
 
 /// Runtime settings. Zero in any field means the default.
 #[repr(C)]

@@ -16,6 +16,27 @@ const SLOT_MASK: u64 = KIND_TOKEN - 1;
 /// Largest slot index a handle can name.
 pub const MAX_SLOTS: usize = SLOT_MASK as usize;
 
+// The C ABI's shapes of `Promise` and `Token`, here so that the layers
+// below `src/ffi` need nothing from it; it re-exports them, and build.rs
+// has cbindgen read this file too.
+
+/// The async reference: consumed by `coro_await`, `coro_cancel_async` or
+/// `coro_detach`. Slot index and generation; a zeroed value is invalid.
+#[repr(C)]
+#[derive(Clone, Copy)]
+#[allow(non_camel_case_types)]
+pub struct coro_promise {
+    pub id: u64,
+}
+
+/// The suspend reference: consumed by `coro_resume` or `coro_cancel_suspend`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+#[allow(non_camel_case_types)]
+pub struct coro_token {
+    pub id: u64,
+}
+
 /// The async reference: consumed by await, cancel_async or detach.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Promise(pub u64);

@@ -125,7 +125,7 @@ fn after<const NESTED: bool>(
         },
         Step::Suspended(Suspension::C(f, arg)) => match slot.state.park_holding() {
             Park::Parked { seq } => {
-                let token = crate::ffi::coro_token {
+                let token = crate::frame::handle::coro_token {
                     id: Token::new(slot.index(), seq).0,
                 };
                 // SAFETY: a C callback given to coro_suspend, called as
