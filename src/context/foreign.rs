@@ -41,7 +41,6 @@ pub(crate) fn begin(slot: &'static Slot, park: ForeignPark) -> Error {
     // SAFETY: the running frame owns EXEC.
     let body = unsafe { slot.body() };
     body.foreign_park = Some(park);
-    body.wait_open = true;
     // Switched out, as far as the library is concerned (rule 1 above).
     // SAFETY: set by `resume`, which runs below us on this thread.
     unsafe { &*body.foreign_ctx }.hide();
@@ -61,7 +60,9 @@ fn run(ctx: &ThreadCtx, slot: &'static Slot, how: Resumed) -> Step {
     // SAFETY: our caller owns EXEC and lends it to the frame.
     let body = unsafe { slot.body() };
     body.foreign_ctx = ctx;
-    if core::mem::take(&mut body.wait_open) {
+    // A started frame runs again only from the wait it parked in (one
+    // that finished is never resumed): that wait's second half is due.
+    if body.in_entry {
         let answer = crate::coro::end_foreign_wait(slot, how);
         // SAFETY: as above; the wait's second half is done with the body.
         let body = unsafe { slot.body() };
@@ -113,7 +114,6 @@ pub fn alloc(size: usize) -> *mut c_void {
     unsafe {
         header.write(FrameMem {
             next: ptr::null_mut(),
-            size,
         });
         header.add(1).cast()
     }

@@ -141,11 +141,11 @@ pub enum ForeignPark {
 }
 
 /// Memory a host got from `coro_frame_alloc` and gave back while a frame
-/// ended: released when the frame is freed (`context::foreign`).
+/// ended: released when the frame is freed (`context::foreign`). The
+/// block's header: 16 bytes, so what follows keeps malloc's alignment.
 #[repr(C, align(16))]
 pub struct FrameMem {
     pub next: *mut FrameMem,
-    pub size: usize,
 }
 
 /// What only the `EXEC` owner reads or writes.
@@ -189,10 +189,8 @@ pub struct Body {
     /// A foreign frame: the wait its host began in the resume that is
     /// running or just returned (`None`: none began).
     pub foreign_park: Option<ForeignPark>,
-    /// A foreign frame parked in a wait whose second half runs when it is
-    /// resumed; then `answer` holds what the wait's call answers, until
-    /// `coro_frame_resumed` takes it.
-    pub wait_open: bool,
+    /// What the call that began a foreign frame's last wait answers, once
+    /// the wait's second half ran, until `coro_frame_resumed` takes it.
     pub answer: Option<crate::error::Result<*mut c_void>>,
     /// Frame memory given back while the frame ended, freed with it.
     pub frame_mem: *mut FrameMem,
@@ -227,7 +225,6 @@ impl Body {
             locks: if check { CHECK_LOCKS } else { 0 },
             lock_names: LockNames::new(),
             foreign_park: None,
-            wait_open: false,
             answer: None,
             frame_mem: ptr::null_mut(),
             foreign_ctx: ptr::null(),
