@@ -1359,83 +1359,45 @@ inline constexpr std::size_t inline_item_max = 256;
 template <class T>
 inline constexpr bool inline_item = std::is_trivially_copyable_v<T> && sizeof(T) <= inline_item_max;
 
+/// One item as it crosses a coro_chan: trivially copyable T inline, any
+/// other T as an owned heap pointer (the channel's items are pointers
+/// then). Owns the boxed T until a receiver takes it (`sent`) or it is
+/// moved out (`take`); what is left is deleted with it.
 template <class T>
-class chan_send_op {
+class chan_item {
 public:
-    chan_send_op(coro_chan *ch, T &&v, std::int64_t deadline) : ch_(ch), deadline_(deadline)
+    chan_item() noexcept = default;
+    explicit chan_item(T &&v)
     {
         if constexpr (inline_item<T>)
             std::memcpy(bytes_, std::addressof(v), sizeof(T));
         else
             box_ = new T(std::move(v));
     }
-    chan_send_op(const chan_send_op &) = delete;
-    chan_send_op &operator=(const chan_send_op &) = delete;
-    ~chan_send_op()
+    chan_item(const chan_item &) = delete;
+    chan_item &operator=(const chan_item &) = delete;
+    ~chan_item()
     {
-        // Still ours unless a receiver took it (await_resume saw 0); a
-        // frame destroyed with the send pending was given no receiver
-        // (wait_op).
         if constexpr (!inline_item<T>)
             delete box_;
     }
-    bool await_ready() const noexcept { return false; }
-    template <class P>
-    bool await_suspend(std::coroutine_handle<P> h) noexcept
+    /// What coro_chan_send reads and coro_chan_recv writes.
+    void *buffer() noexcept
     {
-        const void *item;
         if constexpr (inline_item<T>)
-            item = bytes_;
+            return bytes_;
         else
-            item = &box_;
-        return op_.begin(h, coro_chan_send(ch_, item, deadline_));
+            return &box_;
     }
-    void await_resume()
+    /// A receiver took the item: the box is its now.
+    void sent() noexcept
     {
-        const int rc = op_.end();
-        if (rc != 0)
-            throw_error(rc, "coro_chan_send");
         if constexpr (!inline_item<T>)
-            box_ = nullptr; // the receiver's now
+            box_ = nullptr;
     }
-
-private:
-    coro_chan *ch_;
-    std::int64_t deadline_;
-    T *box_ = nullptr;
-    alignas(T) unsigned char bytes_[inline_item<T> ? sizeof(T) : 1];
-    wait_op op_;
-};
-
-template <class T>
-class chan_recv_op {
-public:
-    chan_recv_op(coro_chan *ch, std::int64_t deadline) noexcept : ch_(ch), deadline_(deadline) {}
-    chan_recv_op(const chan_recv_op &) = delete;
-    chan_recv_op &operator=(const chan_recv_op &) = delete;
-    ~chan_recv_op()
+    /// The received item, moved out.
+    T take()
     {
-        // A sender writes the item here before it wakes us: a frame
-        // destroyed after that still owns it.
-        if constexpr (!inline_item<T>)
-            delete box_;
-    }
-    bool await_ready() const noexcept { return false; }
-    template <class P>
-    bool await_suspend(std::coroutine_handle<P> h) noexcept
-    {
-        void *buf;
-        if constexpr (inline_item<T>)
-            buf = bytes_;
-        else
-            buf = &box_;
-        return op_.begin(h, coro_chan_recv(ch_, buf, deadline_));
-    }
-    T await_resume()
-    {
-        const int rc = op_.end();
-        if (rc != 0)
-            throw_error(rc, "coro_chan_recv");
         if constexpr (inline_item<T>) {
             return std::bit_cast<T>(bytes_);
         } else {
@@ -1445,10 +1407,65 @@ public:
     }
 
 private:
-    coro_chan *ch_;
-    std::int64_t deadline_;
     T *box_ = nullptr;
     alignas(T) unsigned char bytes_[inline_item<T> ? sizeof(T) : 1];
+};
+
+template <class T>
+class chan_send_op {
+public:
+    chan_send_op(coro_chan *ch, T &&v, std::int64_t deadline) : ch_(ch), deadline_(deadline), item_(std::move(v)) {}
+    chan_send_op(const chan_send_op &) = delete;
+    chan_send_op &operator=(const chan_send_op &) = delete;
+    bool await_ready() const noexcept { return false; }
+    template <class P>
+    bool await_suspend(std::coroutine_handle<P> h) noexcept
+    {
+        return op_.begin(h, coro_chan_send(ch_, item_.buffer(), deadline_));
+    }
+    void await_resume()
+    {
+        const int rc = op_.end();
+        if (rc != 0)
+            throw_error(rc, "coro_chan_send");
+        item_.sent();
+    }
+
+private:
+    coro_chan *ch_;
+    std::int64_t deadline_;
+    // Still ours unless a receiver took it (await_resume saw 0); a frame
+    // destroyed with the send pending was given no receiver (wait_op).
+    chan_item<T> item_;
+    wait_op op_;
+};
+
+template <class T>
+class chan_recv_op {
+public:
+    chan_recv_op(coro_chan *ch, std::int64_t deadline) noexcept : ch_(ch), deadline_(deadline) {}
+    chan_recv_op(const chan_recv_op &) = delete;
+    chan_recv_op &operator=(const chan_recv_op &) = delete;
+    bool await_ready() const noexcept { return false; }
+    template <class P>
+    bool await_suspend(std::coroutine_handle<P> h) noexcept
+    {
+        return op_.begin(h, coro_chan_recv(ch_, item_.buffer(), deadline_));
+    }
+    T await_resume()
+    {
+        const int rc = op_.end();
+        if (rc != 0)
+            throw_error(rc, "coro_chan_recv");
+        return item_.take();
+    }
+
+private:
+    coro_chan *ch_;
+    std::int64_t deadline_;
+    // A sender writes the item here before it wakes us: a frame destroyed
+    // after that still owns it.
+    chan_item<T> item_;
     wait_op op_;
 };
 
@@ -1475,9 +1492,11 @@ public:
     ~channel()
     {
         if constexpr (!detail::inline_item<T>) {
-            T *p = nullptr;
-            while (coro_chan_recv(ch_, &p, 0) == 0)
-                delete std::exchange(p, nullptr);
+            for (;;) {
+                detail::chan_item<T> left; // deletes what it receives
+                if (coro_chan_recv(ch_, left.buffer(), 0) != 0)
+                    break;
+            }
         }
         (void)coro_chan_free(ch_);
     }
@@ -1488,15 +1507,9 @@ public:
     void send(T v, time_point deadline = {})
     {
         detail::not_in_task("coframe::channel::send() in a task: co_await ch.async_send(v)");
-        const std::int64_t dl = detail::deadline_ns(deadline);
-        if constexpr (detail::inline_item<T>) {
-            detail::check(coro_chan_send(ch_, std::addressof(v), dl), "coro_chan_send");
-        } else {
-            std::unique_ptr<T> box(new T(std::move(v)));
-            T *raw = box.get();
-            detail::check(coro_chan_send(ch_, &raw, dl), "coro_chan_send");
-            (void)box.release(); // the receiver's now
-        }
+        detail::chan_item<T> out(std::move(v));
+        detail::check(coro_chan_send(ch_, out.buffer(), detail::deadline_ns(deadline)), "coro_chan_send");
+        out.sent();
     }
 
     /// The next item. Throws error(errc::closed) once the channel is
@@ -1504,17 +1517,9 @@ public:
     T recv(time_point deadline = {})
     {
         detail::not_in_task("coframe::channel::recv() in a task: co_await ch.async_recv()");
-        const std::int64_t dl = detail::deadline_ns(deadline);
-        if constexpr (detail::inline_item<T>) {
-            alignas(T) unsigned char bytes[sizeof(T)];
-            detail::check(coro_chan_recv(ch_, bytes, dl), "coro_chan_recv");
-            return std::bit_cast<T>(bytes);
-        } else {
-            T *raw = nullptr;
-            detail::check(coro_chan_recv(ch_, &raw, dl), "coro_chan_recv");
-            std::unique_ptr<T> box(raw);
-            return T(std::move(*box));
-        }
+        detail::chan_item<T> in;
+        detail::check(coro_chan_recv(ch_, in.buffer(), detail::deadline_ns(deadline)), "coro_chan_recv");
+        return in.take();
     }
 
     /// In a task: co_await ch.async_send(v).
