@@ -7,8 +7,7 @@
 //! sources: a std lock outside `sanitize.rs` fails it, unless it is on the
 //! short list below with the reason it is allowed.
 
-use std::fs;
-use std::path::{Path, PathBuf};
+mod sources;
 
 /// What a TSan-invisible synchronisation looks like in the source.
 const INVISIBLE: &[&str] = &[
@@ -36,17 +35,6 @@ const ALLOWED: &[(&str, &str)] = &[
     // waits for is announced (`ThreadWaiter::given`).
     ("src/sync/wait.rs", "thread::park"),
 ];
-
-fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
-    for entry in fs::read_dir(dir).expect("src/ is readable") {
-        let path = entry.expect("a directory entry").path();
-        if path.is_dir() {
-            sources(&path, out);
-        } else if path.extension().is_some_and(|e| e == "rs") {
-            out.push(path);
-        }
-    }
-}
 
 /// Whether `line` of `file` uses `pattern` where the list allows it.
 fn allowed(file: &str, pattern: &str) -> bool {
@@ -83,27 +71,14 @@ fn is_loom_model(file: &str) -> bool {
 
 #[test]
 fn every_lock_of_the_library_is_visible_to_thread_sanitizer() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut files = Vec::new();
-    sources(&root.join("src"), &mut files);
-    assert!(files.len() > 20, "found only {} sources", files.len());
     let mut found = Vec::new();
-    for path in &files {
-        let file = path
-            .strip_prefix(root)
-            .expect("under the crate")
-            .to_string_lossy()
-            .replace('\\', "/");
-        if is_loom_model(&file) {
+    for line in sources::lines() {
+        if is_loom_model(&line.file) {
             continue;
         }
-        let text = fs::read_to_string(path).expect("a readable source");
-        for (n, line) in text.lines().enumerate() {
-            let code = line.split("//").next().unwrap_or("");
-            for pattern in uses(code) {
-                if !allowed(&file, pattern) {
-                    found.push(format!("{file}:{}: {}", n + 1, line.trim()));
-                }
+        for pattern in uses(&line.code) {
+            if !allowed(&line.file, pattern) {
+                found.push(format!("{}:{}: {}", line.file, line.number, line.text));
             }
         }
     }
