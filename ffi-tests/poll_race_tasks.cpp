@@ -59,6 +59,7 @@
 #include <utility>
 
 #include "check.hpp"
+#include "task_race.hpp"
 #include "poll_util.h"
 
 namespace {
@@ -103,49 +104,12 @@ pthread_barrier_t start_line, finish_line;
 std::atomic<int> quit{ 0 };
 long anomalies;
 
-/* An RAII local: counts its destructor, owns heap memory. */
-class Counted {
-public:
-    explicit Counted(std::atomic<int> &count, int i) : count_(&count), heap_(std::make_unique<int>(i)) {}
-    Counted(const Counted &) = delete;
-    Counted &operator=(const Counted &) = delete;
-    ~Counted()
-    {
-        count_->fetch_add(1);
-        batch_dtors.fetch_add(1);
-    }
-    int value() const { return *heap_; }
-
-private:
-    std::atomic<int> *count_;
-    std::unique_ptr<int> heap_;
-};
-
-/* A move-only argument: spawn moves it into its state, the call into the
- * task's frame; only the live copy counts when it dies. */
-class Ticket {
-public:
-    explicit Ticket(int i) : i_(i), heap_(std::make_unique<int>(i)) {}
-    Ticket(Ticket &&o) noexcept : i_(std::exchange(o.i_, -1)), heap_(std::move(o.heap_)) {}
-    Ticket &operator=(Ticket &&) = delete;
-    ~Ticket()
-    {
-        if (i_ >= 0) {
-            slots[i_].ticket_dtors.fetch_add(1);
-            batch_dtors.fetch_add(1);
-        }
-    }
-    int value() const { return heap_ ? *heap_ : -1; }
-
-private:
-    int i_;
-    std::unique_ptr<int> heap_;
-};
+/* Counted, Ticket: task_race.hpp. */
 
 /* The wait and the read: i + 1 if it woke and read its byte, else -1. */
 coframe::task<int> wait_and_read(int i, std::atomic<int> *dtors)
 {
-    Counted local(*dtors, i);
+    Counted local(*dtors, batch_dtors, i);
     Slot *s = &slots[i];
     waiting.fetch_add(1);
     try {
@@ -164,7 +128,7 @@ coframe::task<int> wait_and_read(int i, std::atomic<int> *dtors)
 /* Flat batches: the spawned task waits itself. */
 coframe::task<int> flat(int i, Ticket ticket)
 {
-    Counted local(slots[i].root_dtors, i);
+    Counted local(slots[i].root_dtors, batch_dtors, i);
     Slot *s = &slots[i];
     waiting.fetch_add(1);
     try {
@@ -183,7 +147,7 @@ coframe::task<int> flat(int i, Ticket ticket)
 /* Nested batches: the child waits; the root awaits it. */
 coframe::task<int> nested(int i, Ticket ticket)
 {
-    Counted local(slots[i].root_dtors, i);
+    Counted local(slots[i].root_dtors, batch_dtors, i);
     int v = co_await wait_and_read(i, &slots[i].child_dtors);
     co_return v + local.value() + ticket.value() - 2 * i; // i + 1
 }
@@ -306,8 +270,9 @@ int main(int argc, char **argv)
             int spawned = 0;
             for (; spawned < k; spawned++) {
                 try {
-                    slots[spawned].promise = is_nested ? coframe::spawn(rt, nested, spawned, Ticket(spawned))
-                                                       : coframe::spawn(rt, flat, spawned, Ticket(spawned));
+                    Ticket ticket(spawned, slots[spawned].ticket_dtors, batch_dtors);
+                    slots[spawned].promise = is_nested ? coframe::spawn(rt, nested, spawned, std::move(ticket))
+                                                       : coframe::spawn(rt, flat, spawned, std::move(ticket));
                 } catch (const std::exception &e) {
                     std::fprintf(stderr, "poll_race_tasks: spawn threw: %s\n", e.what());
                     check_cond_(false, __FILE__, __LINE__, "spawn threw");

@@ -47,6 +47,7 @@
 #include <utility>
 
 #include "check.hpp"
+#include "task_race.hpp"
 
 namespace {
 
@@ -93,44 +94,7 @@ long anomalies;
  */
 std::atomic<long> batch_epoch{ 0 };
 
-/* An RAII local: counts its destructor, owns heap memory. */
-class Counted {
-public:
-    explicit Counted(std::atomic<int> &count, int i) : count_(&count), heap_(std::make_unique<int>(i)) {}
-    Counted(const Counted &) = delete;
-    Counted &operator=(const Counted &) = delete;
-    ~Counted()
-    {
-        count_->fetch_add(1);
-        batch_dtors.fetch_add(1);
-    }
-    int value() const { return *heap_; }
-
-private:
-    std::atomic<int> *count_;
-    std::unique_ptr<int> heap_;
-};
-
-/* A move-only argument: spawn moves it into its state, the call into the
- * task's frame; only the live copy counts when it dies. */
-class Ticket {
-public:
-    explicit Ticket(int i) : i_(i), heap_(std::make_unique<int>(i)) {}
-    Ticket(Ticket &&o) noexcept : i_(std::exchange(o.i_, -1)), heap_(std::move(o.heap_)) {}
-    Ticket &operator=(Ticket &&) = delete;
-    ~Ticket()
-    {
-        if (i_ >= 0) {
-            slots[i_].ticket_dtors.fetch_add(1);
-            batch_dtors.fetch_add(1);
-        }
-    }
-    int value() const { return heap_ ? *heap_ : -1; }
-
-private:
-    int i_;
-    std::unique_ptr<int> heap_;
-};
+/* Counted, Ticket: task_race.hpp. */
 
 /* The suspension: on_suspend hands the token to the poller A. */
 auto hand_token_to_poller(Slot *s)
@@ -145,7 +109,7 @@ auto hand_token_to_poller(Slot *s)
 /* Flat batches: the spawned task suspends itself. */
 coframe::task<int> flat(int i, Ticket ticket)
 {
-    Counted local(slots[i].root_dtors, i);
+    Counted local(slots[i].root_dtors, batch_dtors, i);
     co_await hand_token_to_poller(&slots[i]);
     slots[i].continued.store(1);
     co_return local.value() + ticket.value() - i + 1; // i + 1
@@ -154,7 +118,7 @@ coframe::task<int> flat(int i, Ticket ticket)
 /* Nested batches: the child suspends; the root awaits it. */
 coframe::task<int> child(int i)
 {
-    Counted local(slots[i].child_dtors, i);
+    Counted local(slots[i].child_dtors, batch_dtors, i);
     co_await hand_token_to_poller(&slots[i]);
     slots[i].continued.store(1);
     co_return local.value() + 1;
@@ -162,7 +126,7 @@ coframe::task<int> child(int i)
 
 coframe::task<int> nested(int i, Ticket ticket)
 {
-    Counted local(slots[i].root_dtors, i);
+    Counted local(slots[i].root_dtors, batch_dtors, i);
     int v = co_await child(i);
     co_return v + local.value() + ticket.value() - 2 * i; // i + 1
 }
@@ -258,8 +222,9 @@ int main(int argc, char **argv)
             int spawned = 0;
             for (; spawned < k; spawned++) {
                 try {
-                    slots[spawned].promise = is_nested ? coframe::spawn(rt, nested, spawned, Ticket(spawned))
-                                                       : coframe::spawn(rt, flat, spawned, Ticket(spawned));
+                    Ticket ticket(spawned, slots[spawned].ticket_dtors, batch_dtors);
+                    slots[spawned].promise = is_nested ? coframe::spawn(rt, nested, spawned, std::move(ticket))
+                                                       : coframe::spawn(rt, flat, spawned, std::move(ticket));
                 } catch (const std::exception &e) {
                     std::fprintf(stderr, "race_tasks: spawn threw: %s\n", e.what());
                     check_cond_(false, __FILE__, __LINE__, "spawn threw");
