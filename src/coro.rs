@@ -524,12 +524,9 @@ fn await_with(
     // it again; a cancel-returns one comes back with CORO_ECANCELED. The
     // child's reference is consumed above.
     if let Some(me) = me.filter(|me| me.slot.state.load().has(CANCELLED)) {
-        if me.is_foreign() {
-            // Its worker acts on the cancel once it parks; in cancel-
-            // returns mode the yield's second half answers CORO_ECANCELED.
-            return Err(context::foreign::begin(me.slot, ForeignPark::Yield));
-        }
-        let _ = me.yield_now();
+        // A foreign frame's yield answers `Pending`; its second half then
+        // answers CORO_ECANCELED in cancel-returns mode.
+        me.yield_park()?;
         return Err(Error::Canceled);
     }
     if cancelled {

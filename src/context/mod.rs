@@ -283,6 +283,15 @@ impl Running {
         Ok(self.suspend(how))
     }
 
+    /// `yield_now` for both kinds, as `park` is `suspend`'s: a foreign
+    /// frame records the yield and gets `Pending`.
+    pub fn yield_park(self) -> Result<Resumed> {
+        if self.is_foreign() {
+            return Err(foreign::begin(self.slot, ForeignPark::Yield));
+        }
+        Ok(self.yield_now())
+    }
+
     /// Switches the coroutine out to park; returns when it is resumed.
     /// Consumes `self`: nothing found before a switch is trusted after it.
     /// Stackful bodies only (`park` is for both kinds).
