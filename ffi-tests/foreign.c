@@ -289,7 +289,12 @@ static void test_cancel(coro_runtime *rt)
     WAIT_UNTIL(atomic_load(&f.token) != 0, 5000);
     REQUIRE(atomic_load(&f.token) != 0);
     CHECK_RC(coro_cancel_async(p), 0);
-    CHECK_EQ(atomic_load(&destroyed), 1); /* parked: finalized before cancel returns */
+    /* Parked, it is finalized before the cancel returns; but the token is
+     * published from on_suspend, and a cancel that comes while that runs
+     * is finalized by the worker right after it (rule 9 in
+     * src/frame/mod.rs; seen under valgrind). Either way, once. */
+    WAIT_UNTIL(atomic_load(&destroyed) == 1, 5000);
+    CHECK_EQ(atomic_load(&destroyed), 1);
     /* The token still holds the frame: the memory destroy gave back lives
      * (ASan would report a read of freed memory). */
     CHECK(f.mem != NULL && f.mem[0] == 0xC0FFEE);
