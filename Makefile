@@ -1,7 +1,7 @@
 # coframe: build, test and install. GNU make.
 #
 #   make            build the library (target/release/libcoframe.{so,a})
-#   make demo       install system packages if needed, build, run the c-examples, cpp-examples and Zig demos
+#   make demo       install system packages if needed, build, run the c-examples, cpp-examples, Zig and Python demos
 #   make test       everything CI runs (.ci/run is `make test`)
 #   make install    PREFIX=/usr/local DESTDIR= LIBDIR=$(PREFIX)/lib INCLUDEDIR=$(PREFIX)/include
 #   make help       the full list
@@ -53,7 +53,7 @@ build-asan:
 deps:
 	@sh scripts/deps.sh
 
-## demo: deps, build, then the c-examples demo, the cpp-examples demo (C++20 tasks) and the Zig example
+## demo: deps, build, then the c-examples demo, the cpp-examples demo (C++20 tasks), the Zig example and the Python (ctypes) example
 demo: deps build
 	$(MAKE) -C c-examples demo
 	@echo
@@ -63,8 +63,11 @@ demo: deps build
 	@echo "=================================================================="
 	@echo "zig build demo: zig/examples/pipeline.zig, with the Zig scripts/zig.sh pins"
 	@zig=$$(sh scripts/zig.sh) && $$zig build demo --summary none
+	@echo
+	@echo "=================================================================="
+	$(MAKE) -C python-examples demo
 
-## test: deps, build, lint, Rust tests, loom, header drift, ffi-tests, c-examples, cpp-examples, Zig package, install
+## test: deps, build, lint, Rust tests, loom, header drift, ffi-tests, c-examples, cpp-examples, python-examples, Zig package, install
 test:
 	@MAKE="$(MAKE)" sh scripts/steps.sh $(TEST_STEPS)
 
@@ -104,10 +107,11 @@ test-ffi: build-tsan build-asan
 	    echo "ffi-tests/Makefile is missing" >&2; exit 1; fi
 	$(MAKE) -C ffi-tests test
 
-## test-examples: make -C c-examples test, then make -C cpp-examples test
+## test-examples: make -C c-examples test, make -C cpp-examples test, then make -C python-examples test
 test-examples:
 	$(MAKE) -C c-examples test
 	$(MAKE) -C cpp-examples test
+	$(MAKE) -C python-examples test
 
 ## test-zig: the Zig package: zig build test, the tests under valgrind and the safe mode, README.md's Zig block (scripts/test-zig.sh)
 test-zig:
@@ -145,7 +149,7 @@ fuzz:
 clean:
 	$(CARGO) clean
 	rm -rf benches/compare/target fuzz/target .zig-cache zig-out zig/consumer/.zig-cache zig/consumer/zig-out
-	@for d in ffi-tests c-examples cpp-examples; do \
+	@for d in ffi-tests c-examples cpp-examples python-examples; do \
 	    if [ -f $$d/Makefile ]; then $(MAKE) -C $$d clean || true; fi; \
 	done
 

@@ -23,7 +23,7 @@ describe() {
     test-ports) echo "other targets: cargo test for i686 Linux (and its C tests) and aarch64 Linux under qemu; cargo clippy for macOS, FreeBSD, aarch64 (scripts/ports.sh)" ;;
     test-drift) echo "header drift: tests/header_drift.rs and git diff -- include/coframe.h" ;;
     test-ffi) echo "C ABI tests from C, C++ and Zig (plain, ASan, valgrind, TSan against the tsan build): make -C ffi-tests test" ;;
-    test-examples) echo "examples: make -C c-examples test; make -C cpp-examples test" ;;
+    test-examples) echo "examples: make -C c-examples test; make -C cpp-examples test; make -C python-examples test" ;;
     test-zig) echo "Zig package: zig build test (also under valgrind and the safe mode), README.md's Zig block (scripts/test-zig.sh)" ;;
     test-install) echo "make install into a temporary DESTDIR, build and run a program against it" ;;
     *) echo "make $1" ;;
