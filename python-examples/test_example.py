@@ -28,6 +28,22 @@ def run_script(*args: str) -> subprocess.CompletedProcess:
         preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_CORE, (0, 0)))
 
 
+class Binding(unittest.TestCase):
+    """coframe.py's copies of the header's constants and structs."""
+
+    def test_constants_match_the_header(self) -> None:
+        with open(HEADER) as f:
+            defines = dict(re.findall(r"^#define (CORO_\w+) (-?\d+)$", f.read(), re.M))
+        self.assertGreaterEqual(len(defines), 15)
+        for name, value in defines.items():
+            if name.startswith(("CORO_E", "CORO_OK", "CORO_PENDING", "CORO_SPAWN_")):
+                self.assertEqual(getattr(cf, name, None), int(value), name)
+
+    def test_structs_match_the_c_compiler(self) -> None:
+        for which, struct in enumerate((cf.coro_config, cf.coro_promise, cf.coro_token)):
+            self.assertEqual(ctypes.sizeof(struct), example.Bodies().dll.bodies_sizeof(which), struct.__name__)
+
+
 class ExampleParts(unittest.TestCase):
     @classmethod
     def setUpClass(cls) -> None:
@@ -47,18 +63,6 @@ class ExampleParts(unittest.TestCase):
         # Each part ends with its frames freed, and said nothing unexpected.
         self.assertTrue(example.wait_for(lambda: cf.live_frames() == 0), cf.live_frames())
         self.assertEqual(self.ex.failures, [])
-
-    def test_constants_match_the_header(self) -> None:
-        with open(HEADER) as f:
-            defines = dict(re.findall(r"^#define (CORO_\w+) (-?\d+)$", f.read(), re.M))
-        self.assertGreaterEqual(len(defines), 15)
-        for name, value in defines.items():
-            if name.startswith(("CORO_E", "CORO_OK", "CORO_PENDING", "CORO_SPAWN_")):
-                self.assertEqual(getattr(cf, name, None), int(value), name)
-
-    def test_structs_match_the_c_compiler(self) -> None:
-        for which, struct in enumerate((cf.coro_config, cf.coro_promise, cf.coro_token)):
-            self.assertEqual(ctypes.sizeof(struct), self.bodies.dll.bodies_sizeof(which), struct.__name__)
 
     def test_await_from_python_threads(self) -> None:
         f = self.ex.await_from_threads(n=16, threads=4)
