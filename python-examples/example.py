@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import random
 import sys
 import threading
 import time
@@ -122,6 +123,14 @@ class Example:
             self.say("  !! unexpected:", what)
             self.failures.append(what)
 
+    def settle(self, base: int, figures: Dict[str, object]) -> Dict[str, object]:
+        """The end of a part: every frame it made is freed. Waits for it: a
+        thread's coro_await can return before the worker has freed the frame
+        (a body woken by its sleep's deadline: 31 of 100 awaits saw it live)."""
+        figures["freed"] = wait_for(lambda: cf.live_frames() == base)
+        self.expect(figures["freed"], "every frame of the part is freed")
+        return figures
+
     def spawn_parked(self, value: int = 0) -> cf.coro_promise:
         return self.rt.spawn(self.b.park, ParkEnv(self.tokens.ptr, 0, value), self.b.drop)
 
@@ -135,6 +144,7 @@ class Example:
     def await_from_threads(self, n: int = 16, threads: int = 4) -> Dict[str, object]:
         """Spawn n compute bodies; `threads` Python threads await them."""
         self.b.reset()
+        base = cf.live_frames()
         promises = [self.rt.spawn(self.b.compute, ComputeEnv(1000 * i), self.b.drop) for i in range(n)]
         self.say(f"spawned {n} coroutines running bodies_compute (C), 1 + 2 + ... + 1000*i each")
         results = [0] * n
@@ -155,7 +165,7 @@ class Example:
                  f"errdefers {figures['errdefers']} (none was cancelled)")
         self.expect(results == expected, "every await gives its body's result")
         self.expect(figures["defers"] == n and figures["drops"] == n, "one defer and drop per body")
-        return figures
+        return self.settle(base, figures)
 
     # ------------------------------------------------------------------
     def cancel_from_threads(self, n: int = 8, threads: int = 4) -> Dict[str, object]:
@@ -175,13 +185,11 @@ class Example:
         run_threads(threads, canceller)
         dropped = wait_for(lambda: self.b.count(Counter.DROPS) == n)
         figures: Dict[str, object] = dict(self.b.counts())
-        figures["freed"] = wait_for(lambda: cf.live_frames() == base)
         self.say(f"{threads} Python threads cancelled them with coro_cancel_async: "
                  f"defers {figures['defers']}, errdefers {figures['errdefers']}, "
                  f"env_drops {figures['drops']}")
         self.expect(dropped and figures["defers"] == n and figures["errdefers"] == n,
                     "every cancelled sleeper runs its defer, errdefer and drop once")
-        self.expect(figures["freed"], "every cancelled sleeper's frame is freed")
 
         t0 = cf.now()
         p = self.rt.spawn(self.b.sleep, SleepEnv(t0 + 20_000_000, 7), self.b.drop)
@@ -190,7 +198,7 @@ class Example:
         self.say(f"a coroutine sleeping until now + 20 ms was awaited: it returned "
                  f"{figures['sleep_result']} after {figures['sleep_ms']:.1f} ms")
         self.expect(figures["sleep_result"] == 7 and figures["sleep_ms"] >= 20, "the sleep ends at its deadline")
-        return figures
+        return self.settle(base, figures)
 
     # ------------------------------------------------------------------
     def two_refs(self) -> Dict[str, object]:
@@ -252,6 +260,7 @@ class Example:
     def stale(self) -> Dict[str, object]:
         """Handles used twice, or zeroed, raise CoroError instead of touching freed memory."""
         figures: Dict[str, object] = {}
+        base = cf.live_frames()
         p = self.rt.spawn(self.b.compute, ComputeEnv(10), self.b.drop)
         figures["first_await"] = cf.await_(p)
         for what, call in (("second_await", lambda: cf.await_(p)),
@@ -270,7 +279,7 @@ class Example:
         self.expect(figures["second_await"] == "CORO_ESTALE", "a second await is CORO_ESTALE")
         self.expect(figures["cancel_after_await"] == "CORO_ESTALE", "a cancel after the await is CORO_ESTALE")
         self.expect(figures["zeroed_token"] == "CORO_EINVAL", "a zeroed token is CORO_EINVAL")
-        return figures
+        return self.settle(base, figures)
 
     # ------------------------------------------------------------------
     def python_bodies(self, n: int = 64) -> Dict[str, object]:
@@ -279,6 +288,7 @@ class Example:
         with PyGILState_Ensure) from start to return."""
         defers_run = [0]
         ids: Dict[int, int] = {}
+        base = cf.live_frames()
 
         @cf.coro_defer_fn
         def py_defer(arg: int | None) -> None:
@@ -303,14 +313,15 @@ class Example:
                  f"{'in each' if figures['ids_ok'] else 'NOT in each'}, Python defers run {figures['defers']}")
         self.expect(figures["results_ok"] and figures["ids_ok"] and figures["defers"] == n,
                     "Python bodies that do not suspend work")
-        return figures
+        return self.settle(base, figures)
 
     # ------------------------------------------------------------------
-    def race(self, rounds: int = 2000, batch: int = 500) -> Dict[str, object]:
+    def race(self, rounds: int = 2000, batch: int = 500, seed: int = 1) -> Dict[str, object]:
         """The resume-vs-cancel race: for each parked coroutine, thread A
         calls coro_resume(token) while thread B calls coro_cancel_async(promise)."""
         self.b.reset()
         base = cf.live_frames()
+        rng = random.Random(seed)
         done = 0
         bad_rc = 0
         t0 = time.monotonic()
@@ -323,11 +334,14 @@ class Example:
                 tokens[item.promise] = coro_token(item.token.id)
             pairs = [(p, tokens[p.id]) for p in promises]
             line = threading.Barrier(2)
+            jitter = [rng.randrange(0, 2000) for _ in range(k)]
             rcs = [[0] * k, [0] * k]
 
             def side(which: int) -> None:
                 for i, (p, t) in enumerate(pairs):
                     line.wait()  # lock step: both act on coroutine i together
+                    for _ in range(jitter[i] if which else 0):
+                        pass  # sometimes the worker runs the resumed body first
                     try:
                         cf.resume(t) if which == 0 else cf.cancel_async(p)
                     except CoroError as e:
