@@ -140,3 +140,21 @@ void *bodies_sleep(void *envp)
         return NULL;
     return (void *)(intptr_t)e->value;
 }
+
+/* park_with: suspends once with the caller's on_suspend callback (a
+ * Python one, say), then returns `value`. */
+struct park_with_env {
+    coro_on_suspend on_suspend;
+    void *arg;
+    int64_t value;
+};
+
+void *bodies_park_with(void *envp)
+{
+    struct park_with_env *e = envp;
+    started();
+    if (coro_suspend(e->on_suspend, e->arg) != CORO_OK)
+        return NULL;
+    count(&counters[BODIES_CONTINUED]);
+    return (void *)(intptr_t)e->value;
+}

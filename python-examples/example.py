@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import queue
 import random
 import sys
 import threading
@@ -49,6 +50,10 @@ class ParkEnv(Structure):
     _fields_ = [("tokens", POINTER(cf.coro_chan)), ("self", c_uint64), ("value", c_int64)]
 
 
+class ParkWithEnv(Structure):
+    _fields_ = [("on_suspend", cf.coro_on_suspend), ("arg", ctypes.c_void_p), ("value", c_int64)]
+
+
 class SleepEnv(Structure):
     _fields_ = [("deadline_ns", c_int64), ("value", c_int64)]
 
@@ -68,6 +73,7 @@ class Bodies:
         self.compute = coro_entry(("bodies_compute", self.dll))
         self.park = coro_entry(("bodies_park", self.dll))
         self.sleep = coro_entry(("bodies_sleep", self.dll))
+        self.park_with = coro_entry(("bodies_park_with", self.dll))
         self.drop = coro_env_drop(("bodies_drop", self.dll))
         self.dll.bodies_count.argtypes = [ctypes.c_int]
         self.dll.bodies_count.restype = c_uint64
@@ -282,17 +288,22 @@ class Example:
         return self.settle(base, figures)
 
     # ------------------------------------------------------------------
-    def python_bodies(self, n: int = 64) -> Dict[str, object]:
-        """A Python function as a body that never suspends: it runs on a
-        worker, on the coroutine's stack, holding the GIL (ctypes takes it
-        with PyGILState_Ensure) from start to return."""
-        defers_run = [0]
+    def python_callbacks(self, n: int = 64) -> Dict[str, object]:
+        """Python functions as callbacks that never suspend: bodies, defers,
+        env_drops and on_suspend callbacks. Each runs on a worker (a body on
+        the coroutine's stack) holding the GIL, which ctypes takes with
+        PyGILState_Ensure, from its start to its return."""
+        calls = {"defers": 0, "drops": 0}
         ids: Dict[int, int] = {}
         base = cf.live_frames()
 
         @cf.coro_defer_fn
         def py_defer(arg: int | None) -> None:
-            defers_run[0] += 1  # under the GIL: ctypes takes it for the callback
+            calls["defers"] += 1  # under the GIL: ctypes takes it for the callback
+
+        @cf.coro_env_drop
+        def py_drop(env: int | None) -> None:
+            calls["drops"] += 1
 
         @cf.coro_entry
         def py_body(env: int | None) -> int:
@@ -301,18 +312,36 @@ class Example:
             cf.lib.coro_defer(py_defer, None)  # a foreign call that does not suspend
             return sum(range(n_ + 1))
 
-        promises = [self.rt.spawn(py_body, ComputeEnv(i)) for i in range(n)]
+        promises = [self.rt.spawn(py_body, ComputeEnv(i), py_drop) for i in range(n)]
         results = [cf.await_(p) for p in promises]
-        figures = {
+        figures: Dict[str, object] = {
             "results_ok": results == [i * (i + 1) // 2 for i in range(n)],
             "ids_ok": all(ids.get(i) == p.id for i, p in enumerate(promises)),
-            "defers": defers_run[0],
+            **calls,
         }
         self.say(f"{n} coroutines whose bodies are Python functions that never suspend: results "
-                 f"{'all right' if figures['results_ok'] else 'WRONG'}, coro_self_id() their promise's "
-                 f"{'in each' if figures['ids_ok'] else 'NOT in each'}, Python defers run {figures['defers']}")
-        self.expect(figures["results_ok"] and figures["ids_ok"] and figures["defers"] == n,
-                    "Python bodies that do not suspend work")
+                 f"{'all right' if figures['results_ok'] else 'WRONG'}, coro_self_id() in each "
+                 f"{'was' if figures['ids_ok'] else 'was NOT'} its promise's id; Python defers run "
+                 f"{calls['defers']}, Python env_drops {calls['drops']}")
+
+        # C bodies that suspend with a Python on_suspend callback: it runs on
+        # the worker after the switch and hands the token over.
+        tokens: "queue.Queue[coro_token]" = queue.Queue()
+
+        @cf.coro_on_suspend
+        def py_on_suspend(token: coro_token, arg: int | None) -> None:
+            tokens.put(coro_token(token.id))
+
+        parked = [self.rt.spawn(self.b.park_with, ParkWithEnv(py_on_suspend, None, i), self.b.drop)
+                  for i in range(8)]
+        for _ in parked:
+            cf.resume(tokens.get(timeout=5))
+        figures["parked_results"] = sorted(cf.await_(p) for p in parked)
+        self.say(f"8 C bodies suspended with a Python on_suspend callback, which handed their tokens "
+                 f"over; resumed and awaited, they returned {figures['parked_results']}")
+        self.expect(figures["results_ok"] and figures["ids_ok"] and calls["defers"] == n
+                    and calls["drops"] == n, "Python bodies, defers and drops that do not suspend work")
+        self.expect(figures["parked_results"] == list(range(8)), "Python on_suspend callbacks work")
         return self.settle(base, figures)
 
     # ------------------------------------------------------------------
@@ -400,7 +429,7 @@ def main(argv: List[str]) -> int:
     print(f"Python {sys.version.split()[0]}: runtime up (2 workers); C bodies from {os.path.basename(bodies.dll._name)}")
     ex = Example(bodies, rt)
     steps = [ex.await_from_threads, ex.cancel_from_threads, ex.two_refs, ex.stale,
-             ex.python_bodies, lambda: ex.race(races), ex.shutdown_with_token]
+             ex.python_callbacks, lambda: ex.race(races), ex.shutdown_with_token]
     for step in steps:
         print()
         step()

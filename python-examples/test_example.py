@@ -96,9 +96,10 @@ class ExampleParts(unittest.TestCase):
             cf.await_(cf.coro_promise(0))
         self.assertEqual((e.exception.code, e.exception.call), (cf.CORO_EINVAL, "coro_await"))
 
-    def test_python_bodies_that_do_not_suspend(self) -> None:
-        f = self.ex.python_bodies(n=64)
-        self.assertEqual((f["results_ok"], f["ids_ok"], f["defers"]), (True, True, 64))
+    def test_python_callbacks_that_do_not_suspend(self) -> None:
+        f = self.ex.python_callbacks(n=64)
+        self.assertEqual((f["results_ok"], f["ids_ok"], f["defers"], f["drops"]), (True, True, 64, 64))
+        self.assertEqual(f["parked_results"], list(range(8)))
 
     def test_resume_vs_cancel_race(self) -> None:
         f = self.ex.race(rounds=2000)
