@@ -426,7 +426,8 @@ def main(argv: List[str]) -> int:
     races = int(argv[1]) if len(argv) > 1 else 2000
     bodies = Bodies()
     rt = cf.Runtime(workers=2)
-    print(f"Python {sys.version.split()[0]}: runtime up (2 workers); C bodies from {os.path.basename(bodies.dll._name)}")
+    print(f"Python {sys.version.split()[0]}: runtime up (2 workers); "
+          f"C bodies from {os.path.basename(bodies.dll._name)}")
     ex = Example(bodies, rt)
     steps = [ex.await_from_threads, ex.cancel_from_threads, ex.two_refs, ex.stale,
              ex.python_callbacks, lambda: ex.race(races), ex.shutdown_with_token]
