@@ -362,7 +362,7 @@ class Example:
                 item = self.tokens.recv(cf.now() + 5_000_000_000)
                 tokens[item.promise] = coro_token(item.token.id)
             pairs = [(p, tokens[p.id]) for p in promises]
-            line = threading.Barrier(2)
+            line = threading.Barrier(2, timeout=10)  # a side that died breaks it, not hangs
             jitter = [rng.randrange(0, 2000) for _ in range(k)]
             rcs = [[0] * k, [0] * k]
 
