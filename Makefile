@@ -121,7 +121,7 @@ test-install:
 
 ## test-docs: the reference's man pages and HTML (each function's page, roff lint, links), docs/TUTORIAL.md's C blocks built and run
 test-docs:
-	@CC="$(CC)" sh scripts/test-docs.sh
+	@CC="$(CC)" CXX="$(CXX)" sh scripts/test-docs.sh
 
 ## docs: the API reference from include/coframe.h: target/docs/man/man3/coro_*.3, man7/coframe.7, html/index.html
 docs:

@@ -8,7 +8,8 @@
 #   2. The pages must be well-formed roff: mandoc -Tlint and groff -ww
 #      print nothing. Every link of the HTML must lead to an anchor.
 #   3. Every ```c block of docs/TUTORIAL.md is built and run
-#      (scripts/readme-c.sh).
+#      (scripts/readme-c.sh), and every ```cpp block of docs/CPP.md, with
+#      g++ and clang++ (scripts/readme-cpp.sh).
 # Set KEEP=1 to keep the temporary directory.
 set -eu
 
@@ -98,3 +99,6 @@ lib=$root/target/release
 major=$(sh "$root/scripts/version.sh" major)
 [ -e "$lib/libcoframe.so.$major" ] || ln -sf libcoframe.so "$lib/libcoframe.so.$major"
 CC=${CC:-cc} sh "$root/scripts/readme-c.sh" "$root/docs/TUTORIAL.md" "$tmp/tutorial" "$lib" "$root/include"
+for cxx in "${CXX:-g++}" "${CLANGXX:-clang++}"; do
+    CXX=$cxx sh "$root/scripts/readme-cpp.sh" "$root/docs/CPP.md" "$tmp/cpp-$cxx" "$lib" "$root/include"
+done
