@@ -331,7 +331,7 @@ def roff_escape(text):
     return re.sub(r"(?<![\w])-(?=[\w])", r"\\-", text)
 
 
-def roff_inline(text, doc, own=()):
+def roff_inline(text, own=()):
     """A paragraph as roff text: backquoted names bold, parameters italic."""
     out = []
     for k, part in enumerate(re.split(r"`([^`]*)`", text)):
@@ -357,23 +357,23 @@ class Man:
         desc, safety, errors = sections(f.doc)
         own = params(f.text)
         out = [self.th(f.name, 3)]
-        out.append(".SH NAME\n%s \\- %s\n" % (f.name, roff_inline(first_sentence(" ".join(desc)).replace("`", ""), d)))
+        out.append(".SH NAME\n%s \\- %s\n" % (f.name, roff_inline(first_sentence(" ".join(desc)).replace("`", ""))))
         out.append(".SH LIBRARY\ncoframe (\\fIlibcoframe\\fP, \\fI\\-lcoframe\\fP)\n")
         proto = roff_escape(f.text).replace(f.name + "(", "\\fB%s\\fP(" % f.name, 1)
         out.append(".SH SYNOPSIS\n.nf\n.B #include <coframe.h>\n.PP\n%s\n.fi\n" % proto)
-        out.append(".SH DESCRIPTION\n" + "\n.PP\n".join(roff_inline(p, d, own) for p in desc) + "\n")
+        out.append(".SH DESCRIPTION\n" + "\n.PP\n".join(roff_inline(p, own) for p in desc) + "\n")
         if safety:
-            out.append(".SH SAFETY\n" + "\n.PP\n".join(roff_inline(p, d, own) for p in safety) + "\n")
+            out.append(".SH SAFETY\n" + "\n.PP\n".join(roff_inline(p, own) for p in safety) + "\n")
         if errors:
             out.append(".SH RETURN VALUE\n\\fBCORO_OK\\fP (0) on success, else a negative code below.\n")
             out.append(".SH ERRORS\n")
             for k, (code, why) in enumerate(errors_list(errors)):
                 if code is None:
-                    out.append("%s%s\n" % (".PP\n" if k else "", roff_inline(sentence(why, True), d, own)))
+                    out.append("%s%s\n" % (".PP\n" if k else "", roff_inline(sentence(why, True), own)))
                     continue
                 if not why and code in d.codes:
                     why = d.codes[code].doc
-                out.append(".TP\n.B %s\n%s\n" % (code, roff_inline(sentence(why), d, own)))
+                out.append(".TP\n.B %s\n%s\n" % (code, roff_inline(sentence(why), own)))
         also = [".BR %s (3)" % n for n in d.see_also(f)] + [".BR coframe (7)"]
         out.append(".SH SEE ALSO\n" + ",\n".join(also) + "\n")
         return "".join(out)
@@ -393,17 +393,17 @@ class Man:
             out.append(".SS %s\n" % title)
             for f in fs:
                 desc = sections(f.doc)[0]
-                out.append(".TP\n.BR %s (3)\n%s\n" % (f.name, roff_inline(first_sentence(" ".join(desc)), d, params(f.text))))
+                out.append(".TP\n.BR %s (3)\n%s\n" % (f.name, roff_inline(first_sentence(" ".join(desc)), params(f.text))))
         out.append(".SH TYPES\n")
         for t in d.types:
-            out.append(".TP\n.B %s\n%s\n" % (t.name, "\n.IP\n".join(roff_inline(p, d) for p in sections(t.doc)[0])))
+            out.append(".TP\n.B %s\n%s\n" % (t.name, "\n.IP\n".join(roff_inline(p) for p in sections(t.doc)[0])))
             for fld in t.fields:
-                out.append(".RS\n.TP\n.I %s\n%s\n.RE\n" % (roff_escape(fld.text), roff_inline(" ".join(fld.doc.split()), d)))
+                out.append(".RS\n.TP\n.I %s\n%s\n.RE\n" % (roff_escape(fld.text), roff_inline(" ".join(fld.doc.split()))))
         out.append(".SH CONSTANTS\n")
         for c in d.consts:
             names = [(c.name, c.value)] + c.also
             tag = ", ".join("\\fB%s\\fP (%s)" % (n, roff_escape(v)) for n, v in names)
-            out.append(".TP\n%s\n%s\n" % (tag, "\n.IP\n".join(roff_inline(p, d) for p in sections(c.doc)[0])))
+            out.append(".TP\n%s\n%s\n" % (tag, "\n.IP\n".join(roff_inline(p) for p in sections(c.doc)[0])))
         out.append(".SH SEE ALSO\n.BR pkg\\-config (1)\n")
         return "".join(out)
 
