@@ -7,7 +7,7 @@
 # ephemeral port, opens one connection and echoes a line through it, sends
 # SIGUSR1, prints the dump the server writes (unless --quiet) and checks
 # it: the acceptor and the connection each wait for their socket to be
-# readable, with a backtrace through coro_wait_fd. Then SIGTERM, and the
+# readable, with backtraces through coro_accept and coro_recv. Then SIGTERM, and the
 # server must exit 0. Bash, for its /dev/tcp.
 set -u
 server=$1
@@ -62,7 +62,9 @@ done
 
 [ "$n" -ge 2 ] || fail "expected the acceptor and the connection waiting on their sockets ($dumps dumps)"
 printf '%s\n' "$dump" | grep -q 'backtrace at its suspension:' || fail "no backtrace (COFRAME_CHECK=1)"
-printf '%s\n' "$dump" | grep -q ' coro_wait_fd+0x' || fail "no coro_wait_fd frame in a backtrace"
+for call in coro_accept coro_recv; do
+    printf '%s\n' "$dump" | grep -q " $call+0x" || fail "no $call frame in a backtrace"
+done
 printf '%s\n' "$dump" | grep -q ': 2 coroutines$' || fail "expected 2 coroutines"
 
 exec 3<&-

@@ -17,10 +17,18 @@
 #ifndef COFRAME_ECHO_H
 #define COFRAME_ECHO_H
 
+#include <errno.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include <coframe.h>
+
+/* Whether a socket call's errno (after CORO_EIO) says the peer closed or
+ * reset the connection: an ending, counted, not an error. */
+static inline int echo_peer_gone(int err)
+{
+    return err == ECONNRESET || err == EPIPE;
+}
 
 /* ------------------------------------------------------------------ */
 /* The server                                                          */

@@ -2,10 +2,9 @@
  * echo_load.c: a load generator for the echo server, on coframe (the API is
  * in echo.h).
  *
- * One client coroutine per connection. Each connects (non-blocking,
- * coro_wait_fd for CORO_WRITABLE), then loops: stamp coro_now(), send a
- * fixed-size message, read the echo back (coro_wait_fd for CORO_READABLE
- * on EAGAIN), check every byte, stamp coro_now() again. Requests that
+ * One client coroutine per connection. Each connects (coro_connect), then
+ * loops: stamp coro_now(), send a fixed-size message (coro_send), read the
+ * whole echo back (coro_recv), check every byte, stamp coro_now() again. Requests that
  * complete inside the measuring window go into a latency histogram shared
  * by all clients (log-linear buckets: exact below 1,024 ns, then 512 per
  * power of two, so a percentile is within 0.2%).
@@ -27,7 +26,6 @@
 #include <unistd.h>
 
 #include "echo.h"
-#include "echo_io.h"
 
 #define MAX_MSG 4096
 #define IO_TIMEOUT_NS (10LL * 1000000000LL) /* a server that stops answering */
@@ -92,21 +90,6 @@ static void client_cleanup(void *arg)
     atomic_fetch_sub(&c->l->open, 1);
 }
 
-static int connect_nb(echo_load *l, int fd)
-{
-    if (connect(fd, (struct sockaddr *)&l->addr, sizeof l->addr) == 0)
-        return 0;
-    if (errno != EINPROGRESS)
-        return -1;
-    if (coro_wait_fd(fd, CORO_WRITABLE, coro_now() + IO_TIMEOUT_NS) != CORO_OK)
-        return -1;
-    int err = 0;
-    socklen_t len = sizeof err;
-    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0 || err != 0)
-        return -1;
-    return 0;
-}
-
 static void *client_main(void *envp)
 {
     struct client_env *c = envp;
@@ -116,7 +99,8 @@ static void *client_main(void *envp)
         atomic_fetch_add(&l->open, 1);
         (void)coro_defer(client_cleanup, c); /* env_drop closes it too, if this failed */
     }
-    if (c->fd < 0 || connect_nb(l, c->fd) < 0) {
+    if (c->fd < 0 || coro_connect(c->fd, (struct sockaddr *)&l->addr, sizeof l->addr,
+                                  coro_now() + IO_TIMEOUT_NS) != CORO_OK) {
         atomic_fetch_add(&l->connect_failed, 1);
         atomic_fetch_add(&l->settled, 1);
         return NULL;
@@ -139,15 +123,14 @@ static void *client_main(void *envp)
         seq++;
 
         int64_t t0 = coro_now();
-        int waited = 0;
-        enum echo_io e = echo_send_all(c->fd, out, n, IO_TIMEOUT_NS);
-        if (e == ECHO_IO_OK)
-            e = echo_recv_all(c->fd, in, n, IO_TIMEOUT_NS, &waited);
-        if (e == ECHO_IO_PEER_GONE) {
+        int rc = coro_send(c->fd, out, n, 0, NULL, t0 + IO_TIMEOUT_NS);
+        if (rc == CORO_OK)
+            rc = coro_recv(c->fd, in, n, 0, NULL, t0 + IO_TIMEOUT_NS);
+        if (rc == CORO_EIO && echo_peer_gone(errno)) {
             atomic_fetch_add(&l->ended_by_server, 1);
             break;
         }
-        if (e != ECHO_IO_OK || memcmp(in, out, n) != 0) {
+        if (rc != CORO_OK || memcmp(in, out, n) != 0) {
             atomic_fetch_add(&l->errors, 1);
             break;
         }
@@ -159,9 +142,9 @@ static void *client_main(void *envp)
             atomic_fetch_add_explicit(&l->hist[bucket_of((uint64_t)(t1 - t0))], 1,
                                       memory_order_relaxed);
         }
-        /* The echo was already there: let this worker's other clients run. */
-        turns = waited ? 0 : turns + 1;
-        if (turns >= FAIR_TURNS) {
+        /* An echo that is always there at once would starve this worker's
+         * other clients. */
+        if (++turns >= FAIR_TURNS) {
             turns = 0;
             (void)coro_yield();
         }

@@ -2,22 +2,21 @@
  * echo_server.c: a TCP echo server on coframe (the API is in echo.h; the
  * standalone program is echo_server_main.c).
  *
- *   the accept loop   one coroutine: accept4() until EAGAIN, then
- *                     coro_wait_fd(listener, CORO_READABLE). When accept
- *                     fails with EMFILE/ENFILE it backs off with
- *                     coro_sleep_until (5 ms) and tries again, while the
- *                     connections it has keep being served. Its defer
- *                     closes the listener.
- *   a connection      one coroutine per socket: recv() until EAGAIN, then
- *                     coro_wait_fd(fd, CORO_READABLE | CORO_KEEP); send()
- *                     what came, waiting for CORO_WRITABLE when the socket
- *                     is full. CORO_KEEP leaves the socket registered with
- *                     the worker's epoll between waits (no epoll_ctl per
- *                     wait); it suits this loop, which waits only after
- *                     EAGAIN. Its defer forgets the socket (coro_fd_forget)
- *                     before it closes it, and counts it. A peer that
- *                     resets (ECONNRESET, EPIPE) just ends the connection;
- *                     send() uses MSG_NOSIGNAL so no SIGPIPE is raised.
+ *   the accept loop   one coroutine: coro_accept(listener), which suspends
+ *                     while no connection waits. When it fails with
+ *                     EMFILE/ENFILE it backs off with coro_sleep_until
+ *                     (5 ms) and tries again, while the connections it has
+ *                     keep being served. Its defer closes the listener.
+ *   a connection      one coroutine per socket: coro_recv(CORO_IO_SOME)
+ *                     takes what came (suspending while nothing did), and
+ *                     coro_send sends all of it (suspending while the
+ *                     socket is full). CORO_KEEP leaves the socket
+ *                     registered with the worker's epoll between the
+ *                     reads' waits (no epoll_ctl per wait). Its defer
+ *                     forgets the socket (coro_fd_forget) before it closes
+ *                     it, and counts it. A peer that resets (ECONNRESET,
+ *                     EPIPE) just ends the connection; coro_send raises no
+ *                     SIGPIPE.
  *
  * The server keeps each connection coroutine's promise in a slot table, so
  * that echo_server_cancel_connections() can cancel them all. A promise is
@@ -50,7 +49,6 @@
 #include <unistd.h>
 
 #include "echo.h"
-#include "echo_io.h"
 
 #define BACKOFF_NS (5 * 1000000LL) /* after EMFILE/ENFILE */
 #define BUF_SIZE 4096
@@ -207,33 +205,23 @@ static void *conn_main(void *envp)
     char buf[BUF_SIZE];
     int turns = 0;
     for (;;) {
-        ssize_t n = recv(c->fd, buf, sizeof buf, 0);
-        if (n > 0) {
-            enum echo_io e = echo_send_all(c->fd, buf, (size_t)n, -1);
-            if (e != ECHO_IO_OK) {
-                atomic_fetch_add(e == ECHO_IO_PEER_GONE ? &s->resets : &s->errors, 1);
-                break;
-            }
-            atomic_fetch_add_explicit(&s->bytes, n, memory_order_relaxed);
-            if (++turns >= FAIR_TURNS) { /* a peer that never pauses */
-                turns = 0;
-                (void)coro_yield();
-            }
-        } else if (n == 0) {
+        size_t n = 0;
+        int rc = coro_recv(c->fd, buf, sizeof buf, CORO_IO_SOME | CORO_KEEP, &n, -1);
+        if (rc == CORO_OK && n == 0)
             break; /* the peer closed */
-        } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
-            turns = 0;
-            int rc = coro_wait_fd(c->fd, CORO_READABLE | CORO_KEEP, -1);
-            if (rc != CORO_OK) {
-                say(s, "connection wait failed: %s (%d)", coro_strerror(rc), rc);
-                atomic_fetch_add(&s->errors, 1);
-                break;
-            }
-        } else if (errno == EINTR) {
-            continue;
-        } else {
-            atomic_fetch_add(echo_io_failed(errno) == ECHO_IO_PEER_GONE ? &s->resets : &s->errors, 1);
+        if (rc == CORO_OK)
+            rc = coro_send(c->fd, buf, n, 0, NULL, -1);
+        if (rc != CORO_OK) {
+            int gone = rc == CORO_EIO && echo_peer_gone(errno);
+            if (rc != CORO_EIO) /* the library's, not the socket's */
+                say(s, "connection: %s (%d)", coro_strerror(rc), rc);
+            atomic_fetch_add(gone ? &s->resets : &s->errors, 1);
             break;
+        }
+        atomic_fetch_add_explicit(&s->bytes, (long)n, memory_order_relaxed);
+        if (++turns >= FAIR_TURNS) { /* a peer that never pauses */
+            turns = 0;
+            (void)coro_yield();
         }
     }
     return NULL; /* the defer closes the socket */
@@ -303,8 +291,9 @@ static void *accept_main(void *envp)
     int turns = 0;
     long emfile_logged = 0;
     for (;;) {
-        int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd >= 0) {
+        int fd = -1;
+        int rc = coro_accept(lfd, NULL, NULL, 0, &fd, -1);
+        if (rc == CORO_OK) {
             atomic_fetch_add(&s->accepted, 1);
             spawn_conn(s, fd);
             if (++turns >= FAIR_TURNS) { /* let the new connections start */
@@ -315,15 +304,7 @@ static void *accept_main(void *envp)
         }
         turns = 0;
         int err = errno;
-        if (err == EAGAIN || err == EWOULDBLOCK) {
-            int rc = coro_wait_fd(lfd, CORO_READABLE, -1);
-            if (rc != CORO_OK) {
-                say(s, "accept loop: wait failed: %s (%d)", coro_strerror(rc), rc);
-                return NULL;
-            }
-        } else if (err == EINTR || err == ECONNABORTED || err == EPROTO) {
-            continue;
-        } else if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
+        if (rc == CORO_EIO && (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM)) {
             /* Out of descriptors: keep serving what we have, try again soon.
              * The pending connections wait in the listen backlog. */
             long n = atomic_fetch_add(&s->emfile, 1) + 1;
@@ -335,8 +316,11 @@ static void *accept_main(void *envp)
             }
             if (coro_sleep_until(coro_now() + BACKOFF_NS) != CORO_OK)
                 return NULL;
-        } else {
+        } else if (rc == CORO_EIO) {
             say(s, "accept: %s (errno %d); the accept loop ends", strerror(err), err);
+            return NULL;
+        } else {
+            say(s, "accept loop: %s (%d)", coro_strerror(rc), rc);
             return NULL;
         }
     }

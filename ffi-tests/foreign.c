@@ -24,7 +24,8 @@
  *              one coro_mutex, yielding while they hold it: counter exact
  *   chan       a rendezvous channel between foreign senders and stackful
  *              receivers, and the other way round: every item once
- *   misuse     coro_cond_wait in a foreign frame, bad spawns,
+ *   misuse     coro_cond_wait and the blocking-style I/O calls (coro_read,
+ *              coro_accept, coro_connect) in a foreign frame, bad spawns,
  *              coro_frame_resumed outside one, coro_strerror(CORO_PENDING)
  *   shutdown   frames parked in each kind of wait (sleep, coro_suspend, mutex,
  *              channel, fd, after a yield), some detached, some in
@@ -40,6 +41,8 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <pthread.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "check.h"
@@ -505,6 +508,7 @@ struct cond_frame {
     coro_mutex *m;
     coro_cond *c;
     int rc_wait, rc_resumed_in_stackful;
+    int rc_read, rc_accept, rc_connect;
 };
 
 static void *cond_frame_resume(void *p)
@@ -515,6 +519,13 @@ static void *cond_frame_resume(void *p)
     CHECK_RC(f->rc, 0);
     f->rc_wait = coro_cond_wait(f->c, f->m, -1);
     CHECK_RC(coro_mutex_unlock(f->m), 0);
+    /* A loop of waits cannot live in a frame that returns from each. */
+    char byte;
+    int fd = -1;
+    struct sockaddr_un addr = { .sun_family = AF_UNIX };
+    f->rc_read = coro_read(0, &byte, 1, 0, NULL, -1);
+    f->rc_accept = coro_accept(0, NULL, NULL, 0, &fd, -1);
+    f->rc_connect = coro_connect(0, (struct sockaddr *)&addr, sizeof addr, -1);
     FRAME_END(f);
     return NULL;
 }
@@ -533,13 +544,16 @@ static void *never(void *p)
 
 static void test_misuse(coro_runtime *rt)
 {
-    struct cond_frame f = { .rc_wait = 99 };
+    struct cond_frame f = { .rc_wait = 99, .rc_read = 99, .rc_accept = 99, .rc_connect = 99 };
     REQUIRE_RC(coro_mutex_new(&f.m), 0);
     REQUIRE_RC(coro_cond_new(&f.c), 0);
     coro_promise p;
     REQUIRE_RC(coro_spawn_frame(rt, cond_frame_resume, NULL, &f, 0, &p), 0);
     CHECK_RC(coro_await(p, NULL), 0);
     CHECK_RC(f.rc_wait, CORO_ESTATE);
+    CHECK_RC(f.rc_read, CORO_ESTATE);
+    CHECK_RC(f.rc_accept, CORO_ESTATE);
+    CHECK_RC(f.rc_connect, CORO_ESTATE);
     CHECK_RC(coro_cond_free(f.c), 0);
     CHECK_RC(coro_mutex_free(f.m), 0);
 

@@ -13,6 +13,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 
 /**
  * Library version, also in `COFRAME_VERSION_*`.
@@ -123,6 +124,12 @@
  * may grow. Linux; elsewhere accepted and ignored.
  */
 #define CORO_KEEP 256
+
+/**
+ * `coro_read`/`coro_recv` flag: return as soon as some bytes arrived
+ * (`*done` is 0 at end of file) instead of waiting for all `len`.
+ */
+#define CORO_IO_SOME 512
 
 /**
  * A bounded queue of fixed-size items. Opaque.
@@ -702,6 +709,114 @@ int coro_dump(struct coro_runtime *rt, int fd);
  * A static, NUL-terminated description of a status code.
  */
 const char *coro_strerror(int code);
+
+/**
+ * Reads `len` bytes from `fd` into `buf`, all of them unless `flags` has
+ * `CORO_IO_SOME`, waiting while none are ready: read(2) that waits. In a
+ * coroutine it suspends and `fd` must be non-blocking; on a plain thread
+ * it blocks. `*done` (`done` may be NULL) says how many bytes arrived,
+ * also on failure. `flags`: `CORO_IO_SOME`, `CORO_KEEP` (the waits keep
+ * `fd` registered; see `coro_fd_forget`). `deadline_ns`: `coro_now()`
+ * clock, -1 none.
+ *
+ * # Safety
+ * `buf` points at `len` writable bytes; `done` is NULL or writable.
+ *
+ * Errors: `CORO_EINVAL` (bad fd, flags or deadline, NULL `buf`, a
+ * blocking `fd` in a coroutine), `CORO_ETIMEDOUT`, `CORO_ECANCELED`
+ * (cancel-returns mode), `CORO_ELOCKHELD`, `CORO_ESTATE` (a foreign
+ * frame, or a worker thread outside a coroutine that must wait),
+ * `CORO_ENOMEM`, `CORO_EIO` (errno says why; `EPIPE`: end of file before
+ * `len` bytes).
+ */
+int coro_read(int fd, void *buf, size_t len, uint32_t flags, size_t *done, int64_t deadline_ns);
+
+/**
+ * Writes all `len` bytes of `buf` to `fd`, waiting while it is full:
+ * write(2) that waits and finishes. As `coro_read` otherwise; `flags`:
+ * `CORO_KEEP`. Writing to a pipe or socket whose reader is gone raises
+ * `SIGPIPE` as write(2) does; `coro_send` does not.
+ *
+ * # Safety
+ * `buf` points at `len` readable bytes; `done` is NULL or writable.
+ *
+ * Errors: as `coro_read`'s (`EPIPE` comes from the system here).
+ */
+int coro_write(int fd,
+               const void *buf,
+               size_t len,
+               uint32_t flags,
+               size_t *done,
+               int64_t deadline_ns);
+
+/**
+ * `coro_read` for a socket, through recv(2) with `MSG_DONTWAIT`: `fd`
+ * may be blocking or not.
+ *
+ * # Safety
+ * As `coro_read`'s.
+ *
+ * Errors: as `coro_read`'s.
+ */
+int coro_recv(int fd, void *buf, size_t len, uint32_t flags, size_t *done, int64_t deadline_ns);
+
+/**
+ * `coro_write` for a socket, through send(2) with `MSG_DONTWAIT` and
+ * `MSG_NOSIGNAL` (a gone peer is `CORO_EIO` with `EPIPE`, never a
+ * signal; macOS lacks the flag: set `SO_NOSIGPIPE`): `fd` may be
+ * blocking or not.
+ *
+ * # Safety
+ * As `coro_write`'s.
+ *
+ * Errors: as `coro_read`'s.
+ */
+int coro_send(int fd,
+              const void *buf,
+              size_t len,
+              uint32_t flags,
+              size_t *done,
+              int64_t deadline_ns);
+
+/**
+ * Accepts a connection on the listening socket `fd`, waiting until one
+ * comes, and gives its socket in `*out_fd`: non-blocking and
+ * close-on-exec, ready for `coro_recv`/`coro_send` in a coroutine.
+ * `addr` and `addrlen` are accept(2)'s (both NULL: no address). In a
+ * coroutine `fd` must be non-blocking. `flags`: `CORO_KEEP`.
+ *
+ * # Safety
+ * `addr` is NULL or points at `*addrlen` writable bytes; `addrlen` is
+ * NULL or writable; `out_fd` is writable.
+ *
+ * Errors: `CORO_EINVAL` (bad fd, flags, deadline, NULL `out_fd`, `addr`
+ * without `addrlen`, a blocking `fd` in a coroutine), `CORO_ETIMEDOUT`,
+ * `CORO_ECANCELED`, `CORO_ELOCKHELD`, `CORO_ESTATE`, `CORO_ENOMEM`,
+ * `CORO_EIO` (errno says why: `EMFILE` when out of descriptors).
+ */
+int coro_accept(int fd,
+                struct sockaddr *addr,
+                socklen_t *addrlen,
+                uint32_t flags,
+                int *out_fd,
+                int64_t deadline_ns);
+
+/**
+ * Connects the socket `fd` to `addr`, waiting at most until
+ * `deadline_ns`. In a coroutine `fd` must be non-blocking; on a plain
+ * thread a blocking socket connects within connect(2) itself, with the
+ * system's timeout instead of the deadline. After a failure the socket
+ * is of no further use: close it.
+ *
+ * # Safety
+ * `addr` points at `addrlen` readable bytes.
+ *
+ * Errors: `CORO_EINVAL` (bad fd or deadline, NULL `addr`, a blocking `fd`
+ * in a coroutine), `CORO_ETIMEDOUT`, `CORO_ECANCELED`, `CORO_ELOCKHELD`,
+ * `CORO_ESTATE`, `CORO_ENOMEM`, `CORO_EIO` (errno says why, e.g.
+ * `ECONNREFUSED`).
+ */
+int coro_connect(int fd, const struct sockaddr *addr, socklen_t addrlen, int64_t deadline_ns);
 
 #ifdef __cplusplus
 }  // extern "C"

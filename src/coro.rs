@@ -258,6 +258,20 @@ pub(crate) fn suspension_point(me: &Running) -> Result<()> {
     Ok(())
 }
 
+/// The checks of a call that may return without waiting (`io`'s
+/// blocking-style calls): those of every suspension point, and a cancel of
+/// the default mode, which only a switch acts on, is acted on here by a
+/// yield: a body whose descriptor is always ready would otherwise never
+/// be cancelled.
+pub(crate) fn blocking_call_point(me: Running) -> Result<()> {
+    suspension_point(&me)?;
+    if me.slot.state.load().any(CANCELLED) {
+        // The worker begins the cancellation; the body does not run again.
+        me.yield_park()?;
+    }
+    Ok(())
+}
+
 /// CP.52: a coroutine must not suspend while it holds a blocking lock.
 /// `SUSPEND`: the caller may park (a yield does not).
 ///

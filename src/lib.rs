@@ -20,6 +20,8 @@ pub mod error;
 #[cfg(not(loom))]
 pub mod ffi;
 pub mod frame;
+#[cfg(not(loom))]
+pub mod io;
 mod loom;
 #[cfg(not(loom))]
 pub mod poll;

@@ -207,6 +207,12 @@ fn every_suspension_point_refuses_while_a_blocking_lock_is_noted() {
         let what = c"the test's lock".as_ptr();
         let mut out = ptr::null_mut();
         let mut v = 0u64;
+        let mut byte = 0u8;
+        let bp = (&mut byte as *mut u8).cast();
+        let mut conn = -1;
+        // SAFETY: all-zero is a valid sockaddr.
+        let addr: libc::sockaddr = unsafe { core::mem::zeroed() };
+        let addrlen = core::mem::size_of::<libc::sockaddr>() as libc::socklen_t;
         assert_eq!(
             unsafe { coro_mutex_lock(o.m, -1) },
             CORO_OK,
@@ -223,6 +229,12 @@ fn every_suspension_point_refuses_while_a_blocking_lock_is_noted() {
                 coro_cond_wait(o.c, o.m, -1),
                 coro_chan_recv(o.empty, (&mut v as *mut u64).cast(), -1),
                 coro_chan_send(o.full, (&v as *const u64).cast(), -1),
+                // The blocking-style I/O calls refuse before they look at
+                // the descriptor (a blocking pipe, with data or not).
+                coro_read(rfd, bp, 1, 0, ptr::null_mut(), -1),
+                coro_recv(rfd, bp, 1, 0, ptr::null_mut(), -1),
+                coro_accept(rfd, ptr::null_mut(), ptr::null_mut(), 0, &mut conn, -1),
+                coro_connect(rfd, &addr, addrlen, -1),
             ]
         };
         assert_eq!(coro_lock_note_release(what), CORO_OK);
@@ -237,8 +249,8 @@ fn every_suspension_point_refuses_while_a_blocking_lock_is_noted() {
     });
     assert_eq!(
         await_value(p),
-        (CORO_OK, 8),
-        "eight refusals, the mutex still held"
+        (CORO_OK, 12),
+        "twelve refusals, the mutex still held"
     );
     resume(3);
     assert_eq!(await_value(o.other), (CORO_OK, 7));

@@ -105,6 +105,9 @@ unsafe fn live_runtime<'a>(rt: *mut coro_runtime) -> Result<&'a Runtime, c_int> 
 // below this one take them from; this layer only re-exports them.
 pub use crate::frame::handle::{coro_promise, coro_token};
 
+mod io;
+pub use io::*;
+
 /// Runtime settings. Zero in any field means the default.
 #[repr(C)]
 pub struct coro_config {
