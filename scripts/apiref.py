@@ -215,6 +215,11 @@ def sections(doc):
     return desc, safety, errors
 
 
+def lower_first(s):
+    """s with a lower-case first letter, unless its first word is a name (NULL, CORO_EIO)."""
+    return s[0].lower() + s[1:] if len(s) > 1 and s[0].isupper() and s[1].islower() else s
+
+
 def first_sentence(text):
     """The opening sentence of a paragraph, cut at a ':' or ';' when long."""
     depth, end = 0, len(text)
@@ -234,10 +239,7 @@ def first_sentence(text):
             if ch in ":;" and depth == 0:
                 s = s[:k]
                 break
-    s = s.strip()
-    if len(s) > 1 and s[0].isupper() and s[1].islower():
-        s = s[0].lower() + s[1:]
-    return s
+    return lower_first(s.strip())
 
 
 def errors_list(errors):
@@ -372,7 +374,7 @@ class Man:
                     out.append("%s%s\n" % (".PP\n" if k else "", roff_inline(sentence(why, True), own)))
                     continue
                 if not why and code in d.codes:
-                    why = d.codes[code].doc
+                    why = lower_first(d.codes[code].doc)
                 out.append(".TP\n.B %s\n%s\n" % (code, roff_inline(sentence(why), own)))
         also = [".BR %s (3)" % n for n in d.see_also(f)] + [".BR coframe (7)"]
         out.append(".SH SEE ALSO\n" + ",\n".join(also) + "\n")
@@ -481,7 +483,7 @@ def write_html(doc, date, ver):
                     out.append("<dd>%s</dd>\n" % html_inline(sentence(why, True), d, own))
                     continue
                 if not why and code in d.codes:
-                    why = d.codes[code].doc
+                    why = lower_first(d.codes[code].doc)
                 out.append('<dt><a href="#%s"><code>%s</code></a></dt><dd>%s</dd>\n'
                            % (code, code, html_inline(sentence(why), d, own)))
             out.append("</dl>\n")
