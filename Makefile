@@ -3,7 +3,8 @@
 #   make            build the library (target/release/libcoframe.{so,a})
 #   make demo       install system packages if needed, build, run the c-examples, cpp-examples, Zig and Python demos
 #   make test       everything CI runs (.ci/run is `make test`)
-#   make install    PREFIX=/usr/local DESTDIR= LIBDIR=$(PREFIX)/lib INCLUDEDIR=$(PREFIX)/include
+#   make install    PREFIX=/usr/local DESTDIR= LIBDIR=$(PREFIX)/lib INCLUDEDIR=$(PREFIX)/include MANDIR=$(PREFIX)/share/man
+#   make docs       the API reference: man pages and HTML in target/docs
 #   make help       the full list
 #
 # docs/BUILD.md explains each target and the variables.
@@ -12,6 +13,7 @@ CARGO      ?= cargo
 PREFIX     ?= /usr/local
 LIBDIR     ?= $(PREFIX)/lib
 INCLUDEDIR ?= $(PREFIX)/include
+MANDIR     ?= $(PREFIX)/share/man
 DESTDIR    ?=
 
 # Loom explores every interleaving up to this many preemptions.
@@ -23,15 +25,15 @@ SONAME_MAJOR = $(shell sh scripts/version.sh major)
 
 # The steps of `make test`, in order. Those before ':' must pass for the
 # rest to run; after ':' every step runs and the summary counts them.
-TEST_STEPS := deps build : lint test-rust test-loom test-ports test-drift test-ffi test-examples test-zig test-install
+TEST_STEPS := deps build : lint test-rust test-loom test-ports test-drift test-ffi test-examples test-zig test-install test-docs
 
 .DEFAULT_GOAL := build
 # Prerequisites run left to right (deps before build); cargo and the
 # sub-makes parallelise on their own.
 .NOTPARALLEL:
 .PHONY: build build-tsan build-asan deps demo test lint fmt clippy test-rust \
-        test-loom test-ports test-drift test-ffi test-examples test-zig test-install install bench \
-        fuzz clean help
+        test-loom test-ports test-drift test-ffi test-examples test-zig test-install test-docs install \
+        docs bench fuzz clean help
 
 ## build: cargo build --release; target/release/libcoframe.so.0 -> libcoframe.so
 build:
@@ -67,7 +69,7 @@ demo: deps build
 	@echo "=================================================================="
 	$(MAKE) -C python-examples demo
 
-## test: deps, build, lint, Rust tests, loom, header drift, ffi-tests, c-examples, cpp-examples, python-examples, Zig package, install
+## test: deps, build, lint, Rust tests, loom, header drift, ffi-tests, c-examples, cpp-examples, python-examples, Zig package, install, docs
 test:
 	@MAKE="$(MAKE)" sh scripts/steps.sh $(TEST_STEPS)
 
@@ -121,10 +123,18 @@ test-zig:
 test-install:
 	@MAKE="$(MAKE)" sh scripts/test-install.sh
 
-## install: the library, headers, coframe.pc and the CMake package under $(DESTDIR)$(PREFIX)
-install: build
-	@PREFIX="$(PREFIX)" LIBDIR="$(LIBDIR)" INCLUDEDIR="$(INCLUDEDIR)" DESTDIR="$(DESTDIR)" \
-	    BUILD_DIR="$(CURDIR)/$(RELEASE_DIR)" sh scripts/install.sh
+## test-docs: the reference's man pages and HTML (each function's page, roff lint, links), docs/TUTORIAL.md's C blocks built and run
+test-docs:
+	@CC="$(CC)" CXX="$(CXX)" sh scripts/test-docs.sh
+
+## docs: the API reference from include/coframe.h: target/docs/man/man3/coro_*.3, man7/coframe.7, html/index.html
+docs:
+	python3 scripts/apiref.py --out target/docs
+
+## install: the library, headers, man pages, coframe.pc and the CMake package under $(DESTDIR)$(PREFIX)
+install: build docs
+	@PREFIX="$(PREFIX)" LIBDIR="$(LIBDIR)" INCLUDEDIR="$(INCLUDEDIR)" MANDIR="$(MANDIR)" DESTDIR="$(DESTDIR)" \
+	    BUILD_DIR="$(CURDIR)/$(RELEASE_DIR)" DOCS_DIR="$(CURDIR)/target/docs" sh scripts/install.sh
 
 ## bench: coframe next to corosensei, may, tokio, Boost.Context; writes docs/bench/ (FULL=1: the long run)
 # benches/deps.sh installs Boost.Context, valgrind and g++ if missing (root);

@@ -472,6 +472,7 @@ int coro_errdefer(coro_defer_fn f, void *arg);
  * matching release, its suspensions fail with `CORO_ELOCKHELD`. `what`
  * (may be NULL; else valid while the lock is noted, a string literal say)
  * names the lock in check mode's reports. Outside a coroutine: no-op.
+ * Returns 0: it cannot fail.
  */
 int coro_lock_note_acquire(const char *what);
 

@@ -25,6 +25,8 @@ gdb:gdb
 pkg-config:pkg-config
 cmake:cmake
 python3:python3
+groff-base:groff
+mandoc:mandoc
 "
 # packages checked with dpkg (libraries have no command to look for)
 #   libc6-dev            headers and crt files for the C tests
@@ -58,6 +60,8 @@ fi
 # The Zig host test (ffi-tests/host.zig) runs PyPI's ziglang wheel from a
 # venv that scripts/zig.sh makes: python3 with venv and ensurepip, which
 # Debian packages apart (python3-venv); checked below.
+# groff-base and mandoc: `make test-docs` renders the generated man pages
+#   with groff and lints them with `mandoc -Tlint` (scripts/test-docs.sh).
 # ---------------------------------------------------------------------------
 
 # Rust is not a system package here: rustup installs it (Debian 12's rustc

@@ -10,9 +10,11 @@
 #   $LIBDIR/cmake/coframe/coframeConfig.cmake          from pkg/*.cmake.in
 #   $LIBDIR/cmake/coframe/coframeConfigVersion.cmake
 #   $PREFIX/share/coframe/coframe-gdb.py               gdb's coframe commands
+#   $MANDIR/man3/coro_*.3, $MANDIR/man7/coframe.7      from DOCS_DIR (`make docs`)
 #
 # Environment: PREFIX (/usr/local), LIBDIR ($PREFIX/lib), INCLUDEDIR
-# ($PREFIX/include), DESTDIR (empty), BUILD_DIR (target/release).
+# ($PREFIX/include), MANDIR ($PREFIX/share/man), DESTDIR (empty),
+# BUILD_DIR (target/release), DOCS_DIR (target/docs).
 # The version comes from Cargo.toml.
 set -eu
 
@@ -20,8 +22,10 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 PREFIX=${PREFIX:-/usr/local}
 LIBDIR=${LIBDIR:-$PREFIX/lib}
 INCLUDEDIR=${INCLUDEDIR:-$PREFIX/include}
+MANDIR=${MANDIR:-$PREFIX/share/man}
 DESTDIR=${DESTDIR:-}
 BUILD_DIR=${BUILD_DIR:-$root/target/release}
+DOCS_DIR=${DOCS_DIR:-$root/target/docs}
 
 strip_slash() { # /a/b/ -> /a/b (but / stays /)
     p=$1
@@ -31,8 +35,9 @@ strip_slash() { # /a/b/ -> /a/b (but / stays /)
 PREFIX=$(strip_slash "$PREFIX")
 LIBDIR=$(strip_slash "$LIBDIR")
 INCLUDEDIR=$(strip_slash "$INCLUDEDIR")
+MANDIR=$(strip_slash "$MANDIR")
 
-for v in PREFIX LIBDIR INCLUDEDIR; do
+for v in PREFIX LIBDIR INCLUDEDIR MANDIR; do
     eval "val=\$$v"
     case $val in
     /*) ;;
@@ -96,16 +101,21 @@ for f in libcoframe.so libcoframe.a; do
         exit 1
     fi
 done
+if [ ! -f "$DOCS_DIR/man/man7/coframe.7" ]; then
+    echo "install: $DOCS_DIR/man has no man pages: run 'make docs' first" >&2
+    exit 1
+fi
 
 d_lib=$DESTDIR$LIBDIR
 d_inc=$DESTDIR$INCLUDEDIR
 d_pc=$d_lib/pkgconfig
 d_cmake=$d_lib/cmake/coframe
 d_share=$DESTDIR$PREFIX/share/coframe
+d_man=$DESTDIR$MANDIR
 real=libcoframe.so.$VERSION_CORE
 
 echo "install: coframe $VERSION into ${DESTDIR:+$DESTDIR (staged) }$PREFIX"
-install -d "$d_lib" "$d_inc" "$d_pc" "$d_cmake" "$d_share"
+install -d "$d_lib" "$d_inc" "$d_pc" "$d_cmake" "$d_share" "$d_man/man3" "$d_man/man7"
 
 install -m 0755 "$BUILD_DIR/libcoframe.so" "$d_lib/$real"
 ln -sf "$real" "$d_lib/libcoframe.so.$MAJOR"
@@ -142,12 +152,16 @@ subst "$root/pkg/coframeConfig.cmake.in" "$d_cmake/coframeConfig.cmake"
 subst "$root/pkg/coframeConfigVersion.cmake.in" "$d_cmake/coframeConfigVersion.cmake"
 # gdb: `source $PREFIX/share/coframe/coframe-gdb.py` (docs/DEBUGGING.md).
 install -m 0644 "$root/scripts/coframe-gdb.py" "$d_share/coframe-gdb.py"
+# `man coro_spawn`, `man coframe` (scripts/apiref.py wrote them).
+install -m 0644 "$DOCS_DIR"/man/man3/*.3 "$d_man/man3/"
+install -m 0644 "$DOCS_DIR/man/man7/coframe.7" "$d_man/man7/coframe.7"
 
 echo "install: done"
 for f in "$d_lib/$real" "$d_lib/libcoframe.so.$MAJOR" "$d_lib/libcoframe.so" \
     "$d_lib/libcoframe.a" "$d_inc/coframe.h" "$d_inc/coframe.hpp" "$d_pc/coframe.pc" \
     "$d_cmake/coframeConfig.cmake" "$d_cmake/coframeConfigVersion.cmake" \
-    "$d_share/coframe-gdb.py"; do
+    "$d_share/coframe-gdb.py" "$d_man/man7/coframe.7"; do
     [ -e "$f" ] && echo "  $f"
 done
+echo "  $d_man/man3/coro_*.3 ($(ls "$DOCS_DIR"/man/man3 | wc -l) pages)"
 exit 0

@@ -1,31 +1,35 @@
 #!/bin/sh
-# Compiles and runs every ```c block of README.md (the quick looks), so the
-# README cannot show C that no longer builds or works. Called by
-# `make -C c-examples test` with the build directory and the library's.
+# Compiles and runs every ```c block of a markdown file (README.md's quick
+# looks, docs/TUTORIAL.md's steps), so the documents cannot show C that no
+# longer builds or works: each block is a whole program, built with
+# -std=c11 -Wall -Wextra -Werror -pthread, and must exit 0. Called by
+# `make -C c-examples test` (README.md) and scripts/test-docs.sh (the
+# tutorial) with the build directory and the library's.
 #
-#   readme-c.sh BUILD_DIR LIBDIR INCDIR
+#   readme-c.sh MARKDOWN BUILD_DIR LIBDIR INCDIR
 set -eu
-out=$1 libdir=$2 incdir=$3
-readme="$(dirname "$0")/../README.md"
+md=$1 out=$2 libdir=$3 incdir=$4
+name=$(basename "$md" .md)
 mkdir -p "$out"
-awk -v out="$out" '
-    /^```c$/ { n++; file = sprintf("%s/readme-%d.c", out, n); inside = 1; next }
+awk -v out="$out" -v name="$name" '
+    /^```c$/ { n++; file = sprintf("%s/%s-%d.c", out, name, n); inside = 1; next }
     /^```/   { inside = 0; next }
     inside   { print > file }
     END      { print n + 0 }
-' "$readme" > "$out/readme-count"
-n=$(cat "$out/readme-count")
-[ "$n" -gt 0 ] || { echo "readme-c: no C block in README.md" >&2; exit 1; }
+' "$md" > "$out/$name-count"
+n=$(cat "$out/$name-count")
+[ "$n" -gt 0 ] || { echo "readme-c: no C block in $md" >&2; exit 1; }
 i=1
 while [ "$i" -le "$n" ]; do
-    src="$out/readme-$i.c"
+    src="$out/$name-$i.c"
     ${CC:-cc} -std=c11 -Wall -Wextra -Werror -pthread -I"$incdir" "$src" \
-        -o "$out/readme-$i" -L"$libdir" -lcoframe -lpthread
-    if ! LD_LIBRARY_PATH="$libdir" timeout 60 "$out/readme-$i" > "$out/readme-$i.out"; then
-        echo "readme-c: README.md's C block $i failed:" >&2
-        cat "$out/readme-$i.out" >&2
+        -o "$out/$name-$i" -L"$libdir" -lcoframe -lpthread ||
+        { echo "readme-c: $md's C block $i does not build" >&2; exit 1; }
+    if ! LD_LIBRARY_PATH="$libdir" timeout 60 "$out/$name-$i" > "$out/$name-$i.out" 2>&1; then
+        echo "readme-c: $md's C block $i failed:" >&2
+        cat "$out/$name-$i.out" >&2
         exit 1
     fi
     i=$((i + 1))
 done
-echo "c-examples: README.md's $n C blocks built and ran"
+echo "readme-c: $md's $n C blocks built and ran"

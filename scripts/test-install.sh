@@ -1,6 +1,7 @@
 #!/bin/sh
 # `make test-install`: installs coframe into a temporary DESTDIR, checks the
-# layout, then builds and runs pkg/check/main.c against the staged copy
+# layout (the man pages included), then builds and runs pkg/check/main.c
+# against the staged copy
 #   1. through pkg-config (shared library), as C and as C++, and
 #      pkg/check/hpp.cpp over <coframe.hpp> as C++20,
 #   2. through pkg-config --static (libcoframe.a, no libcoframe.so needed),
@@ -50,9 +51,14 @@ for link in "libcoframe.so.$MAJOR" libcoframe.so; do
 done
 for f in lib/libcoframe.a include/coframe.h include/coframe.hpp lib/pkgconfig/coframe.pc \
     lib/cmake/coframe/coframeConfig.cmake lib/cmake/coframe/coframeConfigVersion.cmake \
-    share/coframe/coframe-gdb.py; do
+    share/coframe/coframe-gdb.py share/man/man7/coframe.7 share/man/man3/coro_spawn.3; do
     [ -f "$stage$prefix/$f" ] || fail "$prefix/$f was not installed"
 done
+# man(1) finds a function's page under the staged MANPATH.
+if command -v man >/dev/null 2>&1; then
+    page=$(man -M "$stage$prefix/share/man" -w 3 coro_await) || fail "man cannot find coro_await(3) in the install"
+    [ "$page" = "$stage$prefix/share/man/man3/coro_await.3" ] || fail "man coro_await found $page"
+fi
 soname=$(objdump -p "$libdir/$real" | awk '$1 == "SONAME" { print $2 }')
 [ "$soname" = "libcoframe.so.$MAJOR" ] || fail "soname is '$soname', not libcoframe.so.$MAJOR"
 

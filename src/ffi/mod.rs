@@ -636,6 +636,7 @@ pub extern "C" fn coro_errdefer(f: coro_defer_fn, arg: *mut c_void) -> c_int {
 /// matching release, its suspensions fail with `CORO_ELOCKHELD`. `what`
 /// (may be NULL; else valid while the lock is noted, a string literal say)
 /// names the lock in check mode's reports. Outside a coroutine: no-op.
+/// Returns 0: it cannot fail.
 #[no_mangle]
 pub extern "C" fn coro_lock_note_acquire(what: *const c_char) -> c_int {
     guard(|| status(coro::lock_note(what, true)))
