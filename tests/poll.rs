@@ -67,6 +67,8 @@ fn wait_fd_times_out_not_before_its_deadline() {
 }
 
 static CLOSED: AtomicI32 = AtomicI32::new(0);
+/// Set by `wait_and_defer_close` just before it waits.
+static WAITING: AtomicI32 = AtomicI32::new(0);
 
 unsafe extern "C" fn close_fd(arg: *mut c_void) {
     unsafe { libc::close(arg as usize as i32) };
@@ -76,6 +78,7 @@ unsafe extern "C" fn close_fd(arg: *mut c_void) {
 unsafe extern "C" fn wait_and_defer_close(env: *mut c_void) -> *mut c_void {
     let fd = unsafe { *(env as *const i32) };
     coro_defer(Some(close_fd), fd as usize as *mut c_void);
+    WAITING.store(1, SeqCst);
     let rc = coro_wait_fd(fd, CORO_READABLE, -1);
     rc as isize as *mut c_void
 }
@@ -89,6 +92,13 @@ fn cancel_and_shutdown_end_waits() {
     let rt = runtime();
     let fds = socketpair();
     let p = spawn_on_fd(rt, wait_and_defer_close, &fds[0]);
+    // Not a bare sleep: on a loaded machine the coroutine may not have
+    // started 20 ms after its spawn (an i686 run under load saw that).
+    // From its flag to its park is a few instructions.
+    let started = std::time::Instant::now();
+    while WAITING.load(SeqCst) == 0 && started.elapsed().as_secs() < 10 {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
     std::thread::sleep(std::time::Duration::from_millis(20));
     assert_eq!(coro_cancel_async(p), CORO_OK);
     assert_eq!(
