@@ -854,6 +854,13 @@ def build_rows(R, m):
                          peer="tokio, 2 workers", coframe_val=f"{fmt_num(r_rps)} rt/s",
                          peer_val=f"{fmt_num(t_rps)} rt/s", val_ratio=fmt_ratio(ratio(r_rps, t_rps)),
                          ref="", target="", met=None))
+    io_rps = (tp.get("coframe_io") or {}).get("rps")
+    if io_rps:
+        rows.append(dict(op="e. echo throughput, 1,000 connections",
+                         coframe="coframe from C, 2 workers, on coro_read/coro_write (CORO_KEEP)",
+                         peer="the same server's hand-tuned loop", coframe_val=f"{fmt_num(io_rps)} rt/s",
+                         peer_val=f"{fmt_num(c_rps)} rt/s", val_ratio=fmt_ratio(ratio(io_rps, c_rps)),
+                         ref="", target="", met=None))
     tm = R.get("timers")
     if tm:
         rows.append(dict(op="g. timers: 100,000 sleepers over 1 s", coframe="coframe, 2 workers",
@@ -1347,10 +1354,13 @@ def main():
         R["throughput"] = {}
         # coframe_rearm: the same C server without CORO_KEEP, each wait
         # re-arming its descriptor (an EPOLL_CTL_MOD), for comparison.
+        # coframe_io: the same server on coro_read/coro_write (CORO_KEEP)
+        # instead of its hand-tuned read loop: what the calls cost.
         servers = (("coframe", [CBENCH, "echo_server", "--workers", "2"], None),
                    ("tokio", [COMPARE, "echo_server_tokio", "--workers", "2"], None),
                    ("libuv", [UVBENCH, "echo_server", "--workers", "2"], None),
-                   ("coframe_rearm", [CBENCH, "echo_server", "--workers", "2"], {"CBENCH_NO_KEEP": "1"}))
+                   ("coframe_rearm", [CBENCH, "echo_server", "--workers", "2"], {"CBENCH_NO_KEEP": "1"}),
+                   ("coframe_io", [CBENCH, "echo_server", "--workers", "2"], {"CBENCH_IO": "1"}))
         # Alternated, so that a slow spell of the VM hits all alike; the
         # median of each is reported, with every run in results.json.
         runs = {name: [] for name, _, _ in servers}

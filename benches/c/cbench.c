@@ -149,6 +149,21 @@ static int write_all(int fd, const char *buf, size_t len)
     return 0;
 }
 
+/* CBENCH_IO: the connections use the blocking-style calls (coro_read
+ * with CORO_IO_SOME, coro_write) instead of the hand-tuned loop below. */
+static int use_io_calls;
+
+static void echo_conn_io(int fd, char *buf, size_t size)
+{
+    for (;;) {
+        size_t n = 0;
+        if (coro_read(fd, buf, size, CORO_IO_SOME | keep, &n, -1) != 0 || n == 0)
+            return;
+        if (coro_write(fd, buf, n, keep, NULL, -1) != 0)
+            return;
+    }
+}
+
 static void *echo_conn(void *env)
 {
     int fd = *(int *)env;
@@ -156,6 +171,10 @@ static void *echo_conn(void *env)
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     char buf[4096];
+    if (use_io_calls) {
+        echo_conn_io(fd, buf, sizeof buf);
+        return NULL;
+    }
     for (;;) {
         ssize_t k = read(fd, buf, sizeof buf);
         if (k > 0) {
@@ -306,6 +325,8 @@ int main(int argc, char **argv)
     }
     if (getenv("CBENCH_NO_KEEP"))
         keep = 0; /* the waits re-arm the descriptor each time */
+    if (getenv("CBENCH_IO"))
+        use_io_calls = 1;
     struct bench_args a = bench_args(argc, argv);
     const char *m = argv[1];
     if (!strcmp(m, "yield"))
