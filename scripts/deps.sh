@@ -27,6 +27,9 @@ cmake:cmake
 python3:python3
 groff-base:groff
 mandoc:mandoc
+dpkg-dev:dpkg-buildpackage
+debhelper:dh
+lintian:lintian
 "
 # packages checked with dpkg (libraries have no command to look for)
 #   libc6-dev            headers and crt files for the C tests
@@ -62,6 +65,9 @@ fi
 # Debian packages apart (python3-venv); checked below.
 # groff-base and mandoc: `make test-docs` renders the generated man pages
 #   with groff and lints them with `mandoc -Tlint` (scripts/test-docs.sh).
+# dpkg-dev, debhelper, lintian: `make deb` builds the Debian packages with
+# dpkg-buildpackage and debhelper, and test-deb runs lintian on them
+# (issue 20; Rules-Requires-Root: no, so fakeroot is not needed).
 # ---------------------------------------------------------------------------
 
 # Rust is not a system package here: rustup installs it (Debian 12's rustc
