@@ -32,7 +32,7 @@ TEST_STEPS := deps build : lint test-rust test-loom test-ports test-drift test-f
 # sub-makes parallelise on their own.
 .NOTPARALLEL:
 .PHONY: build build-tsan build-asan deps demo test lint fmt clippy test-rust \
-        test-loom test-ports test-drift test-ffi test-examples test-zig test-install test-docs install \
+        test-loom test-ports test-drift test-ffi test-examples test-zig test-install test-docs deb install \
         docs bench fuzz clean help
 
 ## build: cargo build --release; target/release/libcoframe.so.0 -> libcoframe.so
@@ -130,6 +130,10 @@ test-docs:
 ## docs: the API reference from include/coframe.h: target/docs/man/man3/coro_*.3, man7/coframe.7, html/index.html
 docs:
 	python3 scripts/apiref.py --out target/docs
+
+## deb: the Debian packages libcoframe0 and libcoframe-dev (dpkg-buildpackage, debhelper) in target/deb/
+deb:
+	@sh scripts/deb.sh
 
 ## install: the library, headers, man pages, coframe.pc and the CMake package under $(DESTDIR)$(PREFIX)
 install: build docs
