@@ -7,8 +7,11 @@
 # tutorial) with the build directory and the library's.
 #
 #   readme-c.sh MARKDOWN BUILD_DIR LIBDIR INCDIR
+#   readme-c.sh MARKDOWN BUILD_DIR pkg-config   the installed coframe
+#                                               instead, through pkg-config
+#                                               (scripts/test-deb.sh)
 set -eu
-md=$1 out=$2 libdir=$3 incdir=$4
+. "$(dirname "$0")/readme-flags.sh"
 name=$(basename "$md" .md)
 mkdir -p "$out"
 awk -v out="$out" -v name="$name" '
@@ -22,10 +25,10 @@ n=$(cat "$out/$name-count")
 i=1
 while [ "$i" -le "$n" ]; do
     src="$out/$name-$i.c"
-    ${CC:-cc} -std=c11 -Wall -Wextra -Werror -pthread -I"$incdir" "$src" \
-        -o "$out/$name-$i" -L"$libdir" -lcoframe -lpthread ||
+    ${CC:-cc} -std=c11 -Wall -Wextra -Werror -pthread "$src" \
+        -o "$out/$name-$i" "$@" -lpthread ||
         { echo "readme-c: $md's C block $i does not build" >&2; exit 1; }
-    if ! LD_LIBRARY_PATH="$libdir" timeout 60 "$out/$name-$i" > "$out/$name-$i.out" 2>&1; then
+    if ! timeout 60 "$out/$name-$i" > "$out/$name-$i.out" 2>&1; then
         echo "readme-c: $md's C block $i failed:" >&2
         cat "$out/$name-$i.out" >&2
         exit 1

@@ -8,8 +8,11 @@
 # library's.
 #
 #   readme-cpp.sh MARKDOWN BUILD_DIR LIBDIR INCDIR
+#   readme-cpp.sh MARKDOWN BUILD_DIR pkg-config   the installed coframe
+#                                                 instead, through pkg-config
+#                                                 (scripts/test-deb.sh)
 set -eu
-md=$1 out=$2 libdir=$3 incdir=$4
+. "$(dirname "$0")/readme-flags.sh"
 name=$(basename "$md" .md)
 mkdir -p "$out"
 awk -v out="$out" -v name="$name" '
@@ -23,9 +26,9 @@ n=$(cat "$out/$name-count")
 i=1
 while [ "$i" -le "$n" ]; do
     src="$out/$name-$i.cpp"
-    ${CXX:-g++} -std=c++20 -Wall -Wextra -Wpedantic -Werror -pthread -I"$incdir" "$src" \
-        -o "$out/$name-$i" -L"$libdir" -lcoframe -lpthread
-    if ! LD_LIBRARY_PATH="$libdir" timeout 60 "$out/$name-$i" </dev/null > "$out/$name-$i.out" 2>&1; then
+    ${CXX:-g++} -std=c++20 -Wall -Wextra -Wpedantic -Werror -pthread "$src" \
+        -o "$out/$name-$i" "$@" -lpthread
+    if ! timeout 60 "$out/$name-$i" </dev/null > "$out/$name-$i.out" 2>&1; then
         echo "readme-cpp: $md's C++ block $i failed:" >&2
         cat "$out/$name-$i.out" >&2
         exit 1

@@ -6,11 +6,17 @@
 # `zig build run` with the pinned Zig (scripts/zig.sh). Run by `make
 # test-zig`.
 #
-#   readme-zig.sh
+#   readme-zig.sh [DIR [OPTION...]]
+#
+# DIR: the build directory's name in target/ (zig-readme); it stays there,
+# as zig/consumer's build.zig.zon takes the package at ../.. from it. The
+# OPTIONs go to `zig build run` (scripts/test-deb.sh passes zig-readme-deb
+# -Dsystem-coframe=true).
 set -eu
 root=$(cd "$(dirname "$0")/.." && pwd)
 zig=$(sh "$root/scripts/zig.sh")
-out=$root/target/zig-readme
+out=$root/target/${1:-zig-readme}
+if [ $# -gt 0 ]; then shift; fi
 mkdir -p "$out/src"
 cp "$root/zig/consumer/build.zig" "$root/zig/consumer/build.zig.zon" "$out/"
 awk -v out="$out" '
@@ -24,7 +30,7 @@ n=$(cat "$out/readme-count")
 i=1
 while [ "$i" -le "$n" ]; do
     cp "$out/readme-$i.zig" "$out/src/main.zig"
-    if ! (cd "$out" && timeout 300 $zig build run) > "$out/readme-$i.out" 2>&1; then
+    if ! (cd "$out" && timeout 300 $zig build run "$@") > "$out/readme-$i.out" 2>&1; then
         echo "readme-zig: README.md's Zig block $i failed:" >&2
         cat "$out/readme-$i.out" >&2
         exit 1
