@@ -25,14 +25,14 @@ SONAME_MAJOR = $(shell sh scripts/version.sh major)
 
 # The steps of `make test`, in order. Those before ':' must pass for the
 # rest to run; after ':' every step runs and the summary counts them.
-TEST_STEPS := deps build : lint test-rust test-loom test-ports test-drift test-ffi test-examples test-zig test-install test-docs
+TEST_STEPS := deps build : lint test-rust test-loom test-ports test-drift test-ffi test-examples test-zig test-install test-deb test-docs
 
 .DEFAULT_GOAL := build
 # Prerequisites run left to right (deps before build); cargo and the
 # sub-makes parallelise on their own.
 .NOTPARALLEL:
 .PHONY: build build-tsan build-asan deps demo test lint fmt clippy test-rust \
-        test-loom test-ports test-drift test-ffi test-examples test-zig test-install test-docs deb install \
+        test-loom test-ports test-drift test-ffi test-examples test-zig test-install test-deb test-docs deb install \
         docs bench fuzz clean help
 
 ## build: cargo build --release; target/release/libcoframe.so.0 -> libcoframe.so
@@ -69,7 +69,7 @@ demo: deps build
 	@echo "=================================================================="
 	$(MAKE) -C python-examples demo
 
-## test: deps, build, lint, Rust tests, loom, header drift, ffi-tests, c-examples, cpp-examples, python-examples, Zig package, install, docs
+## test: deps, build, lint, Rust tests, loom, header drift, ffi-tests, c-examples, cpp-examples, python-examples, Zig package, install, Debian packages, docs
 test:
 	@MAKE="$(MAKE)" sh scripts/steps.sh $(TEST_STEPS)
 
@@ -122,6 +122,10 @@ test-zig:
 ## test-install: make install into a temporary DESTDIR, then build and run a C program against it
 test-install:
 	@MAKE="$(MAKE)" sh scripts/test-install.sh
+
+## test-deb: make deb, lintian, dpkg -i the packages, README.md's C, C++ and Zig quick looks against them, dpkg --purge (root)
+test-deb:
+	@MAKE="$(MAKE)" sh scripts/test-deb.sh
 
 ## test-docs: the reference's man pages and HTML (each function's page, roff lint, links), docs/TUTORIAL.md's C blocks built and run
 test-docs:

@@ -26,6 +26,7 @@ describe() {
     test-examples) echo "examples: make -C c-examples test; make -C cpp-examples test; make -C python-examples test" ;;
     test-zig) echo "Zig package: zig build test (also under valgrind and the safe mode), README.md's Zig block (scripts/test-zig.sh)" ;;
     test-install) echo "make install into a temporary DESTDIR, build and run a program against it" ;;
+    test-deb) echo "Debian packages: make deb, lintian, dpkg -i, README.md's C, C++ and Zig quick looks against them, dpkg --purge (scripts/test-deb.sh)" ;;
     test-docs) echo "the API reference from coframe.h (scripts/apiref.py): a man page per function, roff lint, HTML links; docs/TUTORIAL.md's C blocks built and run" ;;
     *) echo "make $1" ;;
     esac

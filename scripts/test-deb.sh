@@ -1,0 +1,208 @@
+#!/bin/sh
+# `make test-deb`: the Debian packages, installed on this machine
+# (docs/BUILD.md, "Debian packages"):
+#   1. `make deb` builds libcoframe0, libcoframe-dev and libcoframe0-dbgsym
+#      into target/deb/; lintian checks them: an E: line fails, the W:, I:
+#      and P: lines are printed; the library is stripped and its debug info,
+#      types included, is in the dbgsym package under its build-id;
+#   2. dpkg -i installs libcoframe0 and libcoframe-dev;
+#   3. against the installed files only (pkg-config reads only the packaged
+#      coframe.pc; no -I or -L into this tree, no LD_LIBRARY_PATH): the
+#      compiler finds the packaged headers, coframe.pc and the CMake package
+#      name the multiarch libdir, and README.md's C, C++ and Zig quick looks
+#      build and run (scripts/readme-c.sh and readme-cpp.sh through
+#      pkg-config, scripts/readme-zig.sh with -Dsystem-coframe=true), linked
+#      to the packaged libcoframe.so.X;
+#   4. dpkg --purge removes both, leaving no file of theirs.
+# Needs root for dpkg (it fails without, as scripts/deps.sh does); skipped
+# where there is no dpkg. Refuses to run when the packages, or files they
+# hold, are already installed: it would overwrite and then remove them.
+set -eu
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+MAKE=${MAKE:-make}
+CC=${CC:-cc}
+CXX=${CXX:-c++}
+pkgs="libcoframe0 libcoframe-dev"
+
+fail() { echo "test-deb: FAIL: $*" >&2; exit 1; }
+step() { echo "test-deb: $*"; }
+
+if ! command -v dpkg >/dev/null 2>&1; then
+    sh "$root/scripts/skip.sh" "no dpkg here: the Debian packages are not tested"
+    exit 0
+fi
+[ "$(id -u)" = 0 ] || fail "not root, and dpkg -i needs root: run 'make test-deb' as root"
+# known PKG: prints dpkg's status of PKG ("ii "); fails when it is not installed
+known() {
+    status=$(dpkg-query -W -f='${db:Status-Abbrev}' "$1" 2>/dev/null || true)
+    case $status in
+    "" | un*) return 1 ;;
+    *) echo "$status" ;;
+    esac
+}
+for p in $pkgs; do
+    if s=$(known "$p"); then
+        fail "$p is installed already ($s): this test would replace, then purge it; 'dpkg --purge $pkgs' first"
+    fi
+done
+
+VERSION=$(sh "$root/scripts/version.sh" full)
+MAJOR=$(sh "$root/scripts/version.sh" major)
+real=libcoframe.so.$MAJOR.$(sh "$root/scripts/version.sh" minor).$(sh "$root/scripts/version.sh" patch)
+debversion=$(printf '%s\n' "$VERSION" | sed 's/-/~/')
+arch=$(dpkg --print-architecture)
+ma=$(dpkg-architecture -qDEB_HOST_MULTIARCH)
+libdir=/usr/lib/$ma
+debdir=$root/target/deb
+deb_lib=$debdir/libcoframe0_${debversion}_$arch.deb
+deb_dev=$debdir/libcoframe-dev_${debversion}_$arch.deb
+deb_dbg=$debdir/libcoframe0-dbgsym_${debversion}_$arch.deb
+
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/coframe-test-deb.XXXXXX")
+installed=0
+cleanup() {
+    if [ "$installed" = 1 ] && ! dpkg --purge $pkgs >/dev/null 2>&1; then
+        echo "test-deb: 'dpkg --purge $pkgs' failed: remove them by hand" >&2
+    fi
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+trap 'exit 1' INT TERM
+
+step "make deb"
+"$MAKE" --no-print-directory -C "$root" deb >"$tmp/deb.log" 2>&1 ||
+    { cat "$tmp/deb.log" >&2; fail "make deb failed"; }
+for f in "$deb_lib" "$deb_dev" "$deb_dbg"; do
+    [ -f "$f" ] || fail "make deb made no $f"
+done
+
+step "lintian --pedantic --display-info"
+rc=0
+lintian --pedantic --display-info "$debdir/coframe_${debversion}_$arch.changes" >"$tmp/lintian.log" 2>&1 || rc=$?
+grep '^[A-Z]: ' "$tmp/lintian.log" | sed 's/^/  /' || true
+if grep -q '^E: ' "$tmp/lintian.log"; then
+    fail "lintian reports errors (the E: lines above)"
+fi
+[ "$rc" = 0 ] || { cat "$tmp/lintian.log" >&2; fail "lintian failed (exit $rc)"; }
+
+step "the library is stripped; its debug info is in libcoframe0-dbgsym"
+dpkg-deb -x "$deb_lib" "$tmp/x-lib"
+dpkg-deb -x "$deb_dbg" "$tmp/x-dbg"
+so=$tmp/x-lib$libdir/$real
+[ -f "$so" ] || fail "libcoframe0 holds no $libdir/$real"
+if readelf -S "$so" | grep -q '\.debug_info'; then
+    fail "$real in libcoframe0 still has its debug info"
+fi
+build_id=$(readelf -n "$so" | awk '/Build ID:/ { print $3 }')
+dbg=$tmp/x-dbg/usr/lib/debug/.build-id/$(echo "$build_id" | cut -c1-2)/$(echo "$build_id" | cut -c3-).debug
+[ -n "$build_id" ] && [ -f "$dbg" ] || fail "libcoframe0-dbgsym holds no debug file for build-id '$build_id'"
+# scripts/coframe-gdb.py reads coframe's types from the debug info.
+readelf --debug-dump=info "$dbg" 2>/dev/null | grep -q 'DW_AT_name.*: WaitCell$' ||
+    fail "the debug file has no coframe types (WaitCell)"
+
+# Every path of the two packages, and which of them exist before dpkg -i: a
+# file that exists would be overwritten and then purged.
+for d in "$deb_lib" "$deb_dev"; do
+    dpkg-deb --fsys-tarfile "$d" | tar -t
+done | sed -e 's|^\./|/|' -e 's|/$||' | grep -v '^$' | sort -u >"$tmp/paths"
+exist() { while read -r p; do if [ -e "$p" ] || [ -L "$p" ]; then echo "$p"; fi; done <"$tmp/paths"; }
+exist >"$tmp/before"
+while read -r p; do
+    [ -d "$p" ] && [ ! -L "$p" ] || fail "$p exists already (a make install PREFIX=/usr?): remove it first"
+done <"$tmp/before"
+
+step "dpkg -i $(basename "$deb_lib") $(basename "$deb_dev")"
+installed=1
+dpkg -i "$deb_lib" "$deb_dev" >"$tmp/dpkg.log" 2>&1 || { cat "$tmp/dpkg.log" >&2; fail "dpkg -i failed"; }
+
+# From here on, only what the packages installed: pkg-config sees only the
+# multiarch pkgconfig directory, and nothing points into this tree.
+unset LD_LIBRARY_PATH LIBRARY_PATH CPATH C_INCLUDE_PATH CPLUS_INCLUDE_PATH \
+    PKG_CONFIG_PATH PKG_CONFIG_SYSROOT_DIR
+PKG_CONFIG_LIBDIR=$libdir/pkgconfig
+export PKG_CONFIG_LIBDIR
+
+step "the compiler finds the packaged headers"
+for h in coframe.h coframe.hpp; do
+    # the file named by the first line marker of the preprocessed #include
+    got=$(printf '#include <%s>\n' "$h" | "$CXX" -std=c++20 -x c++ -E - 2>/dev/null |
+        sed -n "s|^# [0-9]* \"\\(.*/$h\\)\".*|\\1|p" | head -n 1)
+    [ "$got" = "/usr/include/$h" ] || fail "#include <$h> reads '$got', not /usr/include/$h"
+done
+# The Zig package translates its own include/coframe.h: the same file.
+cmp -s "$root/include/coframe.h" /usr/include/coframe.h ||
+    fail "/usr/include/coframe.h differs from include/coframe.h"
+
+step "coframe.pc and the CMake package name $libdir"
+v=$(pkg-config --modversion coframe) || fail "pkg-config finds no coframe.pc in $PKG_CONFIG_LIBDIR"
+[ "$v" = "$VERSION" ] || fail "coframe.pc says $v, Cargo.toml $VERSION"
+v=$(pkg-config --variable=libdir coframe)
+[ "$v" = "$libdir" ] || fail "coframe.pc's libdir is $v, not $libdir"
+if command -v cmake >/dev/null 2>&1; then
+    mkdir -p "$tmp/cmake"
+    # A language, as a real project has: CMake searches lib/<multiarch>/
+    # only once it knows the compiler's CMAKE_LIBRARY_ARCHITECTURE.
+    cat >"$tmp/cmake/CMakeLists.txt" <<EOF
+cmake_minimum_required(VERSION 3.13)
+project(locate C)
+find_package(coframe $VERSION EXACT REQUIRED)
+get_target_property(lib coframe::coframe IMPORTED_LOCATION)
+get_target_property(inc coframe::coframe INTERFACE_INCLUDE_DIRECTORIES)
+message(STATUS "coframe: \${lib} \${inc}")
+EOF
+    cmake -S "$tmp/cmake" -B "$tmp/cmake/b" >"$tmp/cmake.log" 2>&1 ||
+        { cat "$tmp/cmake.log" >&2; fail "find_package(coframe $VERSION) failed"; }
+    got=$(sed -n 's/^-- coframe: //p' "$tmp/cmake.log")
+    [ "$got" = "$libdir/$real /usr/include" ] ||
+        fail "find_package(coframe) gives '$got', not '$libdir/$real /usr/include'"
+else
+    step "cmake is not installed: the CMake package not checked (scripts/deps.sh installs it)"
+fi
+
+# linked BINARY: the program loads the packaged libcoframe.so.X and has no
+# run path (into this tree or anywhere).
+linked() {
+    if objdump -p "$1" | grep -E '^ *(RPATH|RUNPATH) '; then fail "$1 has a run path"; fi
+    got=$(ldd "$1" | awk -v so="libcoframe.so.$MAJOR" '$1 == so { print $3 }')
+    [ -n "$got" ] && [ "$(readlink -f "$got")" = "$(readlink -f "$libdir/libcoframe.so.$MAJOR")" ] ||
+        fail "$1 loads '$got', not $libdir/libcoframe.so.$MAJOR"
+}
+
+step "README.md's C quick looks, via pkg-config"
+CC=$CC sh "$root/scripts/readme-c.sh" "$root/README.md" "$tmp/c" pkg-config || fail "a C quick look failed against the packages"
+linked "$tmp/c/README-1"
+
+step "README.md's C++ quick look, via pkg-config"
+CXX=$CXX sh "$root/scripts/readme-cpp.sh" "$root/README.md" "$tmp/cpp" pkg-config || fail "the C++ quick look failed against the packages"
+linked "$tmp/cpp/README-1"
+
+if sh "$root/scripts/zig.sh" >/dev/null 2>"$tmp/zig.log"; then
+    step "README.md's Zig quick look, -Dsystem-coframe=true"
+    touch "$tmp/zig-start"
+    sh "$root/scripts/readme-zig.sh" zig-readme-deb -Dsystem-coframe=true ||
+        fail "the Zig quick look failed against the packages"
+    zbin=$(find "$root/target/zig-readme-deb/.zig-cache" -type f -name consumer -newer "$tmp/zig-start" | head -n 1)
+    [ -n "$zbin" ] || fail "no consumer binary in target/zig-readme-deb/.zig-cache"
+    linked "$zbin"
+else
+    cat "$tmp/zig.log" >&2
+    fail "no Zig (scripts/zig.sh failed): the Zig quick look cannot be checked"
+fi
+
+step "dpkg --purge $pkgs"
+dpkg --purge $pkgs >"$tmp/dpkg.log" 2>&1 || { cat "$tmp/dpkg.log" >&2; fail "dpkg --purge failed"; }
+installed=0
+for p in $pkgs; do
+    if s=$(known "$p"); then fail "$p is still known to dpkg after the purge ($s)"; fi
+done
+exist >"$tmp/after"
+if ! cmp -s "$tmp/before" "$tmp/after"; then
+    diff "$tmp/before" "$tmp/after" | sed -n 's/^> /  left: /p' >&2
+    fail "the purge left files of the packages (above)"
+fi
+if ldconfig -p | grep -q libcoframe; then
+    fail "ldconfig still lists libcoframe after the purge"
+fi
+
+step "ok"
