@@ -3,6 +3,8 @@
 #
 #   gdb_helper.sh GDB_TARGET
 #
+# COFRAME_GDB_PY names another copy of the helper (scripts/test-deb.sh: the
+# packaged /usr/share/coframe/coframe-gdb.py).
 # Runs GDB_TARGET (gdb_target.c) under gdb, stops it in gdb_stop_here() while
 # one coroutine is suspended inside gdb_parked_here() and another waits on a
 # pipe, and checks that `coframe list` lists both (id, state, references, the
@@ -13,7 +15,7 @@
 # installs gdb.
 set -u
 target=$1
-helper=$(dirname "$0")/../scripts/coframe-gdb.py
+helper=${COFRAME_GDB_PY:-$(dirname "$0")/../scripts/coframe-gdb.py}
 
 if ! command -v gdb >/dev/null 2>&1; then
     echo "gdb_helper: SKIP: gdb is not installed (scripts/deps.sh installs it)"
