@@ -22,7 +22,7 @@ done
 version=$(cd "$root" && dpkg-parsechangelog -S Version)
 cargo_version=$(sh "$root/scripts/version.sh" full | sed 's/-/~/')
 [ "$version" = "$cargo_version" ] ||
-    fail "debian/changelog says $version, Cargo.toml $cargo_version: add a changelog entry (dch -v $cargo_version)"
+    fail "debian/changelog says $version, Cargo.toml $cargo_version: add a debian/changelog entry for $cargo_version"
 arch=$(dpkg --print-architecture)
 
 mkdir -p "$out"
