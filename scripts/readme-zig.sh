@@ -10,8 +10,8 @@
 #
 # DIR: the build directory's name in target/ (zig-readme); it stays there,
 # as zig/consumer's build.zig.zon takes the package at ../.. from it. The
-# OPTIONs go to `zig build run` (scripts/test-deb.sh passes zig-readme-deb
-# -Dsystem-coframe=true).
+# OPTIONs (and steps) go to `zig build run` (scripts/test-deb.sh passes
+# zig-readme-deb install --prefix DIR -Dsystem-coframe=true).
 set -eu
 root=$(cd "$(dirname "$0")/.." && pwd)
 zig=$(sh "$root/scripts/zig.sh")
