@@ -163,10 +163,12 @@ FUZZ_SECONDS ?= 300
 fuzz:
 	@FUZZ_SECONDS="$(FUZZ_SECONDS)" CARGO="$(CARGO)" sh scripts/fuzz.sh
 
-## clean: cargo clean (target/, including target/loom and target/tsan), the bench crate's target, and the sub-directories' clean
+## clean: cargo clean (target/, including target/loom and target/tsan), the bench crate's target, debhelper's outputs in debian/, and the sub-directories' clean
 clean:
 	$(CARGO) clean
 	rm -rf benches/compare/target fuzz/target .zig-cache zig-out zig/consumer/.zig-cache zig/consumer/zig-out
+	rm -rf debian/.debhelper debian/tmp debian/libcoframe0 debian/libcoframe-dev debian/files \
+	    debian/*.substvars debian/*.debhelper.log debian/debhelper-build-stamp
 	@for d in ffi-tests c-examples cpp-examples python-examples; do \
 	    if [ -f $$d/Makefile ]; then $(MAKE) -C $$d clean || true; fi; \
 	done
