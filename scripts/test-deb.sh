@@ -63,6 +63,7 @@ deb_dbg=$debdir/libcoframe0-dbgsym_${debversion}_$arch.deb
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/coframe-test-deb.XXXXXX")
 installed=0
 cleanup() {
+    # shellcheck disable=SC2086  # $pkgs is a list
     if [ "$installed" = 1 ] && ! dpkg --purge $pkgs >/dev/null 2>&1; then
         echo "test-deb: 'dpkg --purge $pkgs' failed: remove them by hand" >&2
     fi
@@ -190,6 +191,7 @@ case $rc in
 esac
 
 step "dpkg --purge $pkgs"
+# shellcheck disable=SC2086
 dpkg --purge $pkgs >"$tmp/dpkg.log" 2>&1 || { cat "$tmp/dpkg.log" >&2; fail "dpkg --purge failed"; }
 installed=0
 for p in $pkgs; do
