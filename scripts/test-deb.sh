@@ -8,12 +8,12 @@
 #   3. against the installed files only (pkg-config reads only the packaged
 #      coframe.pc; no -I or -L into this tree, no LD_LIBRARY_PATH): the
 #      compiler finds the packaged headers, coframe.pc and the CMake package
-#      name the multiarch libdir, and README.md's C, C++ and Zig quick looks
-#      build and run (scripts/readme-c.sh and readme-cpp.sh through
-#      pkg-config, scripts/readme-zig.sh with -Dsystem-coframe=true), linked
-#      to the packaged libcoframe.so.X; the packaged coframe-gdb.py lists and
-#      walks coroutines in gdb (ffi-tests/gdb_helper.sh) with the types from
-#      the dbgsym package;
+#      name the multiarch libdir, man finds the pages, and README.md's C,
+#      C++ and Zig quick looks build and run (scripts/readme-c.sh and
+#      readme-cpp.sh through pkg-config, scripts/readme-zig.sh with
+#      -Dsystem-coframe=true), linked to the packaged libcoframe.so.X; the
+#      packaged coframe-gdb.py lists and walks coroutines in gdb
+#      (ffi-tests/gdb_helper.sh) with the types from the dbgsym package;
 #   4. dpkg --purge removes the three, leaving no file of theirs.
 # Needs root for dpkg (it fails without, as scripts/deps.sh does); skipped
 # where there is no dpkg. Refuses to run when the packages, or files they
@@ -145,6 +145,17 @@ EOF
         fail "find_package(coframe) gives '$got', not '$libdir/$real /usr/include'"
 else
     step "cmake is not installed: the CMake package not checked (scripts/deps.sh installs it)"
+fi
+
+if command -v man >/dev/null 2>&1; then
+    step "man 3 coro_spawn, man 7 coframe"
+    for page in 3/coro_spawn 7/coframe; do
+        got=$(MANPATH= man -w "${page%/*}" "${page#*/}" 2>/dev/null || true)
+        want=/usr/share/man/man${page%/*}/${page#*/}.${page%/*}.gz
+        [ "$got" = "$want" ] || fail "man ${page%/*} ${page#*/} finds '$got', not $want"
+    done
+else
+    step "no man here: the man pages not looked up"
 fi
 
 # linked BINARY: the program loads the packaged libcoframe.so.X and has no
