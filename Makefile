@@ -35,21 +35,21 @@ TEST_STEPS := deps build : lint test-rust test-loom test-ports test-drift test-f
         test-loom test-ports test-drift test-ffi test-examples test-zig test-install test-deb test-docs deb install \
         docs bench fuzz clean help
 
-## build: cargo build --release; target/release/libcoframe.so.0 -> libcoframe.so
+## build: cargo build --release, then libcoframe.so linked from libcoframe.a with the symbol versions (scripts/link-so.sh)
 build:
 	$(CARGO) build --release
-	@ln -sf libcoframe.so $(RELEASE_DIR)/libcoframe.so.$(SONAME_MAJOR)
+	@sh scripts/link-so.sh $(RELEASE_DIR)
 	@echo "built $(RELEASE_DIR)/libcoframe.so (soname libcoframe.so.$(SONAME_MAJOR)) and $(RELEASE_DIR)/libcoframe.a"
 
 ## build-tsan: the ThreadSanitizer library (feature tsan) in target/tsan/release; docs/SANITIZERS.md
 build-tsan:
 	$(CARGO) build --release --features tsan --target-dir target/tsan
-	@ln -sf libcoframe.so target/tsan/release/libcoframe.so.$(SONAME_MAJOR)
+	@sh scripts/link-so.sh target/tsan/release
 
 ## build-asan: the AddressSanitizer library (feature asan) in target/asan/release
 build-asan:
 	$(CARGO) build --release --features asan --target-dir target/asan
-	@ln -sf libcoframe.so target/asan/release/libcoframe.so.$(SONAME_MAJOR)
+	@sh scripts/link-so.sh target/asan/release
 
 ## deps: check for (as root: apt-get install) gcc, g++, valgrind, sanitizer runtimes...
 deps:

@@ -1,5 +1,4 @@
-//! Generates `include/coframe.h` from `src/ffi` and sets the shared
-//! library's soname.
+//! Generates `include/coframe.h` from `src/ffi`.
 //!
 //! The header is committed. Every build writes the bindings twice: to
 //! `$OUT_DIR/coframe.h` (always; its path is exported to the crate's tests
@@ -19,16 +18,17 @@ fn main() {
     println!("cargo:rerun-if-changed=cbindgen.toml");
     println!("cargo:rerun-if-env-changed=COFRAME_NO_HEADER");
 
-    let os = env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
-    if os == "linux" {
-        println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libcoframe.so.0");
-    }
     // Never unloaded (DF_1_NODELETE): the library installs a process-wide
     // SIGSEGV/SIGBUS handler (stack overflow reports) and hands out
     // runtime cells that outlive their runtimes, so its code and data must
     // outlive a dlclose. std's threads pinned it by accident (their
     // thread-local destructors); the workers are plain pthreads now.
-    if os == "linux" || os == "freebsd" {
+    // Only cargo-c (feature capi) has cargo link a cdylib, and sets the
+    // soname itself; `make build` links libcoframe.so with
+    // scripts/link-so.sh, which gives the linker the same flag.
+    let os = env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
+    println!("cargo:rerun-if-env-changed=CARGO_FEATURE_CAPI");
+    if env::var_os("CARGO_FEATURE_CAPI").is_some() && (os == "linux" || os == "freebsd") {
         println!("cargo:rustc-cdylib-link-arg=-Wl,-z,nodelete");
     }
 

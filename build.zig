@@ -14,8 +14,7 @@
 //!   -Dsystem-coframe=true  link an installed libcoframe, found through
 //!                          pkg-config (then the linker's search path)
 //!   -Dcoframe-lib=DIR      link the libcoframe.so in DIR (an rpath to DIR is set)
-//!   (neither)              link the one cargo builds here: target/release
-//!                          (`make`, or `cargo build --release`, first)
+//!   (neither)              link the one `make` builds here: target/release
 //!
 //! Another project adds coframe with
 //!   .dependencies = .{ .coframe = .{ .path = "path/to/coframe" } },
@@ -229,7 +228,7 @@ fn linkCoframe(b: *std.Build, m: *std.Build.Module, link: Link) void {
             const check = b.addSystemCommand(&.{
                 "sh", "-c",
                 \\test -f "$1/libcoframe.so" || {
-                \\    echo "coframe: $1/libcoframe.so is missing: run 'make' (or 'cargo build --release') in the coframe tree, or use -Dcoframe-lib=DIR or -Dsystem-coframe=true" >&2
+                \\    echo "coframe: $1/libcoframe.so is missing: run 'make' in the coframe tree, or use -Dcoframe-lib=DIR or -Dsystem-coframe=true" >&2
                 \\    exit 1
                 \\}
                 \\test -e "$1/libcoframe.so.0" || ln -sf libcoframe.so "$1/libcoframe.so.0"

@@ -80,18 +80,7 @@ SIZEOF_VOID_P=$(( $(getconf LONG_BIT 2>/dev/null || echo 64) / 8 ))
 
 # The system libraries a C program linking libcoframe.a needs: those of
 # Rust's std for this target, as rustc reports them.
-NATIVE_STATIC_LIBS=${NATIVE_STATIC_LIBS:-}
-if [ -z "$NATIVE_STATIC_LIBS" ]; then
-    tmp=$(mktemp -d "${TMPDIR:-/tmp}/coframe-nsl.XXXXXX")
-    NATIVE_STATIC_LIBS=$(echo 'pub fn f() {}' | ${RUSTC:-rustc} --crate-type staticlib \
-        --crate-name nsl --print native-static-libs -o "$tmp/libnsl.a" - 2>&1 |
-        sed -n 's/.*native-static-libs: *//p' | head -n 1) || true
-    rm -rf "$tmp"
-    if [ -z "$NATIVE_STATIC_LIBS" ]; then
-        NATIVE_STATIC_LIBS="-lgcc_s -lutil -lrt -lpthread -lm -ldl -lc"
-        echo "install: rustc did not report native-static-libs; using '$NATIVE_STATIC_LIBS'" >&2
-    fi
-fi
+NATIVE_STATIC_LIBS=${NATIVE_STATIC_LIBS:-$(sh "$root/scripts/native-libs.sh")}
 NATIVE_STATIC_LIBS_CMAKE=$(printf '%s\n' "$NATIVE_STATIC_LIBS" | tr ' ' '\n' |
     sed -n 's/^-l//p' | tr '\n' ';' | sed 's/;$//')
 
