@@ -25,15 +25,15 @@ SONAME_MAJOR = $(shell sh scripts/version.sh major)
 
 # The steps of `make test`, in order. Those before ':' must pass for the
 # rest to run; after ':' every step runs and the summary counts them.
-TEST_STEPS := deps build : lint test-rust test-loom test-ports test-drift test-ffi test-examples test-zig test-install test-deb test-docs
+TEST_STEPS := deps build : lint test-rust test-loom test-ports test-drift test-abi test-ffi test-examples test-zig test-install test-deb test-docs
 
 .DEFAULT_GOAL := build
 # Prerequisites run left to right (deps before build); cargo and the
 # sub-makes parallelise on their own.
 .NOTPARALLEL:
 .PHONY: build build-tsan build-asan deps demo test lint fmt clippy test-rust \
-        test-loom test-ports test-drift test-ffi test-examples test-zig test-install test-deb test-docs deb install \
-        docs bench fuzz clean help
+        test-loom test-ports test-drift test-abi abi-baseline test-ffi test-examples test-zig \
+        test-install test-deb test-docs deb install docs bench fuzz clean help
 
 ## build: cargo build --release, then libcoframe.so linked from libcoframe.a with the symbol versions (scripts/link-so.sh)
 build:
@@ -102,6 +102,14 @@ test-ports:
 test-drift:
 	$(CARGO) test --release --test header_drift
 	@sh scripts/check-header.sh
+
+## test-abi: the exports and their symbol versions, the header's ABI against abi/ (abidiff), and proofs that both checks fail on a break (scripts/test-abi.sh)
+test-abi:
+	@sh scripts/test-abi.sh
+
+## abi-baseline: record the ABI of this tree as the released one in abi/libcoframe.so.MAJOR.abi (at a release; docs/API.md)
+abi-baseline:
+	@sh scripts/abi.sh baseline
 
 ## test-ffi: the C, C++ and Zig tests of the C ABI (make -C ffi-tests test)
 test-ffi: build-tsan build-asan

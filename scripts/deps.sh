@@ -30,6 +30,7 @@ mandoc:mandoc
 dpkg-dev:dpkg-buildpackage
 debhelper:dh
 lintian:lintian
+abigail-tools:abidiff
 "
 # packages checked with dpkg (libraries have no command to look for)
 #   libc6-dev            headers and crt files for the C tests
@@ -68,6 +69,8 @@ fi
 # dpkg-dev, debhelper, lintian: `make deb` builds the Debian packages with
 # dpkg-buildpackage and debhelper, and test-deb runs lintian on them
 # (issue 20; Rules-Requires-Root: no, so fakeroot is not needed).
+# abigail-tools (abidw, abidiff): test-abi compares the ABI with the last
+#   release's (scripts/abi.sh, issue 20).
 # ---------------------------------------------------------------------------
 
 # Rust is not a system package here: rustup installs it (Debian 12's rustc

@@ -53,8 +53,9 @@ if [ "$can_run" = 1 ]; then
     echo "ports: the C tests built by i686-linux-gnu-gcc against the $RUN_32 library"
     $CARGO build --release --target "$RUN_32"
     # libcoframe.so linked by the cross gcc (GNU ld) with the version
-    # script, as `make build` links the host's.
+    # script, as `make build` links the host's, and its exports checked.
     CC=i686-linux-gnu-gcc sh "$(dirname "$0")/link-so.sh" "$(dirname "$0")/../target/$RUN_32/release" "$RUN_32"
+    sh "$(dirname "$0")/abi.sh" symbols "$(dirname "$0")/../target/$RUN_32/release/libcoframe.so"
     ${MAKE:-make} -C "$(dirname "$0")/../ffi-tests" test-32 CC32=i686-linux-gnu-gcc
     # 64-bit ARM under qemu-user, linked by the cross gcc. qemu-user answers
     # 0 to MADV_GUARD_INSTALL and installs nothing, so the library falls

@@ -22,6 +22,7 @@ describe() {
     test-loom) echo "loom models: RUSTFLAGS='--cfg loom' cargo test --release --lib loom_ (LOOM_MAX_PREEMPTIONS=${LOOM_MAX_PREEMPTIONS:-3})" ;;
     test-ports) echo "other targets: cargo test for i686 Linux (and its C tests) and aarch64 Linux under qemu; cargo clippy for macOS, FreeBSD, aarch64 (scripts/ports.sh)" ;;
     test-drift) echo "header drift: tests/header_drift.rs and git diff -- include/coframe.h" ;;
+    test-abi) echo "ABI: only coro_* exported, each at its node of src/ffi/coframe.map; abidiff against abi/libcoframe.so.MAJOR.abi (scripts/test-abi.sh)" ;;
     test-ffi) echo "C ABI tests from C, C++ and Zig (plain, ASan, valgrind, TSan against the tsan build): make -C ffi-tests test" ;;
     test-examples) echo "examples: make -C c-examples test; make -C cpp-examples test; make -C python-examples test" ;;
     test-zig) echo "Zig package: zig build test (also under valgrind and the safe mode), README.md's Zig block (scripts/test-zig.sh)" ;;
