@@ -25,7 +25,7 @@ SONAME_MAJOR = $(shell sh scripts/version.sh major)
 
 # The steps of `make test`, in order. Those before ':' must pass for the
 # rest to run; after ':' every step runs and the summary counts them.
-TEST_STEPS := deps build : lint test-rust test-loom test-ports test-drift test-abi test-ffi test-examples test-zig test-install test-deb test-docs
+TEST_STEPS := deps build : lint test-rust test-loom test-ports test-drift test-abi test-ffi test-examples test-zig test-install test-cinstall test-deb test-docs
 
 .DEFAULT_GOAL := build
 # Prerequisites run left to right (deps before build); cargo and the
@@ -33,7 +33,7 @@ TEST_STEPS := deps build : lint test-rust test-loom test-ports test-drift test-a
 .NOTPARALLEL:
 .PHONY: build build-tsan build-asan deps demo test lint fmt clippy test-rust \
         test-loom test-ports test-drift test-abi abi-baseline test-ffi test-examples test-zig \
-        test-install test-deb test-docs deb install docs bench fuzz clean help
+        test-install test-deb test-docs test-cinstall deb install docs bench fuzz clean help
 
 ## build: cargo build --release, then libcoframe.so linked from libcoframe.a with the symbol versions (scripts/link-so.sh)
 build:
@@ -146,6 +146,10 @@ docs:
 ## deb: the Debian packages libcoframe0 and libcoframe-dev (dpkg-buildpackage, debhelper) in target/deb/
 deb:
 	@sh scripts/deb.sh
+
+## test-cinstall: cargo cinstall (cargo-c) installs what make install installs (scripts/test-cinstall.sh; skipped without cargo-c)
+test-cinstall:
+	@MAKE="$(MAKE)" CARGO="$(CARGO)" sh scripts/test-cinstall.sh
 
 ## install: the library, headers, man pages, coframe.pc and the CMake package under $(DESTDIR)$(PREFIX)
 install: build docs

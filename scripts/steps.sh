@@ -29,6 +29,7 @@ describe() {
     test-install) echo "make install into a temporary DESTDIR, build and run a program against it" ;;
     test-deb) echo "Debian packages: make deb, lintian, dpkg -i, README.md's C, C++ and Zig quick looks against them, dpkg --purge (scripts/test-deb.sh)" ;;
     test-docs) echo "the API reference from coframe.h (scripts/apiref.py): a man page per function, roff lint, HTML links; docs/TUTORIAL.md's C blocks built and run" ;;
+    test-cinstall) echo "cargo cinstall (cargo-c) installs what make install installs (scripts/test-cinstall.sh)" ;;
     *) echo "make $1" ;;
     esac
 }
