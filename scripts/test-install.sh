@@ -86,6 +86,9 @@ step "C, shared, via pkg-config"
 LD_LIBRARY_PATH=$libdir "$tmp/check_c" || fail "the C program failed"
 objdump -p "$tmp/check_c" | grep -q "NEEDED *libcoframe.so.$MAJOR\$" ||
     fail "the program does not record libcoframe.so.$MAJOR as NEEDED"
+# ...and the version node of what it calls (src/ffi/coframe.map).
+objdump -T "$tmp/check_c" | grep -q ' (COFRAME_[0-9]*\.[0-9]*) *coro_strerror$' ||
+    fail "the program's coro_strerror carries no COFRAME_ version: is the installed library versioned?"
 
 step "C++, shared, via pkg-config"
 # shellcheck disable=SC2086
