@@ -27,7 +27,6 @@ fn main() {
     // soname itself; `make build` links libcoframe.so with
     // scripts/link-so.sh, which gives the linker the same flag.
     let os = env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
-    println!("cargo:rerun-if-env-changed=CARGO_FEATURE_CAPI");
     if env::var_os("CARGO_FEATURE_CAPI").is_some() && (os == "linux" || os == "freebsd") {
         println!("cargo:rustc-cdylib-link-arg=-Wl,-z,nodelete");
     }

@@ -28,14 +28,14 @@
 # Environment (scripts/test-abi.sh points these at doctored copies):
 # HEADER (include/coframe.h), MAP (src/ffi/coframe.map), MAJOR
 # (scripts/version.sh major), BASELINE (the abi/libcoframe.so.*.abi file),
-# CC (cc).
+# GCC (gcc: -aux-info is gcc's).
 set -eu
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 HEADER=${HEADER:-$root/include/coframe.h}
 MAP=${MAP:-$root/src/ffi/coframe.map}
 MAJOR=${MAJOR:-$(sh "$root/scripts/version.sh" major)}
-CC=${CC:-cc}
+GCC=${GCC:-gcc}
 
 fail() { echo "abi: FAIL: $*" >&2; exit 1; }
 
@@ -46,7 +46,7 @@ trap 'rm -rf "$tmp"' EXIT
 #   int coro_runtime_new (const struct coro_config *, struct coro_runtime **);
 prototypes() {
     printf '#include "%s"\n' "$1" >"$tmp/h.c"
-    "$CC" -aux-info "$tmp/aux" -fsyntax-only "$tmp/h.c" || fail "$1 does not compile"
+    "$GCC" -aux-info "$tmp/aux" -fsyntax-only "$tmp/h.c" || fail "$1 does not compile"
     grep "^/\* [^ ]*/$(basename "$1"):[0-9]*:[A-Z]* \*/ extern " "$tmp/aux" |
         sed 's|^/\* [^*]* \*/ extern ||'
 }
@@ -127,7 +127,7 @@ dump() {
     } >"$tmp/stub/coframe-abi.c"
     # C2x: the prototypes carry no parameter names. Relative paths, so
     # that the dump does not name this temporary directory.
-    (cd "$tmp/stub" && "$CC" -std=c2x -g -fPIC -shared -o "libcoframe.so.$MAJOR" coframe-abi.c \
+    (cd "$tmp/stub" && "$GCC" -std=c2x -g -fPIC -shared -o "libcoframe.so.$MAJOR" coframe-abi.c \
         -Wl,--version-script="$MAP" -Wl,--no-undefined-version -Wl,-soname,"libcoframe.so.$MAJOR") ||
         fail "the stub built from $header and $MAP does not link"
     (cd "$tmp/stub" && abidw --no-corpus-path --no-comp-dir-path --no-show-locs \
