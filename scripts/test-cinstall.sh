@@ -3,10 +3,13 @@
 # install` installs, into two temporary DESTDIRs with the same prefix and
 # libdir: the same files and links, the same headers byte for byte, the
 # same coframe.pc fields, and libraries with the same soname and the same
-# exported names. Two differences are expected and checked as such:
+# exported names. Three differences are expected and checked as such:
 #   - no CMake package (lib/cmake/coframe/): cargo-c installs files only
 #     into the include and data directories, and these two are written at
 #     install time from the libdir, includedir, version and target;
+#   - no man pages (share/man/): `make docs` generates them with
+#     scripts/apiref.py, and cargo-c installs only files of the source tree
+#     or of the build script's output;
 #   - the library's exports carry no symbol versions: cargo-c has cargo
 #     link a cdylib, whose anonymous version script wins (scripts/link-so.sh).
 # Skipped where cargo-c is not installed. Set KEEP=1 to keep the directory.
@@ -47,12 +50,16 @@ listing() {
     done)
 }
 listing "$tmp/d1" >"$tmp/d1.list"
-listing "$tmp/d2" | grep -v "^\./${libdir#/}/cmake/coframe/" >"$tmp/d2.list"
+listing "$tmp/d2" >"$tmp/d2.all"
+cmake=$(grep -c "^\./${libdir#/}/cmake/coframe/" "$tmp/d2.all" || true)
+man=$(grep -c "^\./${prefix#/}/share/man/" "$tmp/d2.all" || true)
+[ "$cmake" -gt 0 ] && [ "$man" -gt 0 ] || fail "make install installed no CMake files or no man pages: update this test"
+grep -v -e "^\./${libdir#/}/cmake/coframe/" -e "^\./${prefix#/}/share/man/" "$tmp/d2.all" >"$tmp/d2.list"
 if ! diff -u "$tmp/d2.list" "$tmp/d1.list" >"$tmp/list.diff"; then
     cat "$tmp/list.diff" >&2
-    fail "cargo cinstall (+) and make install (-) install different files (CMake's left aside)"
+    fail "cargo cinstall (+) and make install (-) install different files (CMake's and the man pages left aside)"
 fi
-echo "  same $(wc -l <"$tmp/d1.list") files and links (make install also: lib/cmake/coframe/, 2 files)"
+echo "  same $(wc -l <"$tmp/d1.list") files and links (make install also: $cmake CMake files, $man man pages)"
 
 for h in coframe.h coframe.hpp; do
     cmp "$tmp/d1$prefix/include/$h" "$tmp/d2$prefix/include/$h" || fail "the installed $h differ"
