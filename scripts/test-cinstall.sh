@@ -27,13 +27,8 @@ if ! $CARGO cinstall --version >/dev/null 2>&1; then
     exit 0
 fi
 
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/coframe-test-cinstall.XXXXXX")
-if [ "${KEEP:-0}" = 1 ]; then
-    echo "test-cinstall: keeping $tmp"
-else
-    trap 'rm -rf "$tmp"' EXIT
-fi
-fail() { echo "test-cinstall: FAIL: $*" >&2; exit 1; }
+testname=test-cinstall
+. "$root/scripts/testdir.sh"
 
 echo "test-cinstall: $($CARGO cinstall --version | head -n 1)"
 echo "test-cinstall: cargo cinstall --release --destdir D1 --prefix $prefix --libdir $libdir"

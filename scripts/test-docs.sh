@@ -15,13 +15,8 @@ set -eu
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 header=$root/include/coframe.h
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/coframe-test-docs.XXXXXX")
-if [ "${KEEP:-0}" = 1 ]; then
-    echo "test-docs: keeping $tmp"
-else
-    trap 'rm -rf "$tmp"' EXIT
-fi
-fail() { echo "test-docs: FAIL: $*" >&2; exit 1; }
+testname=test-docs
+. "$root/scripts/testdir.sh"
 
 python3 "$root/scripts/apiref.py" --header "$header" --out "$tmp/docs"
 man3=$tmp/docs/man/man3

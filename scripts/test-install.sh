@@ -20,16 +20,11 @@ CC=${CC:-cc}
 CXX=${CXX:-c++}
 prefix=/usr/local
 
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/coframe-test-install.XXXXXX")
-if [ "${KEEP:-0}" = 1 ]; then
-    echo "test-install: keeping $tmp"
-else
-    trap 'rm -rf "$tmp"' EXIT
-fi
+testname=test-install
+. "$root/scripts/testdir.sh"
 stage=$tmp/stage
 libdir=$stage$prefix/lib
 
-fail() { echo "test-install: FAIL: $*" >&2; exit 1; }
 step() { echo "test-install: $*"; }
 
 VERSION=$(sh "$root/scripts/version.sh" full)
