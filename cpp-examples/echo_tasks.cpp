@@ -3,12 +3,13 @@
  * coroutines: coframe::task<> running on coframe's workers and poller
  * (<coframe.hpp>, docs/CPP.md).
  *
- *   the accept loop   a task: accept4() until EAGAIN, then
- *                     co_await coframe::readable(listener). One task per
- *                     connection: spawn(rt, handle_connection, connection, srv).
- *   a connection      a task: recv() until EAGAIN, then co_await
- *                     readable(fd); it sends back what came, with
- *                     co_await writable(fd) while the socket is full. Its
+ *   the accept loop   a task: co_await coframe::accept(listener), which
+ *                     gives a coframe::unique_fd. One task per connection:
+ *                     spawn(rt, handle_connection, connection, srv).
+ *   a connection      a task: co_await coframe::recv_some(fd, ...), then
+ *                     co_await coframe::send(fd, ...) of what came (the
+ *                     blocking-style I/O of <coframe.hpp>: each tries the
+ *                     system call and waits only when it would block). Its
  *                     parameter, a `connection`, owns the socket: its
  *                     destructor closes it however the task ends (the peer
  *                     left, an error, or a cancel, which destroys the frame
@@ -74,76 +75,12 @@ constexpr auto io_timeout = 10s; // the clients' waits: a server that stops answ
     throw std::system_error(errno, std::generic_category(), what);
 }
 
-// ---------------------------------------------------------------------
-// Owned descriptors and the socket I/O both sides share
+using coframe::unique_fd;
 
-// A file descriptor, closed by the destructor. Move-only.
-class unique_fd {
-public:
-    unique_fd() noexcept = default;
-    explicit unique_fd(int fd) noexcept : fd_(fd) {}
-    unique_fd(unique_fd &&o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
-    unique_fd &operator=(unique_fd &&o) noexcept
-    {
-        if (this != &o) {
-            reset();
-            fd_ = std::exchange(o.fd_, -1);
-        }
-        return *this;
-    }
-    ~unique_fd() { reset(); }
-    int get() const noexcept { return fd_; }
-    explicit operator bool() const noexcept { return fd_ >= 0; }
-    void reset() noexcept
-    {
-        if (fd_ >= 0)
-            ::close(std::exchange(fd_, -1));
-    }
-
-private:
-    int fd_ = -1;
-};
-
-bool peer_gone(int err) noexcept { return err == ECONNRESET || err == EPIPE; }
-
-// Sends all n bytes, waiting while the socket is full; false if the peer
-// is gone. co_awaited in place, never spawned: it runs in its caller's
-// frame, so its pointer may point into that frame.
-task<bool> send_all(int fd, const char *p, std::size_t n, coframe::time_point deadline = {})
+// The peer left: end of file before all bytes (EPIPE), or a reset.
+bool peer_gone(const coframe::error &e) noexcept
 {
-    while (n > 0) {
-        const ssize_t w = ::send(fd, p, n, MSG_NOSIGNAL);
-        if (w > 0) {
-            p += w;
-            n -= static_cast<std::size_t>(w);
-        } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
-            co_await coframe::writable(fd, deadline);
-        } else if (peer_gone(errno)) {
-            co_return false;
-        } else if (errno != EINTR) {
-            throw_errno("send");
-        }
-    }
-    co_return true;
-}
-
-// Reads exactly n bytes; false if the peer closed or reset first.
-task<bool> recv_all(int fd, char *p, std::size_t n, coframe::time_point deadline = {})
-{
-    while (n > 0) {
-        const ssize_t r = ::recv(fd, p, n, 0);
-        if (r > 0) {
-            p += r;
-            n -= static_cast<std::size_t>(r);
-        } else if (r == 0 || peer_gone(errno)) {
-            co_return false;
-        } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
-            co_await coframe::readable(fd, deadline);
-        } else if (errno != EINTR) {
-            throw_errno("recv");
-        }
-    }
-    co_return true;
+    return e.code() == coframe::errc::io && (e.os_error() == ECONNRESET || e.os_error() == EPIPE);
 }
 
 // ---------------------------------------------------------------------
@@ -157,7 +94,7 @@ struct server_stats {
     std::atomic<long> cancelled{ 0 };        // connection tasks cancelled by the accept loop's end
     std::atomic<long> bytes{ 0 };
     std::atomic<long> errors{ 0 };
-    std::atomic<long> emfile{ 0 };           // accept4 out of descriptors (then backed off)
+    std::atomic<long> emfile{ 0 };           // accept out of descriptors (then backed off)
 };
 
 // A server connection: the connection task's parameter, so its frame owns
@@ -276,23 +213,16 @@ task<> handle_connection(connection conn, server *srv)
     const std::uint64_t id = coframe::this_coro::id();
     char buf[4096];
     try {
-        for (;;) {
-            const ssize_t n = ::recv(conn.fd(), buf, sizeof buf, 0);
-            if (n > 0) {
-                if (!co_await send_all(conn.fd(), buf, static_cast<std::size_t>(n)))
-                    break;
-                srv->stats.bytes += n;
-            } else if (n == 0 || peer_gone(errno)) {
-                break;
-            } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
-                co_await coframe::readable(conn.fd());
-            } else if (errno != EINTR) {
-                throw_errno("recv");
-            }
+        // 0: end of file, the peer left.
+        while (const std::size_t n = co_await coframe::recv_some(conn.fd(), buf, sizeof buf)) {
+            co_await coframe::send(conn.fd(), buf, n);
+            srv->stats.bytes += static_cast<long>(n);
         }
-    } catch (const std::exception &e) {
-        std::fprintf(stderr, "echo_tasks: connection %llu: %s\n", static_cast<unsigned long long>(id), e.what());
-        srv->stats.errors++;
+    } catch (const coframe::error &e) {
+        if (!peer_gone(e)) {
+            std::fprintf(stderr, "echo_tasks: connection %llu: %s\n", static_cast<unsigned long long>(id), e.what());
+            srv->stats.errors++;
+        }
     }
     conn.ended();
     srv->conns.ended(id);
@@ -308,21 +238,22 @@ task<> accept_loop(unique_fd listener, server *srv)
     } on_exit{ srv };
 
     for (;;) {
-        const int fd = ::accept4(listener.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd >= 0) {
-            connection conn(unique_fd(fd), &srv->stats);
-            srv->stats.accepted++;
+        bool out_of_fds = false;
+        try {
+            unique_fd fd = co_await coframe::accept(listener.get()); // non-blocking, close-on-exec
             int one = 1;
-            (void)::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+            (void)::setsockopt(fd.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+            connection conn(std::move(fd), &srv->stats);
+            srv->stats.accepted++;
             srv->conns.add(coframe::spawn(*srv->rt, handle_connection, std::move(conn), srv));
-        } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
-            co_await coframe::readable(listener.get());
-        } else if (errno == EMFILE || errno == ENFILE) {
+        } catch (const coframe::error &e) {
+            if (e.code() != coframe::errc::io || (e.os_error() != EMFILE && e.os_error() != ENFILE))
+                throw;
             srv->stats.emfile++;
-            co_await coframe::sleep_for(5ms); // the connections it has are served meanwhile
-        } else if (errno != EINTR && errno != ECONNABORTED) {
-            throw_errno("accept4");
+            out_of_fds = true;
         }
+        if (out_of_fds)
+            co_await coframe::sleep_for(5ms); // the connections it has are served meanwhile
     }
 }
 
@@ -362,15 +293,8 @@ task<long> client(sockaddr_in addr, int id, long round_trips, bool leave, client
         unique_fd fd(::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
         if (!fd)
             throw_errno("socket");
-        if (::connect(fd.get(), reinterpret_cast<const sockaddr *>(&addr), sizeof addr) != 0) {
-            if (errno != EINPROGRESS)
-                throw_errno("connect");
-            co_await coframe::writable(fd.get(), coframe::clock::now() + io_timeout);
-            int err = 0;
-            socklen_t len = sizeof err;
-            if (::getsockopt(fd.get(), SOL_SOCKET, SO_ERROR, &err, &len) != 0 || err != 0)
-                throw std::system_error(err, std::generic_category(), "connect");
-        }
+        co_await coframe::connect(fd.get(), reinterpret_cast<const sockaddr *>(&addr), sizeof addr,
+                                  coframe::clock::now() + io_timeout);
         int one = 1;
         (void)::setsockopt(fd.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         st->connected++;
@@ -381,10 +305,11 @@ task<long> client(sockaddr_in addr, int id, long round_trips, bool leave, client
             std::memset(out, 'a' + static_cast<int>(made % 26), sizeof out);
             std::memcpy(out, &id, sizeof id);
             std::memcpy(out + sizeof id, &made, sizeof made);
+            // All the bytes each way, or coframe::error (EPIPE: the
+            // server closed the connection).
             const auto deadline = coframe::clock::now() + io_timeout;
-            if (!co_await send_all(fd.get(), out, sizeof out, deadline) ||
-                !co_await recv_all(fd.get(), in, sizeof in, deadline))
-                throw std::runtime_error("the server closed the connection");
+            co_await coframe::send(fd.get(), out, sizeof out, deadline);
+            co_await coframe::recv(fd.get(), in, sizeof in, deadline);
             if (std::memcmp(in, out, sizeof out) != 0)
                 throw std::runtime_error("the echo differs from the request");
         }
@@ -392,10 +317,16 @@ task<long> client(sockaddr_in addr, int id, long round_trips, bool leave, client
         if (leave)
             co_return made;
 
-        // The server's end: EOF (or a reset) at the next read.
-        co_await coframe::readable(fd.get(), coframe::clock::now() + io_timeout);
-        const ssize_t r = ::recv(fd.get(), in, sizeof in, 0);
-        if (r != 0 && !(r < 0 && peer_gone(errno)))
+        // The server's end: end of file (or a reset) at the next read.
+        bool closed = false;
+        try {
+            closed = co_await coframe::recv_some(fd.get(), in, sizeof in, coframe::clock::now() + io_timeout) == 0;
+        } catch (const coframe::error &e) {
+            if (!peer_gone(e))
+                throw;
+            closed = true;
+        }
+        if (!closed)
             throw std::runtime_error("expected the server to close the connection");
         st->saw_close++;
         co_return made;

@@ -11,6 +11,10 @@
  *   coframe::this_coro          waits for stackful bodies (std::this_thread's)
  *   readable, writable, sleep_for, sleep_until, yield, suspend
  *                               awaitables for tasks
+ *   read, write, recv, send, accept, connect (and read_some, recv_some)
+ *                               blocking-style I/O: awaitables for tasks,
+ *                               and this_coro:: calls for stackful bodies
+ *   coframe::unique_fd          an owned descriptor (what accept gives)
  *   coframe::mutex, channel<T>  suspension-aware mutex and channel
  *   coframe::lock_guard<M>      a std::lock_guard that refuses suspensions (CP.52)
  *   coframe::error, canceled    exceptions; coframe::errc, category()
@@ -23,6 +27,11 @@
 #define COFRAME_HPP
 
 #include <coframe.h>
+
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <unistd.h>
 
 #if __cplusplus < 202002L && !(defined(_MSVC_LANG) && _MSVC_LANG >= 202002L)
 #error "coframe.hpp needs C++20 (-std=c++20)"
@@ -247,6 +256,12 @@ struct task_root {
     std::uint64_t id = 0;
     /// Set by an awaitable whose library call answered CORO_PENDING.
     bool wait_begun = false;
+    /// An I/O awaitable whose readiness wait is pending (section
+    /// "Blocking-style I/O"): the next resume calls io_resumed(io) before
+    /// the leaf. It retries the system call, and answers true if it began
+    /// another wait, when the leaf stays suspended.
+    bool (*io_resumed)(void *) noexcept = nullptr;
+    void *io = nullptr;
 };
 
 inline thread_local task_root *tls_task = nullptr;
@@ -979,6 +994,8 @@ struct task_state final : task_root {
         if (st->id == 0)
             st->id = coro_self_id();
         st->wait_begun = false;
+        if (st->io_resumed != nullptr && std::exchange(st->io_resumed, nullptr)(st->io))
+            return nullptr; // an I/O awaitable waits again: its task stays where it is
         st->leaf.resume();
         auto root = st->root_task.h_;
         if (root.done()) {
@@ -1200,6 +1217,478 @@ void suspend(F &&on_suspend)
 
 /// The running coroutine's id (its promise's id()); 0 outside one.
 inline std::uint64_t id() noexcept { return coro_self_id(); }
+
+} // namespace this_coro
+
+// =====================================================================
+// Blocking-style I/O: coro_read, coro_write, coro_recv, coro_send,
+// coro_accept, coro_connect for both kinds of body
+// =====================================================================
+
+/// Owns a file descriptor and closes it when destroyed: what accept gives.
+/// Move-only; -1 when empty.
+class unique_fd {
+public:
+    unique_fd() noexcept = default;
+    explicit unique_fd(int fd) noexcept : fd_(fd) {}
+    unique_fd(unique_fd &&o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
+    unique_fd &operator=(unique_fd &&o) noexcept
+    {
+        if (this != &o)
+            reset(std::exchange(o.fd_, -1));
+        return *this;
+    }
+    unique_fd(const unique_fd &) = delete;
+    unique_fd &operator=(const unique_fd &) = delete;
+    ~unique_fd() { reset(); }
+
+    int get() const noexcept { return fd_; }
+    explicit operator bool() const noexcept { return fd_ >= 0; }
+    /// Gives up the descriptor without closing it.
+    int release() noexcept { return std::exchange(fd_, -1); }
+    /// Closes the descriptor held (if any) and holds `fd` instead.
+    void reset(int fd = -1) noexcept
+    {
+        const int old = std::exchange(fd_, fd);
+        if (old >= 0)
+            (void)::close(old);
+    }
+
+private:
+    int fd_ = -1;
+};
+
+namespace detail {
+
+/// The loop the C calls run, for a task: try the system call
+/// (Derived::start the first time, Derived::attempt after each wait: true
+/// once finished, false when it would block), and wait for `events` only
+/// when it would block. The C calls cannot run it in a foreign frame (it
+/// returns from its resume at each wait), so the awaitable runs it:
+/// between waits from the resume trampoline (task_root::io_resumed),
+/// which resumes the task only once the call finished. No allocation, and
+/// the task's coroutine is resumed once per call, not once per wait.
+template <class Derived>
+class io_wait {
+public:
+    io_wait(const io_wait &) = delete;
+    io_wait &operator=(const io_wait &) = delete;
+
+    /// Tries at once: a call that need not wait does not suspend. A held
+    /// noted lock is refused first, as by the C calls (each is a
+    /// suspension point whether or not it waits).
+    bool await_ready() noexcept
+    {
+        if (rc_ == 0 && coro_lock_note_name() != nullptr)
+            return fail(CORO_ELOCKHELD, 0);
+        return rc_ != 0 || self().start();
+    }
+    template <class P>
+    bool await_suspend(std::coroutine_handle<P> h) noexcept
+    {
+        static_assert(is_task_promise<P>,
+                      "coframe's awaitables work inside a coframe::task (spawn it to run it)");
+        root_ = h.promise().root;
+        root_->leaf = h;
+        return wait();
+    }
+
+protected:
+    io_wait(int fd, std::uint32_t events, time_point deadline) noexcept
+        : fd_(fd), events_(events), deadline_(deadline_ns(deadline))
+    {
+    }
+    ~io_wait() = default;
+
+    /// Records the call's failure: its status and errno. Returns true
+    /// (finished), for `return fail(...)` in start and attempt.
+    bool fail(int rc, int err) noexcept
+    {
+        rc_ = rc;
+        err_ = err;
+        return true;
+    }
+    /// A failed system call's errno: a closed descriptor is bad input, as
+    /// for coro_wait_fd; the rest is CORO_EIO.
+    bool fail_errno(int err) noexcept { return fail(err == EBADF ? CORO_EINVAL : CORO_EIO, err); }
+    /// read(2), write(2), accept(2) and connect(2) have no per-call
+    /// MSG_DONTWAIT: a blocking descriptor would block the worker, so it
+    /// is refused (CORO_EINVAL), as by the C calls. True if refused.
+    bool refuse_blocking() noexcept
+    {
+        const int fl = ::fcntl(fd_, F_GETFL);
+        if (fl < 0)
+            return fail_errno(errno);
+        return (fl & O_NONBLOCK) == 0 && fail(CORO_EINVAL, 0);
+    }
+    /// In await_resume: throws what the call failed with, errno as it was.
+    void rethrow(const char *what) const
+    {
+        if (rc_ != 0) [[unlikely]] {
+            errno = err_;
+            throw_error(rc_, what);
+        }
+    }
+    static bool would_block(int err) noexcept { return err == EAGAIN || err == EWOULDBLOCK; }
+
+    int fd_;
+
+private:
+    Derived &self() noexcept { return static_cast<Derived &>(*this); }
+
+    /// After a try that would block: waits, and tries again while the
+    /// wait ends at once (a deadline already past only looks). True: a
+    /// wait is pending, the task suspends (or stays suspended).
+    bool wait() noexcept
+    {
+        for (;;) {
+            const int rc = coro_wait_fd(fd_, events_, deadline_);
+            if (rc == CORO_PENDING) {
+                root_->wait_begun = true;
+                root_->io_resumed = &resumed;
+                root_->io = this;
+                return true;
+            }
+            if (rc != 0)
+                return !fail(rc, errno);
+            if (self().attempt())
+                return false;
+        }
+    }
+    /// The trampoline's call when the pending wait ended.
+    static bool resumed(void *p) noexcept
+    {
+        auto *op = static_cast<io_wait *>(p);
+        const int rc = coro_frame_resumed(nullptr);
+        if (rc != 0)
+            return !op->fail(rc, errno);
+        return !op->self().attempt() && op->wait();
+    }
+
+    std::uint32_t events_;
+    std::int64_t deadline_;
+    task_root *root_ = nullptr;
+    int rc_ = 0;
+    int err_ = 0;
+};
+
+enum class io_call : unsigned char { read, write, recv, send };
+
+/// send(2)'s flags: never SIGPIPE where the platform has the flag (macOS
+/// has a socket option instead, SO_NOSIGPIPE, left to the program).
+#if defined(MSG_NOSIGNAL)
+inline constexpr int send_flags = MSG_DONTWAIT | MSG_NOSIGNAL;
+#else
+inline constexpr int send_flags = MSG_DONTWAIT;
+#endif
+
+/// read, write, recv, send (all bytes) and read_some, recv_some.
+template <class Derived, io_call Call, bool Some>
+class io_transfer : public io_wait<Derived> {
+    static constexpr bool reads = Call == io_call::read || Call == io_call::recv;
+    using buffer = std::conditional_t<reads, void *, const void *>;
+    friend io_wait<Derived>;
+
+public:
+    explicit io_transfer(int fd, buffer buf, std::size_t len, time_point deadline = {},
+                         std::size_t *done = nullptr) noexcept
+        : io_wait<Derived>(fd, reads ? CORO_READABLE : CORO_WRITABLE, deadline),
+          buf_(static_cast<const char *>(buf)), len_(len), out_(done)
+    {
+        if (fd < 0 || (buf == nullptr && len > 0))
+            (void)this->fail(CORO_EINVAL, 0);
+    }
+    /// void; the count for read_some and recv_some (0 at end of file).
+    auto await_resume() const
+    {
+        if (out_ != nullptr)
+            *out_ = done_;
+        this->rethrow(Derived::what);
+        if constexpr (Some)
+            return done_;
+    }
+
+private:
+    bool start() noexcept
+    {
+        if constexpr (Call == io_call::read || Call == io_call::write) {
+            if (len_ > 0 && this->refuse_blocking())
+                return true;
+        }
+        return attempt();
+    }
+    /// One system call over what is left.
+    ssize_t once() noexcept
+    {
+        const int fd = this->fd_;
+        char *p = const_cast<char *>(buf_) + done_; // written only by the reads
+        const std::size_t n = len_ - done_;
+        if constexpr (Call == io_call::read)
+            return ::read(fd, p, n);
+        else if constexpr (Call == io_call::write)
+            return ::write(fd, p, n);
+        else if constexpr (Call == io_call::recv)
+            return ::recv(fd, p, n, MSG_DONTWAIT);
+        else
+            return ::send(fd, p, n, send_flags);
+    }
+    bool attempt() noexcept
+    {
+        while (done_ < len_) {
+            const ssize_t n = once();
+            if (n > 0) {
+                done_ += static_cast<std::size_t>(n);
+                if constexpr (Some)
+                    return true;
+            } else if (n == 0) {
+                if constexpr (Some)
+                    return true; // end of file
+                // End of file before len bytes (libdill's EPIPE), or a
+                // write(2) of a non-zero count that moved nothing.
+                return this->fail(CORO_EIO, reads ? EPIPE : EIO);
+            } else if (const int err = errno; this->would_block(err)) {
+                return false;
+            } else if (err != EINTR) {
+                return this->fail_errno(err);
+            }
+        }
+        return true;
+    }
+
+    const char *buf_;
+    std::size_t len_;
+    std::size_t done_ = 0;
+    std::size_t *out_;
+};
+
+} // namespace detail
+
+// Each awaitable's constructor takes (fd, buf, len, deadline = {}, done =
+// nullptr): `*done` (done may be null) gets the bytes moved, also when the
+// co_await throws. Errors: errc::timed_out at the deadline; errc::io with
+// os_error() EPIPE at end of file before len bytes, errno's value for other
+// failures; errc::invalid for bad arguments or a closed descriptor.
+
+/// co_await read(fd, buf, len, ...): reads all len bytes (coro_read). fd
+/// must be non-blocking (errc::invalid otherwise: it would block the worker).
+struct [[nodiscard]] read : detail::io_transfer<read, detail::io_call::read, false> {
+    using io_transfer::io_transfer;
+    static constexpr const char *what = "coframe::read";
+};
+
+/// std::size_t n = co_await read_some(fd, buf, len, ...): as read, but
+/// returns once some bytes arrived; 0 only at end of file (CORO_IO_SOME).
+struct [[nodiscard]] read_some : detail::io_transfer<read_some, detail::io_call::read, true> {
+    using io_transfer::io_transfer;
+    static constexpr const char *what = "coframe::read_some";
+};
+
+/// co_await write(fd, buf, len, ...): writes all len bytes (coro_write);
+/// raises SIGPIPE as write(2) does. fd must be non-blocking.
+struct [[nodiscard]] write : detail::io_transfer<write, detail::io_call::write, false> {
+    using io_transfer::io_transfer;
+    static constexpr const char *what = "coframe::write";
+};
+
+/// co_await recv(fd, buf, len, ...): read for a socket, through recv(2)
+/// with MSG_DONTWAIT (coro_recv): fd may be blocking.
+struct [[nodiscard]] recv : detail::io_transfer<recv, detail::io_call::recv, false> {
+    using io_transfer::io_transfer;
+    static constexpr const char *what = "coframe::recv";
+};
+
+/// std::size_t n = co_await recv_some(fd, buf, len, ...): read_some for a socket.
+struct [[nodiscard]] recv_some : detail::io_transfer<recv_some, detail::io_call::recv, true> {
+    using io_transfer::io_transfer;
+    static constexpr const char *what = "coframe::recv_some";
+};
+
+/// co_await send(fd, buf, len, ...): write for a socket, through send(2)
+/// with MSG_DONTWAIT | MSG_NOSIGNAL (coro_send): a gone peer is errc::io
+/// with EPIPE (or ECONNRESET), never a signal.
+struct [[nodiscard]] send : detail::io_transfer<send, detail::io_call::send, false> {
+    using io_transfer::io_transfer;
+    static constexpr const char *what = "coframe::send";
+};
+
+/// unique_fd c = co_await accept(listener, deadline = {}, addr = nullptr,
+/// addrlen = nullptr): the next connection (coro_accept), its socket
+/// non-blocking and close-on-exec. listener must be non-blocking. Out of
+/// descriptors is errc::io with EMFILE or ENFILE.
+class [[nodiscard]] accept : public detail::io_wait<accept> {
+    friend io_wait<accept>;
+
+public:
+    explicit accept(int listener, time_point deadline = {}, sockaddr *addr = nullptr,
+                    socklen_t *addrlen = nullptr) noexcept
+        : io_wait(listener, CORO_READABLE, deadline), addr_(addr), addrlen_(addrlen)
+    {
+        if (listener < 0 || (addr != nullptr && addrlen == nullptr))
+            (void)fail(CORO_EINVAL, 0);
+    }
+    ~accept()
+    {
+        if (conn_ >= 0)
+            (void)::close(conn_); // taken but never handed over
+    }
+    unique_fd await_resume()
+    {
+        rethrow("coframe::accept");
+        return unique_fd(std::exchange(conn_, -1));
+    }
+
+private:
+    bool start() noexcept { return refuse_blocking() || attempt(); }
+    bool attempt() noexcept
+    {
+        for (;;) {
+#if defined(__APPLE__)
+            conn_ = ::accept(fd_, addr_, addrlen_);
+            if (conn_ >= 0) {
+                (void)::fcntl(conn_, F_SETFD, FD_CLOEXEC);
+                (void)::fcntl(conn_, F_SETFL, O_NONBLOCK);
+                return true;
+            }
+#else
+            conn_ = ::accept4(fd_, addr_, addrlen_, SOCK_NONBLOCK | SOCK_CLOEXEC);
+            if (conn_ >= 0)
+                return true;
+#endif
+            const int err = errno;
+            // A connection that failed before it was taken is skipped, as
+            // accept(2)'s manual asks.
+            if (err == EINTR || err == ECONNABORTED || err == EPROTO)
+                continue;
+            return !would_block(err) && fail_errno(err);
+        }
+    }
+
+    sockaddr *addr_;
+    socklen_t *addrlen_;
+    int conn_ = -1;
+};
+
+/// co_await connect(fd, addr, addrlen, deadline = {}): connects the
+/// non-blocking socket fd (coro_connect); a refused connection is
+/// errc::io with ECONNREFUSED. After a failure the socket is of no use.
+class [[nodiscard]] connect : public detail::io_wait<connect> {
+    friend io_wait<connect>;
+
+public:
+    explicit connect(int fd, const sockaddr *addr, socklen_t addrlen, time_point deadline = {}) noexcept
+        : io_wait(fd, CORO_WRITABLE, deadline), addr_(addr), len_(addrlen)
+    {
+        if (fd < 0 || addr == nullptr || addrlen == 0)
+            (void)fail(CORO_EINVAL, 0);
+    }
+    void await_resume() const { rethrow("coframe::connect"); }
+
+private:
+    bool start() noexcept
+    {
+        if (refuse_blocking() || ::connect(fd_, addr_, len_) == 0)
+            return true;
+        const int err = errno;
+        // Interrupted, the connection goes on in the background, as for a
+        // non-blocking socket.
+        return err != EINPROGRESS && err != EINTR && fail_errno(err);
+    }
+    /// Writable: connected, or failed; SO_ERROR says which (and clears it).
+    bool attempt() noexcept
+    {
+        int err = 0;
+        socklen_t n = sizeof err;
+        if (::getsockopt(fd_, SOL_SOCKET, SO_ERROR, &err, &n) != 0)
+            err = errno;
+        return err == 0 || fail_errno(err);
+    }
+
+    const sockaddr *addr_;
+    socklen_t len_;
+};
+
+namespace detail {
+
+/// A this_coro transfer: the C call, refused in a task.
+template <class Fn, class Buf>
+std::size_t blocking_transfer(Fn call, const char *what, const char *in_task_msg, int fd, Buf buf, std::size_t len,
+                              std::uint32_t flags, time_point deadline, std::size_t *done)
+{
+    not_in_task(in_task_msg);
+    std::size_t n = 0;
+    const int rc = call(fd, buf, len, flags, &n, deadline_ns(deadline));
+    if (done != nullptr)
+        *done = n;
+    check(rc, what);
+    return n;
+}
+
+} // namespace detail
+
+namespace this_coro {
+
+/// The blocking-style I/O for stackful bodies (and plain threads, where
+/// they block): the C calls, with the task awaitables' parameters, which
+/// throw as those do. In a task they throw errc::state: co_await
+/// coframe::read(...) there.
+inline void read(int fd, void *buf, std::size_t len, time_point deadline = {}, std::size_t *done = nullptr)
+{
+    (void)detail::blocking_transfer(&coro_read, "coro_read",
+                                    "coframe::this_coro::read() in a task: co_await coframe::read()", fd, buf, len,
+                                    0, deadline, done);
+}
+
+/// Some bytes: the count, 0 only at end of file (CORO_IO_SOME).
+inline std::size_t read_some(int fd, void *buf, std::size_t len, time_point deadline = {},
+                             std::size_t *done = nullptr)
+{
+    return detail::blocking_transfer(&coro_read, "coro_read",
+                                     "coframe::this_coro::read_some() in a task: co_await coframe::read_some()", fd,
+                                     buf, len, CORO_IO_SOME, deadline, done);
+}
+
+inline void write(int fd, const void *buf, std::size_t len, time_point deadline = {}, std::size_t *done = nullptr)
+{
+    (void)detail::blocking_transfer(&coro_write, "coro_write",
+                                    "coframe::this_coro::write() in a task: co_await coframe::write()", fd, buf, len,
+                                    0, deadline, done);
+}
+
+inline void recv(int fd, void *buf, std::size_t len, time_point deadline = {}, std::size_t *done = nullptr)
+{
+    (void)detail::blocking_transfer(&coro_recv, "coro_recv",
+                                    "coframe::this_coro::recv() in a task: co_await coframe::recv()", fd, buf, len,
+                                    0, deadline, done);
+}
+
+inline std::size_t recv_some(int fd, void *buf, std::size_t len, time_point deadline = {},
+                             std::size_t *done = nullptr)
+{
+    return detail::blocking_transfer(&coro_recv, "coro_recv",
+                                     "coframe::this_coro::recv_some() in a task: co_await coframe::recv_some()", fd,
+                                     buf, len, CORO_IO_SOME, deadline, done);
+}
+
+inline void send(int fd, const void *buf, std::size_t len, time_point deadline = {}, std::size_t *done = nullptr)
+{
+    (void)detail::blocking_transfer(&coro_send, "coro_send",
+                                    "coframe::this_coro::send() in a task: co_await coframe::send()", fd, buf, len,
+                                    0, deadline, done);
+}
+
+inline unique_fd accept(int listener, time_point deadline = {}, sockaddr *addr = nullptr, socklen_t *addrlen = nullptr)
+{
+    detail::not_in_task("coframe::this_coro::accept() in a task: co_await coframe::accept()");
+    int fd = -1;
+    detail::check(coro_accept(listener, addr, addrlen, 0, &fd, detail::deadline_ns(deadline)), "coro_accept");
+    return unique_fd(fd);
+}
+
+inline void connect(int fd, const sockaddr *addr, socklen_t len, time_point deadline = {})
+{
+    detail::not_in_task("coframe::this_coro::connect() in a task: co_await coframe::connect()");
+    detail::check(coro_connect(fd, addr, len, detail::deadline_ns(deadline)), "coro_connect");
+}
 
 } // namespace this_coro
 
