@@ -112,7 +112,9 @@ fn init_frame(
         let stack = match stack {
             Ok(s) => s,
             Err(e) => {
-                // Nothing was published: the slot is still ours to give back.
+                // Nothing was published: the slot is still ours to give
+                // back, without a copy it could not keep once freed.
+                sched::trim_env(body);
                 table::free(slot, None);
                 return Err(e);
             }

@@ -340,6 +340,15 @@ pub(crate) fn free(slot: &'static Slot) {
 /// for the next frame up to this capacity; a bigger one is dropped.
 const ENV_KEPT_WORDS: usize = 64;
 
+/// Drops a slot's environment buffer if it is too big to keep for the
+/// slot's next frame: a freed frame's, or a spawn's that failed after it
+/// copied the environment.
+pub(crate) fn trim_env(body: &mut Body) {
+    if body.env_heap.capacity() > ENV_KEPT_WORDS {
+        body.env_heap = Vec::new();
+    }
+}
+
 /// `free_with` inlined for its common case on the nested await's path: a
 /// frame that returned on its own worker goes warm with a few stores.
 #[inline(always)]
@@ -407,10 +416,7 @@ pub(crate) fn free_with(slot: &'static Slot, local: Option<&Local>) {
         }
         body.in_entry = false;
     }
-    // Only a big environment buffer is not kept for the next frame.
-    if body.env_heap.capacity() > ENV_KEPT_WORDS {
-        body.env_heap = Vec::new();
-    }
+    trim_env(body);
     release(slot, body);
     match local {
         Some(l) if warm => l.keep_warm(slot),

@@ -18,7 +18,9 @@ mod overflow;
 mod queue;
 mod worker;
 
-pub(crate) use harness::{finalize, free, free_with, schedule_owned, schedule_owned_from, Outcome};
+pub(crate) use harness::{
+    finalize, free, free_with, schedule_owned, schedule_owned_from, trim_env, Outcome,
+};
 pub(crate) use worker::{local, local_before_switch, local_of, on_worker, Local};
 
 use core::ffi::c_void;
