@@ -41,6 +41,7 @@ pub const CORO_SPAWN_MIGRATABLE = h.CORO_SPAWN_MIGRATABLE;
 pub const CORO_READABLE = h.CORO_READABLE;
 pub const CORO_WRITABLE = h.CORO_WRITABLE;
 pub const CORO_KEEP = h.CORO_KEEP;
+pub const CORO_IO_SOME = h.CORO_IO_SOME;
 
 // Functions.
 pub const coro_runtime_new = h.coro_runtime_new;
@@ -60,6 +61,12 @@ pub const coro_yield = h.coro_yield;
 pub const coro_wait_fd = h.coro_wait_fd;
 pub const coro_fd_forget = h.coro_fd_forget;
 pub const coro_sleep_until = h.coro_sleep_until;
+pub const coro_read = h.coro_read;
+pub const coro_write = h.coro_write;
+pub const coro_recv = h.coro_recv;
+pub const coro_send = h.coro_send;
+pub const coro_accept = h.coro_accept;
+pub const coro_connect = h.coro_connect;
 pub const coro_now = h.coro_now;
 pub const coro_defer = h.coro_defer;
 pub const coro_errdefer = h.coro_errdefer;

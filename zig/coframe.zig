@@ -222,6 +222,145 @@ pub fn forgetFd(fd: std.posix.fd_t) Error!void {
     return check(c.coro_fd_forget(fd));
 }
 
+// ------------------------------------------------------ blocking-style I/O
+
+/// How `read`, `write`, `recv`, `send` and the `...Some` reads run.
+pub const IoOptions = struct {
+    /// For the whole call, all its waits together.
+    timeout: Timeout = .none,
+    /// `CORO_KEEP`: the waits keep the descriptor registered (Linux; call
+    /// `forgetFd` before closing it). docs/API.md, "Kept registrations".
+    keep: bool = false,
+    /// Gets the count of bytes moved, also when the call fails: a
+    /// timed-out transfer can go on from there.
+    done: ?*usize = null,
+};
+
+/// How `accept` and `acceptAddress` run.
+pub const AcceptOptions = struct {
+    timeout: Timeout = .none,
+    /// `CORO_KEEP` for the listener, as `IoOptions.keep`.
+    keep: bool = false,
+};
+
+/// How `connect` runs.
+pub const ConnectOptions = struct {
+    timeout: Timeout = .none,
+};
+
+fn keepFlag(keep: bool) u32 {
+    return if (keep) c.CORO_KEEP else 0;
+}
+
+/// One of the four C transfers, with `CORO_IO_SOME` when `some`.
+fn transfer(comptime call: anytype, fd: std.posix.fd_t, ptr: anytype, len: usize, some: bool, opts: IoOptions) Error!usize {
+    var n: usize = 0;
+    const flags = keepFlag(opts.keep) | @as(u32, if (some) c.CORO_IO_SOME else 0);
+    const rc = call(fd, ptr, len, flags, &n, opts.timeout.toDeadline());
+    if (opts.done) |d| d.* = n;
+    try check(rc);
+    return n;
+}
+
+/// Reads all of `buf` from `fd` (`coro_read`): read(2) that waits while
+/// nothing is ready, and goes on until `buf` is full. Suspends a coroutine
+/// (`fd` must be non-blocking there), blocks a plain thread.
+/// Errors: `Io` (`lastErrno()`: `.PIPE` at end of file before `buf.len`
+/// bytes), `TimedOut`, `Canceled`, `Invalid` (a bad or closed fd, a
+/// blocking fd in a coroutine), `LockHeld`, `State` (a worker thread
+/// outside a coroutine that would have to wait), `OutOfMemory`.
+pub fn read(fd: std.posix.fd_t, buf: []u8, opts: IoOptions) Error!void {
+    _ = try transfer(c.coro_read, fd, buf.ptr, buf.len, false, opts);
+}
+
+/// Reads what has come, at least one byte (`coro_read` with
+/// `CORO_IO_SOME`), waiting while nothing has: the count, 0 only at end of
+/// file (or for an empty `buf`). Errors: as `read`'s.
+pub fn readSome(fd: std.posix.fd_t, buf: []u8, opts: IoOptions) Error!usize {
+    return transfer(c.coro_read, fd, buf.ptr, buf.len, true, opts);
+}
+
+/// Writes all of `bytes` to `fd` (`coro_write`), waiting while it is full.
+/// A pipe or socket whose reader is gone raises SIGPIPE, as write(2)
+/// does (`send` does not). Errors: as `read`'s (`.PIPE` from the system).
+pub fn write(fd: std.posix.fd_t, bytes: []const u8, opts: IoOptions) Error!void {
+    _ = try transfer(c.coro_write, fd, bytes.ptr, bytes.len, false, opts);
+}
+
+/// `read` for a socket (`coro_recv`, recv(2) with `MSG_DONTWAIT`): the
+/// socket may be blocking or not. Errors: as `read`'s.
+pub fn recv(fd: std.posix.fd_t, buf: []u8, opts: IoOptions) Error!void {
+    _ = try transfer(c.coro_recv, fd, buf.ptr, buf.len, false, opts);
+}
+
+/// `readSome` for a socket (`coro_recv` with `CORO_IO_SOME`): 0 only when
+/// the peer has closed. Errors: as `read`'s.
+pub fn recvSome(fd: std.posix.fd_t, buf: []u8, opts: IoOptions) Error!usize {
+    return transfer(c.coro_recv, fd, buf.ptr, buf.len, true, opts);
+}
+
+/// `write` for a socket (`coro_send`, send(2) with `MSG_DONTWAIT |
+/// MSG_NOSIGNAL`): a gone peer is `Io` with `.PIPE`, never SIGPIPE.
+/// Errors: as `read`'s.
+pub fn send(fd: std.posix.fd_t, bytes: []const u8, opts: IoOptions) Error!void {
+    _ = try transfer(c.coro_send, fd, bytes.ptr, bytes.len, false, opts);
+}
+
+/// Accepts a connection on `listener` (`coro_accept`), waiting until one
+/// comes: its socket, non-blocking and close-on-exec, which the caller
+/// closes. In a coroutine `listener` must be non-blocking.
+/// Errors: `Io` (`lastErrno()`: `.MFILE`/`.NFILE` when out of
+/// descriptors), `TimedOut`, `Canceled`, `Invalid`, `LockHeld`, `State`,
+/// `OutOfMemory`.
+pub fn accept(listener: std.posix.fd_t, opts: AcceptOptions) Error!std.posix.fd_t {
+    var fd: c_int = -1;
+    try check(c.coro_accept(listener, null, null, keepFlag(opts.keep), &fd, opts.timeout.toDeadline()));
+    return fd;
+}
+
+/// A connection `acceptAddress` took: its socket and the peer's address.
+pub const Accepted = struct {
+    fd: std.posix.fd_t,
+    address: std.Io.net.IpAddress,
+};
+
+const PosixAddress = std.Io.Threaded.PosixAddress;
+
+/// `accept` that also gives the peer's address, for an IPv4 or IPv6
+/// listener. A peer of another family (a Unix socket's listener) is
+/// `error.Invalid`, its connection closed: use `accept` there.
+pub fn acceptAddress(listener: std.posix.fd_t, opts: AcceptOptions) Error!Accepted {
+    var storage: PosixAddress = undefined;
+    var len: std.posix.socklen_t = @sizeOf(PosixAddress);
+    var fd: c_int = -1;
+    try check(c.coro_accept(listener, @ptrCast(&storage.any), &len, keepFlag(opts.keep), &fd, opts.timeout.toDeadline()));
+    switch (storage.any.family) {
+        std.posix.AF.INET, std.posix.AF.INET6 => return .{ .fd = fd, .address = std.Io.Threaded.addressFromPosix(&storage) },
+        else => {
+            _ = std.c.close(fd);
+            return error.Invalid;
+        },
+    }
+}
+
+/// Connects the socket `fd` to `address` (`coro_connect`), waiting until
+/// the connection is made, refused or the timeout passes. In a coroutine
+/// `fd` must be non-blocking. After a failure the socket is of no further
+/// use: close it. Errors: `Io` (`lastErrno()`: `.CONNREFUSED` and the
+/// like), `TimedOut`, `Canceled`, `Invalid`, `LockHeld`, `State`,
+/// `OutOfMemory`.
+pub fn connect(fd: std.posix.fd_t, address: *const std.Io.net.IpAddress, opts: ConnectOptions) Error!void {
+    var storage: PosixAddress = undefined;
+    const len = std.Io.Threaded.addressToPosix(address, &storage);
+    return connectSockaddr(fd, &storage.any, len, opts);
+}
+
+/// `connect` to an address of any family (a Unix socket's), given as
+/// connect(2) takes it. Errors: as `connect`'s.
+pub fn connectSockaddr(fd: std.posix.fd_t, address: *const std.posix.sockaddr, len: std.posix.socklen_t, opts: ConnectOptions) Error!void {
+    return check(c.coro_connect(fd, @ptrCast(address), len, opts.timeout.toDeadline()));
+}
+
 // ----------------------------------------------------------------- suspend
 
 /// The suspend reference of one suspension: consumed by exactly one

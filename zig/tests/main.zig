@@ -11,6 +11,7 @@ test {
     _ = @import("waits.zig");
     _ = @import("sync.zig");
     _ = @import("misuse.zig");
+    _ = @import("blocking_io.zig");
 }
 
 test "every declaration of the module and of the C API compiles" {
