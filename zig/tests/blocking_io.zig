@@ -325,10 +325,10 @@ test "acceptAddress on a Unix socket's listener: error.Invalid" {
     const listener = std.c.socket(std.c.AF.UNIX, std.c.SOCK.STREAM | std.c.SOCK.CLOEXEC | std.c.SOCK.NONBLOCK, 0);
     if (listener < 0) return error.NoSocket;
     defer _ = std.c.close(listener);
-    // An abstract name (a leading 0 byte): nothing on the file system.
+    // An abstract name (a leading 0 byte): nothing on the file system;
+    // the pid in it keeps runs at the same time apart.
     var un: std.posix.sockaddr.un = .{ .path = @splat(0) };
-    const name = "coframe-zig-test-accept";
-    @memcpy(un.path[1 .. 1 + name.len], name);
+    const name = try std.fmt.bufPrint(un.path[1..], "coframe-zig-test-accept-{d}", .{std.c.getpid()});
     const len: std.posix.socklen_t = @intCast(@offsetOf(std.posix.sockaddr.un, "path") + 1 + name.len);
     if (std.c.bind(listener, @ptrCast(&un), len) != 0) return error.Bind;
     if (std.c.listen(listener, 1) != 0) return error.Listen;
