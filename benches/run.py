@@ -857,7 +857,7 @@ def build_rows(R, m):
     io_rps = (tp.get("coframe_io") or {}).get("rps")
     if io_rps:
         rows.append(dict(op="e. echo throughput, 1,000 connections",
-                         coframe="coframe from C, 2 workers, on coro_read/coro_write (CORO_KEEP)",
+                         coframe="coframe from C, 2 workers, on coro_recv/coro_send (CORO_KEEP)",
                          peer="the same server's hand-tuned loop", coframe_val=f"{fmt_num(io_rps)} rt/s",
                          peer_val=f"{fmt_num(c_rps)} rt/s", val_ratio=fmt_ratio(ratio(io_rps, c_rps)),
                          ref="", target="", met=None))
@@ -1354,7 +1354,7 @@ def main():
         R["throughput"] = {}
         # coframe_rearm: the same C server without CORO_KEEP, each wait
         # re-arming its descriptor (an EPOLL_CTL_MOD), for comparison.
-        # coframe_io: the same server on coro_read/coro_write (CORO_KEEP)
+        # coframe_io: the same server on coro_recv/coro_send (CORO_KEEP)
         # instead of its hand-tuned read loop: what the calls cost.
         servers = (("coframe", [CBENCH, "echo_server", "--workers", "2"], None),
                    ("tokio", [COMPARE, "echo_server_tokio", "--workers", "2"], None),

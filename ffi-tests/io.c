@@ -18,6 +18,8 @@
  *                    a refused connect: CORO_EIO, ECONNREFUSED; an accept
  *                    with nobody coming: CORO_ETIMEDOUT; coro_send to a
  *                    closed peer: CORO_EIO, EPIPE, and no SIGPIPE
+ *   kept reads       CORO_KEEP: after a short read the next read waits
+ *                    first, and still sees data written in between
  *   plain thread     the calls block: a blocking pipe read with data, and
  *                    with a deadline and no data (CORO_ETIMEDOUT); a
  *                    non-blocking one woken by a coroutine's write
@@ -301,6 +303,48 @@ static void sockets(void *arg)
     close(sv[0]);
 }
 
+/* CORO_KEEP: a short read drained the socket, so the next read on it
+ * waits for the edge before it tries (no read that says EAGAIN). Data
+ * that came in between has its edge: that read returns at once. */
+static void kept_short_reads(void *arg)
+{
+    (void)arg;
+    int sv[2];
+    nb_socketpair(sv);
+    char buf[64];
+    size_t done = 0;
+    for (int round = 0; round < 3; round++) {
+        CHECK_EQ(write(sv[1], "abc", 3), 3);
+        CHECK_RC(coro_recv(sv[0], buf, sizeof buf, CORO_IO_SOME | CORO_KEEP, &done, in_ms(5000)),
+                 CORO_OK);
+        CHECK_EQ(done, 3); /* short: asked for 64 */
+        /* Before the next call, from the same coroutine: its edge must
+         * not be lost. */
+        CHECK_EQ(write(sv[1], "de", 2), 2);
+        int64_t t0 = coro_now();
+        CHECK_RC(coro_read(sv[0], buf, sizeof buf, CORO_IO_SOME | CORO_KEEP, &done, in_ms(5000)),
+                 CORO_OK);
+        CHECK_EQ(done, 2);
+        CHECK(coro_now() - t0 < 1000 * MS);
+        /* Nothing new: the wait times out. */
+        CHECK_RC(coro_recv(sv[0], buf, sizeof buf, CORO_IO_SOME | CORO_KEEP, &done, in_ms(20)),
+                 CORO_ETIMEDOUT);
+        CHECK_EQ(done, 0);
+    }
+    /* An all-bytes read across short reads, the rest written by another
+     * coroutine 5 ms later: waits between them, misses nothing. */
+    unsigned char out[3000], in[3000];
+    fill(out, sizeof out, 9);
+    struct writer w = { sv[1], out, 1000, 3, 0 };
+    coro_promise wp = spawn_fn(writer_body, &w, 0);
+    CHECK_RC(coro_recv(sv[0], in, sizeof in, CORO_KEEP, &done, in_ms(5000)), CORO_OK);
+    CHECK_EQ(done, sizeof in);
+    CHECK(memcmp(in, out, sizeof in) == 0);
+    CHECK_RC(coro_await(wp, NULL), CORO_OK);
+    CHECK_RC(coro_fd_forget(sv[0]), CORO_OK);
+    close2(sv);
+}
+
 /* ------------------------------------------------------------------ */
 /* plain threads and blocking descriptors                              */
 
@@ -477,6 +521,7 @@ int main(void)
     run_in_coro(rt, big_write, NULL, 10000, "big write");
     run_in_coro(rt, deadlines, NULL, 10000, "deadlines");
     run_in_coro(rt, sockets, NULL, 10000, "sockets");
+    run_in_coro(rt, kept_short_reads, NULL, 10000, "kept short reads");
     plain_thread();
     run_in_coro(rt, blocking_fd, NULL, 10000, "blocking fd");
     cancel();

@@ -149,6 +149,7 @@ fn publish(
     body.rt = rt;
     slot.set_worker(worker);
     body.migratable = flags & SPAWN_MIGRATABLE != 0;
+    body.drained_fd = -1;
     body.entry = Some(entry);
     body.env = env;
     body.env_drop = drop;
@@ -272,6 +273,28 @@ pub(crate) fn blocking_call_point(me: Running) -> Result<()> {
         me.yield_park()?;
     }
     Ok(())
+}
+
+/// Whether the running coroutine's last kept read on `fd` came up short
+/// (`note_drained`); forgets it either way.
+pub(crate) fn take_drained(me: &Running, fd: i32) -> bool {
+    // SAFETY: the running body owns EXEC.
+    let body = unsafe { me.slot.body() };
+    if body.drained_fd != fd {
+        return false;
+    }
+    body.drained_fd = -1;
+    true
+}
+
+/// A kept read of the running coroutine came up short on the stream
+/// `fd`: the socket was drained, so the next read on it waits for its
+/// edge before it tries, as tokio clears readiness after a short read.
+pub(crate) fn note_drained(fd: i32) {
+    if let Some(me) = context::running() {
+        // SAFETY: the running body owns EXEC.
+        unsafe { me.slot.body() }.drained_fd = fd;
+    }
 }
 
 /// CP.52: a coroutine must not suspend while it holds a blocking lock.

@@ -99,15 +99,18 @@ enum Caller {
 
 /// Begins a call: a foreign frame cannot run a loop of waits (each of its
 /// waits ends its resume), so it is refused; a coroutine's call is a
-/// suspension point from its first instruction.
-fn caller() -> Result<Caller> {
+/// suspension point from its first instruction. `read_fd`: the descriptor
+/// of a read, for which it also answers whether the coroutine's last kept
+/// read on it came up short (`coro::note_drained`).
+fn caller(read_fd: Option<i32>) -> Result<(Caller, bool)> {
     match context::running() {
         Some(me) if me.is_foreign() => Err(Error::State),
         Some(me) => {
+            let drained = read_fd.is_some_and(|fd| coro::take_drained(&me, fd));
             coro::blocking_call_point(me)?;
-            Ok(Caller::Coroutine)
+            Ok((Caller::Coroutine, drained))
         }
-        None => Ok(Caller::Thread),
+        None => Ok((Caller::Thread, false)),
     }
 }
 
@@ -184,20 +187,28 @@ pub unsafe fn transfer(
     if buf.is_null() && len > 0 {
         return Err(Error::Invalid);
     }
-    let caller = caller()?;
+    let keep = flags & KEEP != 0;
+    let (caller, drained) = caller(op.reads().then_some(fd))?;
     if len == 0 {
         return Ok(());
     }
     let try_first = may_try_first(fd, op.per_call_nonblocking(), caller)?;
     let wait = op.event() | (flags & KEEP);
+    // With a kept registration (edge-triggered), a short read drained the
+    // socket and a short write filled it: the next try would only say
+    // EAGAIN, so wait for the edge first, as CORO_KEEP asks and as tokio
+    // clears readiness after a short read. Streams only: a datagram is
+    // short by nature (docs/API.md).
+    let mut wait_first = keep && drained;
     loop {
-        if !try_first && deadline >= 0 {
-            // A blocking descriptor on a plain thread: the call itself
-            // would ignore the deadline.
+        if wait_first || (!try_first && deadline >= 0) {
+            // (A blocking descriptor on a plain thread: the call itself
+            // would ignore the deadline.)
             coro::wait_fd(fd, wait, deadline)?;
         }
+        let asked = len - *done;
         // SAFETY: `done < len`, and the caller's promise covers the rest.
-        match unsafe { op.once(fd, buf.add(*done), len - *done) } {
+        match unsafe { op.once(fd, buf.add(*done), asked) } {
             Ok(0) if op.reads() => {
                 if flags & IO_SOME != 0 {
                     return Ok(());
@@ -212,12 +223,19 @@ pub unsafe fn transfer(
             }
             Ok(n) => {
                 *done += n;
+                wait_first = keep && n < asked;
                 if *done == len || flags & IO_SOME != 0 {
+                    if wait_first && caller == Caller::Coroutine {
+                        coro::note_drained(fd);
+                    }
                     return Ok(());
                 }
             }
-            Err(libc::EINTR) => {}
-            Err(err) if would_block(err) => coro::wait_fd(fd, wait, deadline)?,
+            Err(libc::EINTR) => wait_first = false,
+            Err(err) if would_block(err) => {
+                wait_first = false;
+                coro::wait_fd(fd, wait, deadline)?
+            }
             Err(err) => return Err(failed(err)),
         }
     }
@@ -243,7 +261,7 @@ pub unsafe fn accept(
     if !addr.is_null() && addrlen.is_null() {
         return Err(Error::Invalid);
     }
-    let caller = caller()?;
+    let (caller, _) = caller(None)?;
     let try_first = may_try_first(fd, false, caller)?;
     let wait = READABLE | (flags & KEEP);
     loop {
@@ -318,7 +336,7 @@ pub unsafe fn connect(
     if addr.is_null() || addrlen == 0 {
         return Err(Error::Invalid);
     }
-    let caller = caller()?;
+    let (caller, _) = caller(None)?;
     // A blocking socket on a plain thread connects in the call itself,
     // with the kernel's timeout: connect(2) has nothing to poll first.
     may_try_first(fd, false, caller)?;

@@ -198,6 +198,9 @@ pub struct Body {
     /// by the worker around it: where a wait it begins hides the frame,
     /// without a thread-local lookup (`context::foreign::begin`).
     pub foreign_ctx: *const crate::context::ThreadCtx,
+    /// The descriptor whose last kept read by this coroutine came up
+    /// short (-1: none): its next one waits before it tries (`io`).
+    pub drained_fd: i32,
 }
 
 impl Body {
@@ -228,6 +231,7 @@ impl Body {
             answer: None,
             frame_mem: ptr::null_mut(),
             foreign_ctx: ptr::null(),
+            drained_fd: -1,
         }
     }
 }
