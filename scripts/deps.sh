@@ -27,6 +27,7 @@ cmake:cmake
 python3:python3
 groff-base:groff
 mandoc:mandoc
+man-db:man
 dpkg-dev:dpkg-buildpackage
 debhelper:dh
 lintian:lintian
@@ -64,6 +65,8 @@ fi
 # The Zig host test (ffi-tests/host.zig) runs PyPI's ziglang wheel from a
 # venv that scripts/zig.sh makes: python3 with venv and ensurepip, which
 # Debian packages apart (python3-venv); checked below.
+# man-db: test-install and test-deb look the installed pages up with
+#   man -w (without it those lookups would be skipped on a bare machine).
 # groff-base and mandoc: `make test-docs` renders the generated man pages
 #   with groff and lints them with `mandoc -Tlint` (scripts/test-docs.sh).
 # dpkg-dev, debhelper, lintian: `make deb` builds the Debian packages with
