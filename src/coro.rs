@@ -10,7 +10,9 @@ use std::sync::atomic::Ordering::*;
 
 use crate::context::{self, LibWait, Resumed, Running, Suspension};
 use crate::error::{Error, Result};
-use crate::frame::slot::{awaiter, Defer, ForeignPark, Slot, FOREIGN_FRAME, LOCK_COUNT};
+use crate::frame::slot::{
+    awaiter, Defer, ForeignPark, Slot, FOREIGN_FRAME, LOCK_COUNT, NOT_DRAINED,
+};
 pub use crate::frame::slot::{DeferFn, Entry, EnvDrop};
 use crate::frame::state::{AwaitStart, Consume, CANCELLED, CANCEL_RETURNS, DONE};
 use crate::frame::wait::Wait;
@@ -149,7 +151,6 @@ fn publish(
     body.rt = rt;
     slot.set_worker(worker);
     body.migratable = flags & SPAWN_MIGRATABLE != 0;
-    body.drained_fd = -1;
     body.entry = Some(entry);
     body.env = env;
     body.env_drop = drop;
@@ -262,29 +263,33 @@ pub(crate) fn suspension_point(me: &Running) -> Result<()> {
 }
 
 /// The checks of a call that may return without waiting (`io`'s
-/// blocking-style calls): those of every suspension point, and a cancel of
-/// the default mode, which only a switch acts on, is acted on here by a
-/// yield: a body whose descriptor is always ready would otherwise never
-/// be cancelled.
-pub(crate) fn blocking_call_point(me: Running) -> Result<()> {
-    suspension_point(&me)?;
-    if me.slot.state.load().any(CANCELLED) {
+/// blocking-style calls), on one load of the state word: those of every
+/// suspension point, and a cancel of the default mode, which only a switch
+/// acts on, is acted on here by a yield (a body whose descriptor is always
+/// ready would otherwise never be cancelled). For a read of `read_fd`,
+/// answers whether this frame's last kept read of it came up short
+/// (`note_drained`), and forgets that.
+pub(crate) fn blocking_call_point(me: Running, read_fd: Option<i32>) -> Result<bool> {
+    no_lock_held::<true>(&me)?;
+    let state = me.slot.state.load();
+    if state.any(CANCELLED) {
+        if state.has(CANCEL_RETURNS) {
+            return Err(Error::Canceled);
+        }
         // The worker begins the cancellation; the body does not run again.
         me.yield_park()?;
+        return Ok(false);
     }
-    Ok(())
-}
-
-/// Whether the running coroutine's last kept read on `fd` came up short
-/// (`note_drained`); forgets it either way.
-pub(crate) fn take_drained(me: &Running, fd: i32) -> bool {
+    let Some(fd) = read_fd else {
+        return Ok(false);
+    };
     // SAFETY: the running body owns EXEC.
     let body = unsafe { me.slot.body() };
-    if body.drained_fd != fd {
-        return false;
+    let drained = body.drained == drained_key(state.gen(), fd);
+    if drained {
+        body.drained = NOT_DRAINED;
     }
-    body.drained_fd = -1;
-    true
+    Ok(drained)
 }
 
 /// A kept read of the running coroutine came up short on the stream
@@ -292,9 +297,17 @@ pub(crate) fn take_drained(me: &Running, fd: i32) -> bool {
 /// edge before it tries, as tokio clears readiness after a short read.
 pub(crate) fn note_drained(fd: i32) {
     if let Some(me) = context::running() {
+        let key = drained_key(me.slot.state.load().gen(), fd);
         // SAFETY: the running body owns EXEC.
-        unsafe { me.slot.body() }.drained_fd = fd;
+        unsafe { me.slot.body() }.drained = key;
     }
+}
+
+/// `Body::drained` for descriptor `fd` of the frame of generation `gen`:
+/// a key an older frame of the slot left never matches a newer frame's,
+/// so spawn need not clear it.
+fn drained_key(gen: u32, fd: i32) -> u64 {
+    (gen as u64) << 32 | fd as u32 as u64
 }
 
 /// CP.52: a coroutine must not suspend while it holds a blocking lock.

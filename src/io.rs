@@ -105,11 +105,7 @@ enum Caller {
 fn caller(read_fd: Option<i32>) -> Result<(Caller, bool)> {
     match context::running() {
         Some(me) if me.is_foreign() => Err(Error::State),
-        Some(me) => {
-            let drained = read_fd.is_some_and(|fd| coro::take_drained(&me, fd));
-            coro::blocking_call_point(me)?;
-            Ok((Caller::Coroutine, drained))
-        }
+        Some(me) => Ok((Caller::Coroutine, coro::blocking_call_point(me, read_fd)?)),
         None => Ok((Caller::Thread, false)),
     }
 }

@@ -20,7 +20,7 @@ const _: () = assert!(CORO_IO_SOME == io::IO_SOME);
 unsafe fn transfer(
     op: Transfer,
     fd: c_int,
-    buf: *mut u8,
+    buf: *const c_void,
     len: usize,
     flags: u32,
     done: *mut usize,
@@ -28,6 +28,8 @@ unsafe fn transfer(
 ) -> c_int {
     guard(|| {
         let mut moved = 0;
+        // The pointer is only written through for a read.
+        let buf = buf.cast_mut().cast();
         // SAFETY: the caller's promise on `buf`, passed on.
         let r = unsafe { io::transfer(op, fd, buf, len, flags, &mut moved, deadline_ns) };
         if !done.is_null() {
@@ -65,17 +67,7 @@ pub unsafe extern "C" fn coro_read(
     deadline_ns: i64,
 ) -> c_int {
     // SAFETY: the caller's promises, passed on.
-    unsafe {
-        transfer(
-            Transfer::Read,
-            fd,
-            buf.cast(),
-            len,
-            flags,
-            done,
-            deadline_ns,
-        )
-    }
+    unsafe { transfer(Transfer::Read, fd, buf, len, flags, done, deadline_ns) }
 }
 
 /// Writes all `len` bytes of `buf` to `fd`, waiting while it is full:
@@ -96,18 +88,8 @@ pub unsafe extern "C" fn coro_write(
     done: *mut usize,
     deadline_ns: i64,
 ) -> c_int {
-    // SAFETY: as above; a write only reads `buf`.
-    unsafe {
-        transfer(
-            Transfer::Write,
-            fd,
-            buf.cast_mut().cast(),
-            len,
-            flags,
-            done,
-            deadline_ns,
-        )
-    }
+    // SAFETY: the caller's promises, passed on.
+    unsafe { transfer(Transfer::Write, fd, buf, len, flags, done, deadline_ns) }
 }
 
 /// `coro_read` for a socket, through recv(2) with `MSG_DONTWAIT`: `fd`
@@ -127,17 +109,7 @@ pub unsafe extern "C" fn coro_recv(
     deadline_ns: i64,
 ) -> c_int {
     // SAFETY: the caller's promises, passed on.
-    unsafe {
-        transfer(
-            Transfer::Recv,
-            fd,
-            buf.cast(),
-            len,
-            flags,
-            done,
-            deadline_ns,
-        )
-    }
+    unsafe { transfer(Transfer::Recv, fd, buf, len, flags, done, deadline_ns) }
 }
 
 /// `coro_write` for a socket, through send(2) with `MSG_DONTWAIT` and
@@ -158,18 +130,8 @@ pub unsafe extern "C" fn coro_send(
     done: *mut usize,
     deadline_ns: i64,
 ) -> c_int {
-    // SAFETY: as above; a send only reads `buf`.
-    unsafe {
-        transfer(
-            Transfer::Send,
-            fd,
-            buf.cast_mut().cast(),
-            len,
-            flags,
-            done,
-            deadline_ns,
-        )
-    }
+    // SAFETY: the caller's promises, passed on.
+    unsafe { transfer(Transfer::Send, fd, buf, len, flags, done, deadline_ns) }
 }
 
 /// Accepts a connection on the listening socket `fd`, waiting until one

@@ -140,6 +140,10 @@ pub enum ForeignPark {
     Park(crate::context::Suspension),
 }
 
+/// `Body::drained` when no read came up short: generations have 24 bits,
+/// so no key reaches it.
+pub const NOT_DRAINED: u64 = u64::MAX;
+
 /// Memory a host got from `coro_frame_alloc` and gave back while a frame
 /// ended: released when the frame is freed (`context::foreign`). The
 /// block's header: 16 bytes, so what follows keeps malloc's alignment.
@@ -199,8 +203,9 @@ pub struct Body {
     /// without a thread-local lookup (`context::foreign::begin`).
     pub foreign_ctx: *const crate::context::ThreadCtx,
     /// The descriptor whose last kept read by this coroutine came up
-    /// short (-1: none): its next one waits before it tries (`io`).
-    pub drained_fd: i32,
+    /// short, with the frame's generation (`coro::blocking_call_point`):
+    /// its next read waits before it tries (`io`).
+    pub drained: u64,
 }
 
 impl Body {
@@ -231,7 +236,7 @@ impl Body {
             answer: None,
             frame_mem: ptr::null_mut(),
             foreign_ctx: ptr::null(),
-            drained_fd: -1,
+            drained: NOT_DRAINED,
         }
     }
 }
