@@ -841,26 +841,21 @@ def build_rows(R, m):
                      peer="tokio, 2 workers", coframe_val=f"{fmt_num(c_rps)} rt/s",
                      peer_val=f"{fmt_num(t_rps)} rt/s", val_ratio=fmt_ratio(ratio(c_rps, t_rps)),
                      ref="", target="5: ≥ tokio", met=t5b))
-    u_rps = (tp.get("libuv") or {}).get("rps")
-    if u_rps:
-        rows.append(dict(op="e. echo throughput, 1,000 connections", coframe="coframe from C, 2 workers",
-                         peer="libuv, 2 loop threads (SO_REUSEPORT)", coframe_val=f"{fmt_num(c_rps)} rt/s",
-                         peer_val=f"{fmt_num(u_rps)} rt/s", val_ratio=fmt_ratio(ratio(c_rps, u_rps)),
-                         ref="", target="", met=None))
-    r_rps = (tp.get("coframe_rearm") or {}).get("rps")
-    if r_rps:
-        rows.append(dict(op="e. echo throughput, 1,000 connections",
-                         coframe="coframe from C, 2 workers, each wait re-arming (no CORO_KEEP)",
-                         peer="tokio, 2 workers", coframe_val=f"{fmt_num(r_rps)} rt/s",
-                         peer_val=f"{fmt_num(t_rps)} rt/s", val_ratio=fmt_ratio(ratio(r_rps, t_rps)),
-                         ref="", target="", met=None))
-    io_rps = (tp.get("coframe_io") or {}).get("rps")
-    if io_rps:
-        rows.append(dict(op="e. echo throughput, 1,000 connections",
-                         coframe="coframe from C, 2 workers, on coro_recv/coro_send (CORO_KEEP)",
-                         peer="the same server's hand-tuned loop", coframe_val=f"{fmt_num(io_rps)} rt/s",
-                         peer_val=f"{fmt_num(c_rps)} rt/s", val_ratio=fmt_ratio(ratio(io_rps, c_rps)),
-                         ref="", target="", met=None))
+    # The other echo rows: (our server, its label, the peer's server, its label).
+    echo_rows = (
+        ("coframe", "coframe from C, 2 workers", "libuv", "libuv, 2 loop threads (SO_REUSEPORT)"),
+        ("coframe_rearm", "coframe from C, 2 workers, each wait re-arming (no CORO_KEEP)",
+         "tokio", "tokio, 2 workers"),
+        ("coframe_io", "coframe from C, 2 workers, on coro_recv/coro_send (CORO_KEEP)",
+         "coframe", "the same server's hand-tuned loop"),
+    )
+    for ours, label, theirs, peer in echo_rows:
+        o_rps, p_rps = (tp.get(ours) or {}).get("rps"), (tp.get(theirs) or {}).get("rps")
+        if not (o_rps and p_rps):
+            continue
+        rows.append(dict(op="e. echo throughput, 1,000 connections", coframe=label, peer=peer,
+                         coframe_val=f"{fmt_num(o_rps)} rt/s", peer_val=f"{fmt_num(p_rps)} rt/s",
+                         val_ratio=fmt_ratio(ratio(o_rps, p_rps)), ref="", target="", met=None))
     tm = R.get("timers")
     if tm:
         rows.append(dict(op="g. timers: 100,000 sleepers over 1 s", coframe="coframe, 2 workers",
